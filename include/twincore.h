@@ -14,6 +14,9 @@
 #include "twincore/tcp.h"
 #include "twincore/unix.h"
 #include "twincore/udp.h"
+#include "twincore/pool.h"
+#include "twincore/future.h"
+#include "twincore/resolve.h"
 
 #define TC_VERSION_MAJOR 0
 #define TC_VERSION_MINOR 1

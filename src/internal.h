@@ -27,16 +27,19 @@
     ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
 enum {
-    TC__H_ACTIVE = 1u << 0,   /* started: counts for tc_handle_is_active */
     TC__H_CLOSING = 1u << 1,  /* tc_close called, close_cb not yet run */
 };
 
-/* Per-type hooks: close_impl stops watchers, fails pending work and closes
- * descriptors at tc_close() time; free_impl releases type-owned memory
- * after the user's close callback.  */
+/* Per-type hooks: close_impl stops watchers and closes descriptors at
+ * tc_close() time; finish_impl, on a later iteration and before the user's
+ * close callback, completes pending requests with -ECANCELED and frees what
+ * the type owns.  The handle itself is freed after the close callback. */
 typedef struct tc__handle_vtable {
     void (*close_impl)(tc_handle_t *h);
-    void (*free_impl)(tc_handle_t *h);
+    void (*finish_impl)(tc_handle_t *h);   /* may be NULL */
+    bool (*is_active)(const tc_handle_t *h);
+    /* Seconds until the handle's earliest timer, or < 0 for none. */
+    double (*next_timeout)(const tc_handle_t *h);  /* may be NULL */
 } tc__handle_vtable_t;
 
 struct tc_handle_s {
@@ -48,6 +51,7 @@ struct tc_handle_s {
     tc_close_cb close_cb;
     tc_handle_t *prev, *next;     /* loop's list of all handles */
     tc_handle_t *next_closing;    /* loop's list of pending close cbs */
+    uint64_t closed_at_iteration;
 };
 
 typedef struct tc__call {
@@ -90,15 +94,42 @@ struct tc_loop_s {
     char *read_buf;                /* shared by all streams' reads */
     size_t read_buf_size;
 
-    tc_handle_t *timers_active;    /* unused; timers walk handles */
     struct tc_server_s *starved;   /* servers waiting for descriptors */
+    double now_mono;               /* cached, seconds */
+    int backend_fd;                /* -2: not looked up yet */
+    unsigned extra_refs;           /* tc__loop_ref() count */
+    void *resolver_pool;           /* tc_pool_t used for host names */
+    /* pool.c: work completed for this loop, a lock-free stack drained by
+     * one tc_loop_call_from_thread per batch; and the count of work not
+     * yet delivered (tc_loop_close must refuse while it is not 0). */
+    _Atomic(struct tc_work_s *) pool_done;
+    atomic_size_t pool_pending;
 };
+
+/* Keep tc_loop_run(TC_RUN_DEFAULT) from returning while the caller has
+ * work outstanding (pool tasks, name lookups).  Thread: loop. */
+void tc__loop_ref(tc_loop_t *loop);
+void tc__loop_unref(tc_loop_t *loop);
+
+/* Resolve host:port to its first stream address on the loop's resolver
+ * pool (resolve.c).  cb runs once on the loop thread with 0 and the
+ * address (borrowed for the call), or a negative code; never when this
+ * returns an error: -ENOTSUP without a resolver pool, -EINVAL, -ENOMEM,
+ * -ESHUTDOWN.  *out (may be NULL) is for tc__resolve_cancel(), valid until
+ * cb runs.  Work outstanding keeps the loop running. */
+typedef struct tc__resolve_req tc__resolve_req_t;
+typedef void (*tc__resolve_cb)(void *arg, int status,
+                               const struct sockaddr *sa, socklen_t len);
+int tc__resolve_one(tc_loop_t *loop, const char *host, int port,
+                    tc__resolve_cb cb, void *arg, tc__resolve_req_t **out);
+/* Forget a lookup: its cb is never called.  Thread: loop. */
+void tc__resolve_cancel(tc__resolve_req_t *req);
 
 /* Register a freshly allocated handle (zeroed by the caller). */
 void tc__handle_init(tc_loop_t *loop, tc_handle_t *h, tc_handle_type_t type,
                      const tc__handle_vtable_t *vt, void *data);
-void tc__handle_start(tc_handle_t *h);
-void tc__handle_stop(tc_handle_t *h);
+/* Unlink, finish, call back and free one closing handle. */
+void tc__handle_finish_close(tc_handle_t *h);
 static inline bool
 tc__handle_closing(const tc_handle_t *h)
 {

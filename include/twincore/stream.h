@@ -48,9 +48,8 @@ typedef struct tc_stream_callbacks {
 /* Copy cbs into the stream.  Returns 0 or -EINVAL. */
 TC_EXTERN int tc_stream_set_callbacks(tc_stream_t *s,
                                       const tc_stream_callbacks_t *cbs);
-/* Start or resume reading.  Returns 0, -EINVAL without on_read, -EPIPE
- * after EOF or failure, -ENOTCONN while still connecting (reading then
- * begins when the connection is made). */
+/* Start or resume reading (on a connecting stream: once it connects).
+ * Returns 0, -EINVAL without on_read, or -EPIPE after EOF or failure. */
 TC_EXTERN int tc_stream_read_start(tc_stream_t *s);
 TC_EXTERN int tc_stream_read_stop(tc_stream_t *s);
 TC_EXTERN bool tc_stream_is_reading(const tc_stream_t *s);

@@ -1,0 +1,501 @@
+/* The loop: a libev loop plus the queues twincore adds to it.
+ *
+ * Each iteration: prepare (decide whether epoll may block) -> epoll -> IO,
+ * timer and wakeup callbacks -> check (call-soon queue, close callbacks,
+ * the after-iteration hook).  Our own watchers are unref'd so that only
+ * user handles keep tc_loop_run(TC_RUN_DEFAULT) going, except the idle
+ * watcher, which is started only while queued work must run. */
+#include <math.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define TC__READ_BUF_SIZE (64u * 1024u)
+
+int
+tc__callvec_push(tc__callvec_t *v, tc_call_cb fn, void *arg)
+{
+    if (v->len == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 64;
+        tc__call_t *items = realloc(v->items, cap * sizeof(*items));
+        if (items == NULL) {
+            return -ENOMEM;
+        }
+        v->items = items;
+        v->cap = cap;
+    }
+    v->items[v->len].fn = fn;
+    v->items[v->len].arg = arg;
+    v->len++;
+    return 0;
+}
+
+static double
+monotonic_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static inline tc_loop_t *
+loop_of(struct ev_loop *ev)
+{
+    return ev_userdata(ev);
+}
+
+/* libev calls this right after epoll returns: the cached time is fresh for
+ * every callback of the iteration. */
+static void
+after_poll(struct ev_loop *ev) EV_NOEXCEPT
+{
+    loop_of(ev)->now_mono = monotonic_s();
+}
+
+static void
+before_poll(struct ev_loop *ev) EV_NOEXCEPT
+{
+    (void)ev;
+}
+
+static bool
+has_queued_work(const tc_loop_t *loop)
+{
+    return loop->soon.len > 0 || loop->closing_head != NULL;
+}
+
+static void
+prepare_cb(struct ev_loop *ev, ev_prepare *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    tc_loop_t *loop = loop_of(ev);
+    /* An active idle watcher makes libev poll with a zero timeout. */
+    if (has_queued_work(loop)) {
+        if (!ev_is_active(&loop->soon_idle)) {
+            ev_idle_start(ev, &loop->soon_idle);
+        }
+    } else if (ev_is_active(&loop->soon_idle)) {
+        ev_idle_stop(ev, &loop->soon_idle);
+    }
+}
+
+static void
+idle_cb(struct ev_loop *ev, ev_idle *w, int revents)
+{
+    (void)ev;
+    (void)w;
+    (void)revents;
+}
+
+static void
+run_soon(tc_loop_t *loop)
+{
+    if (loop->soon.len == 0) {
+        return;
+    }
+    /* Swap first: calls queued while these run wait for the next turn. */
+    tc__callvec_t batch = loop->soon;
+    loop->soon = loop->soon_spare;
+    loop->soon.len = 0;
+    for (size_t i = 0; i < batch.len; i++) {
+        batch.items[i].fn(batch.items[i].arg);
+    }
+    loop->stats.soon_calls += batch.len;
+    batch.len = 0;
+    loop->soon_spare = batch;
+}
+
+static void
+run_closing(tc_loop_t *loop, bool all)
+{
+    while (loop->closing_head != NULL) {
+        tc_handle_t *h = loop->closing_head;
+        if (!all && h->closed_at_iteration >= loop->stats.iterations) {
+            break;
+        }
+        loop->closing_head = h->next_closing;
+        if (loop->closing_head == NULL) {
+            loop->closing_tail = NULL;
+        }
+        tc__handle_finish_close(h);
+    }
+}
+
+static void
+check_cb(struct ev_loop *ev, ev_check *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    tc_loop_t *loop = loop_of(ev);
+    run_soon(loop);
+    run_closing(loop, false);
+    if (loop->after_iteration != NULL) {
+        loop->after_iteration(loop->after_iteration_arg);
+    }
+    loop->stats.iterations++;
+}
+
+static void
+wakeup_cb(struct ev_loop *ev, ev_async *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    tc_loop_t *loop = loop_of(ev);
+    pthread_mutex_lock(&loop->xlock);
+    tc__callvec_t batch = loop->xcalls;
+    loop->xcalls = loop->xspare;
+    loop->xcalls.len = 0;
+    pthread_mutex_unlock(&loop->xlock);
+
+    loop->stats.wakeups++;
+    for (size_t i = 0; i < batch.len; i++) {
+        batch.items[i].fn(batch.items[i].arg);
+    }
+    loop->stats.thread_calls += batch.len;
+    batch.len = 0;
+    /* Only the loop thread touches xspare, but a producer may be growing
+     * xcalls right now: the swap back happens under the lock next time. */
+    pthread_mutex_lock(&loop->xlock);
+    loop->xspare = batch;
+    pthread_mutex_unlock(&loop->xlock);
+}
+
+int
+tc_loop_new(tc_loop_t **out)
+{
+    if (out == NULL) {
+        return -EINVAL;
+    }
+    tc_loop_t *loop = calloc(1, sizeof(*loop));
+    if (loop == NULL) {
+        return -ENOMEM;
+    }
+    int err = -ENOMEM;
+    loop->read_buf = malloc(TC__READ_BUF_SIZE);
+    if (loop->read_buf == NULL) {
+        goto fail;
+    }
+    loop->read_buf_size = TC__READ_BUF_SIZE;
+    loop->ev = ev_loop_new(EVBACKEND_EPOLL | EVFLAG_NOENV);
+    if (loop->ev == NULL) {
+        loop->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOENV);
+    }
+    if (loop->ev == NULL) {
+        err = errno ? -errno : -ENOMEM;
+        goto fail;
+    }
+    if (pthread_mutex_init(&loop->xlock, NULL) != 0) {
+        goto fail_ev;
+    }
+    loop->owner = pthread_self();
+    loop->backend_fd = -2;
+    loop->now_mono = monotonic_s();
+    ev_set_userdata(loop->ev, loop);
+    ev_set_loop_release_cb(loop->ev, before_poll, after_poll);
+
+    ev_prepare_init(&loop->prepare, prepare_cb);
+    ev_prepare_start(loop->ev, &loop->prepare);
+    ev_unref(loop->ev);
+    ev_check_init(&loop->check, check_cb);
+    ev_check_start(loop->ev, &loop->check);
+    ev_unref(loop->ev);
+    ev_async_init(&loop->wakeup, wakeup_cb);
+    ev_async_start(loop->ev, &loop->wakeup);
+    ev_unref(loop->ev);
+    ev_idle_init(&loop->soon_idle, idle_cb);
+    *out = loop;
+    return 0;
+
+fail_ev:
+    ev_loop_destroy(loop->ev);
+fail:
+    free(loop->read_buf);
+    free(loop);
+    return err;
+}
+
+int
+tc_loop_close(tc_loop_t *loop)
+{
+    if (loop == NULL) {
+        return -EINVAL;
+    }
+    TC__ASSERT_LOOP_THREAD(loop);
+    if (loop->running) {
+        return -EBUSY;
+    }
+    if (loop->open_handles > 0) {
+        return -EBUSY;
+    }
+    /* Refuse new cross-thread calls, then run the ones already queued:
+     * nothing that was accepted is dropped. */
+    pthread_mutex_lock(&loop->xlock);
+    loop->xclosed = true;
+    pthread_mutex_unlock(&loop->xlock);
+    while (loop->soon.len > 0 || loop->closing_head != NULL ||
+           loop->xcalls.len > 0) {
+        wakeup_cb(loop->ev, &loop->wakeup, 0);
+        run_soon(loop);
+        run_closing(loop, true);
+    }
+    if (loop->open_handles > 0) {
+        /* A close callback opened a new handle. */
+        pthread_mutex_lock(&loop->xlock);
+        loop->xclosed = false;
+        pthread_mutex_unlock(&loop->xlock);
+        return -EBUSY;
+    }
+    ev_ref(loop->ev);
+    ev_prepare_stop(loop->ev, &loop->prepare);
+    ev_ref(loop->ev);
+    ev_check_stop(loop->ev, &loop->check);
+    ev_ref(loop->ev);
+    ev_async_stop(loop->ev, &loop->wakeup);
+    ev_idle_stop(loop->ev, &loop->soon_idle);
+    ev_loop_destroy(loop->ev);
+    pthread_mutex_destroy(&loop->xlock);
+    free(loop->soon.items);
+    free(loop->soon_spare.items);
+    free(loop->xcalls.items);
+    free(loop->xspare.items);
+    free(loop->read_buf);
+    free(loop);
+    return 0;
+}
+
+int
+tc_loop_run(tc_loop_t *loop, tc_run_mode_t mode)
+{
+    if (loop == NULL) {
+        return -EINVAL;
+    }
+    TC__ASSERT_LOOP_THREAD(loop);
+    int flags;
+    switch (mode) {
+    case TC_RUN_DEFAULT:
+        flags = 0;
+        break;
+    case TC_RUN_ONCE:
+        flags = EVRUN_ONCE;
+        break;
+    case TC_RUN_NOWAIT:
+        flags = EVRUN_NOWAIT;
+        break;
+    default:
+        return -EINVAL;
+    }
+    if (loop->running) {
+        return -EBUSY;
+    }
+    loop->running = true;
+    loop->stop_requested = false;
+    loop->now_mono = monotonic_s();
+    /* Queued work left from before the run must not wait on epoll. */
+    prepare_cb(loop->ev, &loop->prepare, 0);
+    bool alive = ev_run(loop->ev, flags);
+    loop->running = false;
+    return alive ? 1 : 0;
+}
+
+void
+tc_loop_stop(tc_loop_t *loop)
+{
+    if (loop == NULL) {
+        return;
+    }
+    TC__ASSERT_LOOP_THREAD(loop);
+    loop->stop_requested = true;
+    ev_break(loop->ev, EVBREAK_ALL);
+}
+
+uint64_t
+tc_loop_now(const tc_loop_t *loop)
+{
+    return (uint64_t)(loop->now_mono * 1000.0);
+}
+
+double
+tc_loop_now_s(const tc_loop_t *loop)
+{
+    return loop->now_mono;
+}
+
+void
+tc_loop_update_time(tc_loop_t *loop)
+{
+    loop->now_mono = monotonic_s();
+    ev_now_update(loop->ev);
+}
+
+int
+tc_loop_call_soon(tc_loop_t *loop, tc_call_cb fn, void *arg)
+{
+    if (loop == NULL || fn == NULL) {
+        return -EINVAL;
+    }
+    TC__ASSERT_LOOP_THREAD(loop);
+    return tc__callvec_push(&loop->soon, fn, arg);
+}
+
+int
+tc_loop_call_from_thread(tc_loop_t *loop, tc_call_cb fn, void *arg)
+{
+    if (loop == NULL || fn == NULL) {
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&loop->xlock);
+    if (loop->xclosed) {
+        pthread_mutex_unlock(&loop->xlock);
+        return -ESHUTDOWN;
+    }
+    int err = tc__callvec_push(&loop->xcalls, fn, arg);
+    /* The first call of a batch sends the wakeup; the rest ride on it.
+     * Sending under the lock keeps the loop alive while we touch it. */
+    if (err == 0 && loop->xcalls.len == 1) {
+        ev_async_send(loop->ev, &loop->wakeup);
+    }
+    pthread_mutex_unlock(&loop->xlock);
+    return err;
+}
+
+void
+tc_loop_walk(tc_loop_t *loop, tc_walk_cb cb, void *arg)
+{
+    if (loop == NULL || cb == NULL) {
+        return;
+    }
+    TC__ASSERT_LOOP_THREAD(loop);
+    tc_handle_t *h = loop->handles;
+    while (h != NULL) {
+        tc_handle_t *next = h->next;   /* cb may close h */
+        cb(h, arg);
+        h = next;
+    }
+}
+
+size_t
+tc_loop_open_handles(const tc_loop_t *loop)
+{
+    return loop != NULL ? loop->open_handles : 0;
+}
+
+static void
+embed_noop(struct ev_loop *ev, ev_embed *w, int revents)
+{
+    (void)ev;
+    (void)w;
+    (void)revents;
+}
+
+int
+tc_loop_backend_fd(const tc_loop_t *cloop)
+{
+    if (cloop == NULL) {
+        return -EINVAL;
+    }
+    tc_loop_t *loop = (tc_loop_t *)cloop;
+    if (loop->backend_fd != -2) {
+        return loop->backend_fd;
+    }
+    /* libev does not export its epoll descriptor, but embedding a loop
+     * watches exactly that descriptor with a public ev_io. */
+    loop->backend_fd = -ENOTSUP;
+    if (!(ev_backend(loop->ev) & ev_embeddable_backends())) {
+        return loop->backend_fd;
+    }
+    struct ev_loop *outer = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOENV);
+    if (outer == NULL) {
+        return -ENOMEM;
+    }
+    ev_embed embed;
+    ev_embed_init(&embed, embed_noop, loop->ev);
+    ev_embed_start(outer, &embed);
+    loop->backend_fd = embed.io.fd;
+    ev_embed_stop(outer, &embed);
+    ev_loop_destroy(outer);
+    return loop->backend_fd;
+}
+
+int
+tc_loop_backend_timeout(tc_loop_t *loop)
+{
+    if (loop == NULL) {
+        return -1;
+    }
+    TC__ASSERT_LOOP_THREAD(loop);
+    if (has_queued_work(loop) || ev_pending_count(loop->ev) > 0) {
+        return 0;
+    }
+    double best = -1.0;
+    for (tc_handle_t *h = loop->handles; h != NULL; h = h->next) {
+        if (h->vt->next_timeout == NULL || tc__handle_closing(h)) {
+            continue;
+        }
+        double t = h->vt->next_timeout(h);
+        if (t >= 0.0 && (best < 0.0 || t < best)) {
+            best = t;
+        }
+    }
+    if (best < 0.0) {
+        return -1;
+    }
+    double ms = ceil(best * 1000.0);
+    return ms > (double)INT32_MAX ? INT32_MAX : (int)ms;
+}
+
+void
+tc_loop_stats(const tc_loop_t *loop, tc_loop_stats_t *out)
+{
+    if (loop != NULL && out != NULL) {
+        *out = loop->stats;
+    }
+}
+
+void *
+tc_loop_data(const tc_loop_t *loop)
+{
+    return loop != NULL ? loop->data : NULL;
+}
+
+void
+tc_loop_set_data(tc_loop_t *loop, void *data)
+{
+    if (loop != NULL) {
+        loop->data = data;
+    }
+}
+
+bool
+tc_loop_is_owner_thread(const tc_loop_t *loop)
+{
+    return loop != NULL && pthread_equal(loop->owner, pthread_self());
+}
+
+void
+tc_loop_set_after_iteration(tc_loop_t *loop, tc_call_cb fn, void *arg)
+{
+    if (loop == NULL) {
+        return;
+    }
+    TC__ASSERT_LOOP_THREAD(loop);
+    loop->after_iteration = fn;
+    loop->after_iteration_arg = arg;
+}
+
+void
+tc__loop_ref(tc_loop_t *loop)
+{
+    TC__ASSERT_LOOP_THREAD(loop);
+    loop->extra_refs++;
+    ev_ref(loop->ev);
+}
+
+void
+tc__loop_unref(tc_loop_t *loop)
+{
+    TC__ASSERT_LOOP_THREAD(loop);
+    assert(loop->extra_refs > 0);
+    loop->extra_refs--;
+    ev_unref(loop->ev);
+}

@@ -1,0 +1,874 @@
+/* The buffered stream transport shared by TCP and Unix connections.
+ *
+ * Invariants: bytes leave in the order they were queued; a write first goes
+ * straight to the socket when nothing is queued, and only the remainder is
+ * copied; the queue is flushed with sendmsg() (writev semantics without
+ * SIGPIPE).  A failure is recorded once (FAILED) and reported once through
+ * on_error; afterwards nothing is read or written.  Memory lent with
+ * tc_stream_write_ref() goes back through its release callback exactly
+ * once, whatever happens. */
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define CHUNK_MIN (16u * 1024u)   /* copy chunks are at least this big */
+#define FLUSH_IOV 64              /* iovecs per sendmsg() */
+
+enum {
+    S_READING = 1u << 0,        /* the user wants on_read calls */
+    S_CONNECTING = 1u << 1,
+    S_EOF = 1u << 2,            /* peer shut down its write side */
+    S_SHUT_PENDING = 1u << 3,   /* shutdown(SHUT_WR) once flushed */
+    S_SHUT_DONE = 1u << 4,
+    S_FAILED = 1u << 5,
+    S_CLOSE_PENDING = 1u << 6,  /* tc_stream_close() waits for the flush */
+    S_FLOW_PAUSED = 1u << 7,
+    S_UNIX = 1u << 8,
+    S_ERROR_PENDING = 1u << 9,  /* on_error to deliver from the loop */
+};
+
+typedef struct chunk {
+    struct chunk *next;
+    const char *base;       /* first unsent byte */
+    size_t len;             /* unsent bytes */
+    size_t cap;             /* copy chunks: bytes of data[]; refs: 0 */
+    tc_release_cb release;  /* refs only */
+    void *ctx;
+    const void *ref_buf;    /* refs: what the release callback gets */
+    char data[];
+} chunk_t;
+
+struct tc_stream_s {
+    tc_handle_t h;
+    int fd;
+    unsigned flags;
+    int error;
+    ev_io rio, wio;
+    ev_idle notify;         /* never started: fed to report late errors */
+    ev_timer connect_timer;
+    tc_stream_callbacks_t cbs;
+    tc_connect_cb connect_cb;
+    tc_close_cb graceful_cb;
+    chunk_t *head, *tail;
+    size_t queued;
+    size_t low_water, high_water;
+};
+
+static void start_writing(tc_stream_t *s);
+static void flush_queue(tc_stream_t *s);
+
+tc_handle_t *
+tc_stream_handle(tc_stream_t *stream)
+{
+    return stream != NULL ? &stream->h : NULL;
+}
+
+static inline struct ev_loop *
+ev_of(const tc_stream_t *s)
+{
+    return s->h.loop->ev;
+}
+
+static void
+release_chunk(chunk_t *c, int status)
+{
+    if (c->release != NULL) {
+        c->release(c->ctx, c->ref_buf, status);
+    }
+    free(c);
+}
+
+/* Give every queued chunk back with status; the queue is empty after. */
+static void
+discard_queue(tc_stream_t *s, int status)
+{
+    chunk_t *c = s->head;
+    s->head = s->tail = NULL;
+    s->queued = 0;
+    while (c != NULL) {
+        chunk_t *next = c->next;
+        release_chunk(c, status);
+        c = next;
+    }
+}
+
+static void
+stop_io(tc_stream_t *s)
+{
+    ev_io_stop(ev_of(s), &s->rio);
+    ev_io_stop(ev_of(s), &s->wio);
+    ev_timer_stop(ev_of(s), &s->connect_timer);
+}
+
+/* Record a failure once and report it now (we are in a loop callback). */
+static void
+fail_now(tc_stream_t *s, int err)
+{
+    if (s->flags & S_FAILED) {
+        return;
+    }
+    s->flags |= S_FAILED;
+    s->flags &= ~(S_ERROR_PENDING | S_FLOW_PAUSED);
+    s->error = err;
+    stop_io(s);
+    discard_queue(s, err);
+    if (s->flags & S_CLOSE_PENDING) {
+        tc_close(&s->h, s->graceful_cb);
+        return;
+    }
+    if (s->cbs.on_error != NULL) {
+        s->cbs.on_error(s, err);
+    }
+}
+
+/* Record a failure found inside a user's call; on_error runs from the loop,
+ * never re-entrantly. */
+static void
+fail_later(tc_stream_t *s, int err)
+{
+    if (s->flags & (S_FAILED | S_ERROR_PENDING)) {
+        return;
+    }
+    s->flags |= S_ERROR_PENDING;
+    s->error = err;
+    stop_io(s);
+    ev_feed_event(ev_of(s), &s->notify, EV_CUSTOM);
+}
+
+static void
+notify_cb(struct ev_loop *ev, ev_idle *w, int revents)
+{
+    (void)ev;
+    (void)revents;
+    tc_stream_t *s = TC__CONTAINER_OF(w, tc_stream_t, notify);
+    if (s->flags & S_ERROR_PENDING) {
+        s->flags &= ~S_ERROR_PENDING;
+        fail_now(s, s->error);
+    } else if ((s->flags & S_CONNECTING) == 0 && s->connect_cb != NULL) {
+        /* A connect that completed at once still reports from the loop. */
+        tc_connect_cb cb = s->connect_cb;
+        s->connect_cb = NULL;
+        if (s->flags & S_READING) {
+            ev_io_start(ev_of(s), &s->rio);
+        }
+        if (s->head != NULL) {
+            start_writing(s);
+        }
+        cb(s, 0);
+    }
+}
+
+static void
+update_flow(tc_stream_t *s)
+{
+    if (!(s->flags & S_FLOW_PAUSED)) {
+        if (s->queued > s->high_water) {
+            s->flags |= S_FLOW_PAUSED;
+            if (s->cbs.on_flow != NULL) {
+                s->cbs.on_flow(s, true);
+            }
+        }
+    } else if (s->queued <= s->low_water) {
+        s->flags &= ~S_FLOW_PAUSED;
+        if (s->cbs.on_flow != NULL) {
+            s->cbs.on_flow(s, false);
+        }
+    }
+}
+
+static void
+start_writing(tc_stream_t *s)
+{
+    if (!ev_is_active(&s->wio)) {
+        ev_io_start(ev_of(s), &s->wio);
+    }
+}
+
+/* The queue drained: do what was waiting for it.  May free nothing but may
+ * close the handle (graceful close). */
+static void
+queue_drained(tc_stream_t *s)
+{
+    ev_io_stop(ev_of(s), &s->wio);
+    if ((s->flags & S_SHUT_PENDING) && !(s->flags & S_SHUT_DONE)) {
+        s->flags |= S_SHUT_DONE;
+        if (shutdown(s->fd, SHUT_WR) != 0 && errno != ENOTCONN) {
+            fail_now(s, tc__neg_errno());
+            return;
+        }
+    }
+    if (s->flags & S_CLOSE_PENDING) {
+        tc_close(&s->h, s->graceful_cb);
+    }
+}
+
+/* Send as much of the queue as the socket takes. */
+static void
+flush_queue(tc_stream_t *s)
+{
+    while (s->head != NULL) {
+        struct iovec iov[FLUSH_IOV];
+        int n = 0;
+        for (chunk_t *c = s->head; c != NULL && n < FLUSH_IOV; c = c->next) {
+            iov[n].iov_base = (void *)c->base;
+            iov[n].iov_len = c->len;
+            n++;
+        }
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t sent = sendmsg(s->fd, &msg, MSG_NOSIGNAL);
+        if (sent < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                break;
+            }
+            fail_now(s, tc__neg_errno());
+            return;
+        }
+        size_t left = (size_t)sent;
+        s->queued -= left;
+        while (left > 0) {
+            chunk_t *c = s->head;
+            if (left < c->len) {
+                c->base += left;
+                c->len -= left;
+                break;
+            }
+            left -= c->len;
+            s->head = c->next;
+            if (s->head == NULL) {
+                s->tail = NULL;
+            }
+            release_chunk(c, 0);
+        }
+        if ((size_t)sent == 0) {
+            break;
+        }
+    }
+    if (s->flags & S_FLOW_PAUSED) {
+        update_flow(s);
+        if (tc__handle_closing(&s->h) || (s->flags & S_FAILED)) {
+            return;
+        }
+    }
+    if (s->head == NULL) {
+        queue_drained(s);
+    } else {
+        start_writing(s);
+    }
+}
+
+static void
+finish_connect(tc_stream_t *s, int status)
+{
+    s->flags &= ~S_CONNECTING;
+    ev_timer_stop(ev_of(s), &s->connect_timer);
+    tc_connect_cb cb = s->connect_cb;
+    s->connect_cb = NULL;
+    if (status != 0) {
+        s->flags |= S_FAILED;
+        s->error = status;
+        stop_io(s);
+        discard_queue(s, status);
+    } else {
+        if (s->flags & S_READING) {
+            ev_io_start(ev_of(s), &s->rio);
+        }
+        if (s->head == NULL) {
+            ev_io_stop(ev_of(s), &s->wio);
+        }
+    }
+    if (cb != NULL) {
+        cb(s, status);
+    }
+}
+
+static void
+write_ready(struct ev_loop *ev, ev_io *w, int revents)
+{
+    (void)ev;
+    (void)revents;
+    tc_stream_t *s = TC__CONTAINER_OF(w, tc_stream_t, wio);
+    if (s->flags & S_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+            err = errno;
+        }
+        finish_connect(s, -err);
+        if (err != 0 || tc__handle_closing(&s->h) || s->head == NULL) {
+            return;
+        }
+    }
+    flush_queue(s);
+}
+
+static void
+read_ready(struct ev_loop *ev, ev_io *w, int revents)
+{
+    (void)ev;
+    (void)revents;
+    tc_stream_t *s = TC__CONTAINER_OF(w, tc_stream_t, rio);
+    tc_loop_t *loop = s->h.loop;
+    ssize_t n = recv(s->fd, loop->read_buf, loop->read_buf_size, 0);
+    if (n > 0) {
+        s->cbs.on_read(s, loop->read_buf, (size_t)n);
+        return;
+    }
+    if (n == 0) {
+        s->flags |= S_EOF;
+        s->flags &= ~S_READING;
+        ev_io_stop(ev, &s->rio);
+        if (s->cbs.on_eof != NULL) {
+            s->cbs.on_eof(s);
+        } else if (!(s->flags & S_SHUT_PENDING)) {
+            tc_stream_shutdown(s);
+        }
+        return;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        return;
+    }
+    fail_now(s, tc__neg_errno());
+}
+
+static void
+connect_timeout(struct ev_loop *ev, ev_timer *w, int revents)
+{
+    (void)ev;
+    (void)revents;
+    tc_stream_t *s = TC__CONTAINER_OF(w, tc_stream_t, connect_timer);
+    if (s->flags & S_CONNECTING) {
+        finish_connect(s, -ETIMEDOUT);
+    }
+}
+
+static void
+stream_close(tc_handle_t *h)
+{
+    tc_stream_t *s = TC__CONTAINER_OF(h, tc_stream_t, h);
+    stop_io(s);
+    ev_idle_stop(ev_of(s), &s->notify);   /* drops a fed event */
+    if (s->fd >= 0) {
+        close(s->fd);
+        s->fd = -1;
+        tc__loop_fd_released(h->loop);
+    }
+}
+
+static void
+stream_finish(tc_handle_t *h)
+{
+    tc_stream_t *s = TC__CONTAINER_OF(h, tc_stream_t, h);
+    discard_queue(s, -ECANCELED);
+    if (s->connect_cb != NULL) {
+        tc_connect_cb cb = s->connect_cb;
+        s->connect_cb = NULL;
+        cb(s, -ECANCELED);
+    }
+}
+
+static bool
+stream_is_active(const tc_handle_t *h)
+{
+    const tc_stream_t *s = TC__CONTAINER_OF(h, tc_stream_t, h);
+    return ev_is_active(&s->rio) || ev_is_active(&s->wio) ||
+           (s->flags & S_CONNECTING);
+}
+
+static double
+stream_next_timeout(const tc_handle_t *h)
+{
+    tc_stream_t *s = TC__CONTAINER_OF(h, tc_stream_t, h);
+    if (!ev_is_active(&s->connect_timer)) {
+        return -1.0;
+    }
+    return ev_timer_remaining(h->loop->ev, &s->connect_timer);
+}
+
+static const tc__handle_vtable_t stream_vt = {
+    .close_impl = stream_close,
+    .finish_impl = stream_finish,
+    .is_active = stream_is_active,
+    .next_timeout = stream_next_timeout,
+};
+
+int
+tc__stream_new(tc_loop_t *loop, int fd, bool is_unix, bool connecting,
+               void *data, tc_stream_t **out)
+{
+    tc_stream_t *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return -ENOMEM;
+    }
+    tc__handle_init(loop, &s->h, TC_HANDLE_STREAM, &stream_vt, data);
+    s->fd = fd;
+    s->flags = (is_unix ? S_UNIX : 0) | (connecting ? S_CONNECTING : 0);
+    s->high_water = TC_STREAM_DEFAULT_HIGH_WATER;
+    s->low_water = TC_STREAM_DEFAULT_HIGH_WATER / 4;
+    ev_io_init(&s->rio, read_ready, fd, EV_READ);
+    ev_io_init(&s->wio, write_ready, fd, EV_WRITE);
+    ev_idle_init(&s->notify, notify_cb);
+    ev_init(&s->connect_timer, connect_timeout);
+    *out = s;
+    return 0;
+}
+
+void
+tc__stream_connect_begin(tc_stream_t *s, tc_connect_cb cb,
+                         uint64_t timeout_ms)
+{
+    s->connect_cb = cb;
+    if (s->flags & S_CONNECTING) {
+        ev_io_start(ev_of(s), &s->wio);
+        if (timeout_ms > 0) {
+            ev_timer_set(&s->connect_timer, (double)timeout_ms / 1000.0, 0.);
+            ev_timer_start(ev_of(s), &s->connect_timer);
+        }
+    } else {
+        ev_feed_event(ev_of(s), &s->notify, EV_CUSTOM);
+    }
+}
+
+int
+tc_stream_open(tc_loop_t *loop, int fd, void *data, tc_stream_t **out)
+{
+    if (loop == NULL || out == NULL || fd < 0) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -EINVAL;
+    }
+    int type = 0;
+    socklen_t tlen = sizeof(type);
+    struct sockaddr_storage ss;
+    socklen_t slen = sizeof(ss);
+    int err = 0;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) != 0 ||
+        getsockname(fd, (struct sockaddr *)&ss, &slen) != 0) {
+        err = tc__neg_errno();
+    } else if (type != SOCK_STREAM) {
+        err = -EINVAL;
+    } else {
+        err = tc__set_nonblock_cloexec(fd);
+    }
+    if (err == 0) {
+        err = tc__stream_new(loop, fd, ss.ss_family == AF_UNIX, false, data,
+                             out);
+    }
+    if (err != 0) {
+        close(fd);
+    }
+    return err;
+}
+
+int
+tc_stream_set_callbacks(tc_stream_t *s, const tc_stream_callbacks_t *cbs)
+{
+    if (s == NULL || cbs == NULL) {
+        return -EINVAL;
+    }
+    s->cbs = *cbs;
+    return 0;
+}
+
+int
+tc_stream_read_start(tc_stream_t *s)
+{
+    if (s == NULL || s->cbs.on_read == NULL || tc__handle_closing(&s->h)) {
+        return -EINVAL;
+    }
+    TC__ASSERT_LOOP_THREAD(s->h.loop);
+    if (s->flags & (S_EOF | S_FAILED | S_ERROR_PENDING)) {
+        return -EPIPE;
+    }
+    s->flags |= S_READING;
+    if (!(s->flags & S_CONNECTING) && s->connect_cb == NULL) {
+        ev_io_start(ev_of(s), &s->rio);
+    }
+    return 0;
+}
+
+int
+tc_stream_read_stop(tc_stream_t *s)
+{
+    if (s == NULL) {
+        return -EINVAL;
+    }
+    TC__ASSERT_LOOP_THREAD(s->h.loop);
+    s->flags &= ~S_READING;
+    ev_io_stop(ev_of(s), &s->rio);
+    return 0;
+}
+
+bool
+tc_stream_is_reading(const tc_stream_t *s)
+{
+    return s != NULL && (s->flags & S_READING) != 0;
+}
+
+static int
+check_writable(const tc_stream_t *s)
+{
+    if (tc__handle_closing(&s->h) ||
+        (s->flags & (S_FAILED | S_ERROR_PENDING | S_SHUT_PENDING |
+                     S_CLOSE_PENDING))) {
+        return -EPIPE;
+    }
+    return 0;
+}
+
+static chunk_t *
+append_copy(tc_stream_t *s, const char *buf, size_t len)
+{
+    chunk_t *t = s->tail;
+    if (t != NULL && t->cap > 0) {
+        size_t used = (size_t)(t->base - t->data) + t->len;
+        if (t->cap - used >= len) {
+            memcpy(t->data + used, buf, len);
+            t->len += len;
+            return t;
+        }
+    }
+    size_t cap = len > CHUNK_MIN ? len : CHUNK_MIN;
+    chunk_t *c = malloc(sizeof(*c) + cap);
+    if (c == NULL) {
+        return NULL;
+    }
+    memcpy(c->data, buf, len);
+    c->next = NULL;
+    c->base = c->data;
+    c->len = len;
+    c->cap = cap;
+    c->release = NULL;
+    c->ctx = NULL;
+    c->ref_buf = NULL;
+    if (s->tail != NULL) {
+        s->tail->next = c;
+    } else {
+        s->head = c;
+    }
+    s->tail = c;
+    return c;
+}
+
+/* Try the socket directly while nothing is queued; returns bytes sent or a
+ * negative code for a hard error. */
+static ssize_t
+send_direct(tc_stream_t *s, const struct iovec *iov, int iovcnt)
+{
+    if (s->head != NULL || (s->flags & S_CONNECTING) || s->connect_cb) {
+        return 0;
+    }
+    struct msghdr msg = {.msg_iov = (struct iovec *)iov,
+                         .msg_iovlen = (size_t)iovcnt};
+    for (;;) {
+        ssize_t n = sendmsg(s->fd, &msg, MSG_NOSIGNAL);
+        if (n >= 0) {
+            return n;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return 0;
+        }
+        return tc__neg_errno();
+    }
+}
+
+int
+tc_stream_writev(tc_stream_t *s, const struct iovec *iov, int iovcnt)
+{
+    if (s == NULL || (iov == NULL && iovcnt != 0) || iovcnt < 0 ||
+        iovcnt > IOV_MAX) {
+        return -EINVAL;
+    }
+    TC__ASSERT_LOOP_THREAD(s->h.loop);
+    int err = check_writable(s);
+    if (err != 0) {
+        return err;
+    }
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        if (iov[i].iov_base == NULL && iov[i].iov_len != 0) {
+            return -EINVAL;
+        }
+        total += iov[i].iov_len;
+    }
+    if (total == 0) {
+        return 0;
+    }
+    ssize_t sent = send_direct(s, iov, iovcnt);
+    if (sent < 0) {
+        fail_later(s, (int)sent);
+        return -EPIPE;
+    }
+    if ((size_t)sent == total) {
+        return 0;
+    }
+    /* Copy the unsent remainder; on ENOMEM nothing of it is queued, and
+     * what was already sent cannot be taken back, so fail the stream. */
+    size_t skip = (size_t)sent;
+    size_t added = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        size_t len = iov[i].iov_len;
+        const char *base = iov[i].iov_base;
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        base += skip;
+        len -= skip;
+        skip = 0;
+        if (append_copy(s, base, len) == NULL) {
+            if (sent > 0 || added > 0) {
+                fail_later(s, -ENOMEM);
+            }
+            return -ENOMEM;
+        }
+        added += len;
+    }
+    s->queued += added;
+    start_writing(s);
+    update_flow(s);
+    return 0;
+}
+
+int
+tc_stream_write(tc_stream_t *s, const void *buf, size_t len)
+{
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    return tc_stream_writev(s, &iov, 1);
+}
+
+int
+tc_stream_write_ref(tc_stream_t *s, const void *buf, size_t len,
+                    tc_release_cb release, void *ctx)
+{
+    int err = 0;
+    if (s == NULL || (buf == NULL && len != 0)) {
+        err = -EINVAL;
+    } else {
+        TC__ASSERT_LOOP_THREAD(s->h.loop);
+        err = check_writable(s);
+    }
+    if (err != 0 || len == 0) {
+        if (release != NULL) {
+            release(ctx, buf, err);
+        }
+        return err;
+    }
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    ssize_t sent = send_direct(s, &iov, 1);
+    if (sent < 0) {
+        fail_later(s, (int)sent);
+        if (release != NULL) {
+            release(ctx, buf, -EPIPE);
+        }
+        return -EPIPE;
+    }
+    if ((size_t)sent == len) {
+        if (release != NULL) {
+            release(ctx, buf, 0);
+        }
+        return 0;
+    }
+    chunk_t *c = malloc(sizeof(*c));
+    if (c == NULL) {
+        if (sent > 0) {
+            fail_later(s, -ENOMEM);
+        }
+        if (release != NULL) {
+            release(ctx, buf, -ENOMEM);
+        }
+        return -ENOMEM;
+    }
+    c->next = NULL;
+    c->base = (const char *)buf + sent;
+    c->len = len - (size_t)sent;
+    c->cap = 0;
+    c->release = release;
+    c->ctx = ctx;
+    c->ref_buf = buf;
+    if (s->tail != NULL) {
+        s->tail->next = c;
+    } else {
+        s->head = c;
+    }
+    s->tail = c;
+    s->queued += c->len;
+    start_writing(s);
+    update_flow(s);
+    return 0;
+}
+
+size_t
+tc_stream_write_queue_size(const tc_stream_t *s)
+{
+    return s != NULL ? s->queued : 0;
+}
+
+int
+tc_stream_set_watermarks(tc_stream_t *s, size_t low, size_t high)
+{
+    if (s == NULL || low > high) {
+        return -EINVAL;
+    }
+    s->low_water = low;
+    s->high_water = high;
+    if (!(s->flags & S_FAILED) && !tc__handle_closing(&s->h)) {
+        update_flow(s);
+    }
+    return 0;
+}
+
+void
+tc_stream_get_watermarks(const tc_stream_t *s, size_t *low, size_t *high)
+{
+    if (s == NULL) {
+        return;
+    }
+    if (low != NULL) {
+        *low = s->low_water;
+    }
+    if (high != NULL) {
+        *high = s->high_water;
+    }
+}
+
+int
+tc_stream_shutdown(tc_stream_t *s)
+{
+    if (s == NULL || tc__handle_closing(&s->h)) {
+        return -EINVAL;
+    }
+    TC__ASSERT_LOOP_THREAD(s->h.loop);
+    if (s->flags & (S_FAILED | S_ERROR_PENDING)) {
+        return -ENOTCONN;
+    }
+    if (s->flags & S_SHUT_PENDING) {
+        return 0;
+    }
+    s->flags |= S_SHUT_PENDING;
+    if (s->head == NULL && !(s->flags & S_CONNECTING) &&
+        s->connect_cb == NULL) {
+        s->flags |= S_SHUT_DONE;
+        if (shutdown(s->fd, SHUT_WR) != 0 && errno != ENOTCONN) {
+            int err = tc__neg_errno();
+            fail_later(s, err);
+            return err;
+        }
+    }
+    return 0;
+}
+
+int
+tc_stream_close(tc_stream_t *s, tc_close_cb cb)
+{
+    if (s == NULL) {
+        return -EINVAL;
+    }
+    if (tc__handle_closing(&s->h) || (s->flags & S_CLOSE_PENDING)) {
+        return -EALREADY;
+    }
+    TC__ASSERT_LOOP_THREAD(s->h.loop);
+    if (s->head == NULL || (s->flags & (S_FAILED | S_ERROR_PENDING))) {
+        return tc_close(&s->h, cb);
+    }
+    s->flags |= S_CLOSE_PENDING;
+    s->flags &= ~S_READING;
+    s->graceful_cb = cb;
+    ev_io_stop(ev_of(s), &s->rio);
+    return 0;
+}
+
+int
+tc_stream_abort(tc_stream_t *s, tc_close_cb cb)
+{
+    if (s == NULL) {
+        return -EINVAL;
+    }
+    if (tc__handle_closing(&s->h)) {
+        return -EALREADY;
+    }
+    if (!(s->flags & S_UNIX) && s->fd >= 0) {
+        /* Linger zero: close() sends RST and drops unsent data. */
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    return tc_close(&s->h, cb);
+}
+
+int
+tc_stream_fd(const tc_stream_t *s)
+{
+    return s != NULL ? s->fd : -EINVAL;
+}
+
+bool
+tc_stream_is_unix(const tc_stream_t *s)
+{
+    return s != NULL && (s->flags & S_UNIX) != 0;
+}
+
+int
+tc_stream_peername(const tc_stream_t *s, struct sockaddr *sa, socklen_t *len)
+{
+    if (s == NULL || sa == NULL || len == NULL || s->fd < 0) {
+        return -EINVAL;
+    }
+    return getpeername(s->fd, sa, len) == 0 ? 0 : tc__neg_errno();
+}
+
+int
+tc_stream_sockname(const tc_stream_t *s, struct sockaddr *sa, socklen_t *len)
+{
+    if (s == NULL || sa == NULL || len == NULL || s->fd < 0) {
+        return -EINVAL;
+    }
+    return getsockname(s->fd, sa, len) == 0 ? 0 : tc__neg_errno();
+}
+
+int
+tc_stream_set_nodelay(tc_stream_t *s, bool on)
+{
+    if (s == NULL || s->fd < 0) {
+        return -EINVAL;
+    }
+    if (s->flags & S_UNIX) {
+        return -ENOTSUP;
+    }
+    int v = on ? 1 : 0;
+    return setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof(v)) == 0
+               ? 0
+               : tc__neg_errno();
+}
+
+int
+tc_stream_set_keepalive(tc_stream_t *s, bool on, unsigned idle_s)
+{
+    if (s == NULL || s->fd < 0) {
+        return -EINVAL;
+    }
+    if (s->flags & S_UNIX) {
+        return -ENOTSUP;
+    }
+    int v = on ? 1 : 0;
+    if (setsockopt(s->fd, SOL_SOCKET, SO_KEEPALIVE, &v, sizeof(v)) != 0) {
+        return tc__neg_errno();
+    }
+    if (on && idle_s > 0) {
+        int idle = idle_s > INT_MAX ? INT_MAX : (int)idle_s;
+        if (setsockopt(s->fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle,
+                       sizeof(idle)) != 0) {
+            return tc__neg_errno();
+        }
+    }
+    return 0;
+}

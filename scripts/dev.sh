@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# One entry point for people and CI:
+#   scripts/dev.sh setup   install what is missing (apt-get), configure, build
+#   scripts/dev.sh demo    setup, then run the main demo
+#   scripts/dev.sh test    setup, then every test: the normal build, an
+#                          ASan+UBSan build and a ThreadSanitizer build
+#   scripts/dev.sh bench   setup, then bench/run.py --quick
+# Debian's own python3 is named explicitly: the first python3 on PATH may be
+# another build without Debian's packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=/usr/bin/python3
+PKGS=(meson ninja-build pkg-config gcc libc6-dev libev-dev libcmocka-dev
+      libssl-dev openssl python3 python3-dev python3-pytest python3-mesonpy
+      libuv1-dev python3-uvloop python3-twisted python3-gevent
+      python3-matplotlib binutils procps util-linux)
+
+install_missing() {
+    local missing=()
+    for p in "${PKGS[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
+            grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "== installing: ${missing[*]}"
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y \
+            --no-install-recommends "${missing[@]}"
+    fi
+}
+
+# configure DIR [meson options...]
+configure() {
+    local dir=$1
+    shift
+    if [ -f "$dir/build.ninja" ]; then
+        meson setup --reconfigure "$dir" -Dpython="$PY" "$@" >/dev/null
+    else
+        meson setup "$dir" -Dpython="$PY" "$@"
+    fi
+    ninja -C "$dir"
+}
+
+setup() {
+    install_missing
+    configure build
+}
+
+PASSED=0
+FAILED=0
+# run_suite DIR [meson test args...]: runs, tallies, never exits early.
+run_suite() {
+    local dir=$1
+    shift
+    local log
+    log=$(mktemp)
+    local rc=0
+    meson test -C "$dir" --print-errorlogs "$@" 2>&1 | tee "$log" || rc=$?
+    local ok fail
+    ok=$(awk '/^Ok:/ {print $2}' "$log" | tail -n1)
+    fail=$(awk '/^(Fail|Timeout|Unexpected Pass):/ {s += $2} END {print s+0}' "$log")
+    PASSED=$((PASSED + ${ok:-0}))
+    FAILED=$((FAILED + fail))
+    if [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ]; then
+        FAILED=$((FAILED + 1))   # meson itself failed
+    fi
+    rm -f "$log"
+}
+
+run_tests() {
+    echo "== normal build"
+    run_suite build
+    echo "== ASan + UBSan build"
+    configure build-asan -Db_sanitize=address,undefined -Db_lundef=false \
+        -Dbench=false
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        run_suite build-asan --suite c
+    echo "== ThreadSanitizer build"
+    configure build-tsan -Db_sanitize=thread -Db_lundef=false -Dbench=false
+    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/c/tsan.supp" \
+        run_suite build-tsan --suite c
+    echo
+    echo "all builds: $PASSED passed, $FAILED failed"
+    [ "$FAILED" -eq 0 ]
+}
+
+run_demo() {
+    if [ -f examples/python/demo.py ]; then
+        PYTHONPATH="$PWD/build/pymod" exec "$PY" examples/python/demo.py
+    fi
+    # Until the Python package lands: the C echo server driven by the C
+    # echo client.
+    local port=7000
+    ./build/examples/c/echo_server "$port" &
+    local server=$!
+    trap 'kill -TERM "$server" 2>/dev/null || true' EXIT
+    sleep 0.3
+    ./build/examples/c/echo_client "$port" 64 3 64
+    ./build/examples/c/echo_client "$port" 8 2 65536
+    kill -TERM "$server"
+    wait "$server"
+    trap - EXIT
+}
+
+case "${1:-}" in
+setup) setup ;;
+demo) setup && run_demo ;;
+test) setup && run_tests ;;
+bench) setup && "$PY" bench/run.py --quick ;;
+*)
+    echo "usage: $0 setup|demo|test|bench" >&2
+    exit 2
+    ;;
+esac

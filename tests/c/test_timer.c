@@ -1,0 +1,508 @@
+/* Timers: fire in deadline order, once or repeatedly; stop, re-arm and
+ * close cleanly, also from inside their own callback.  Only counts and
+ * orders are asserted; times only bound the waits. */
+#include "helpers.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct tctx {
+    tc_loop_t *loop;
+    int fired;
+    int limit;           /* stop (or re-arm) after this many */
+    int rearms;          /* one-shot re-arms left */
+    int *order;          /* shared order log */
+    int *order_n;
+    int id;
+    bool was_active;     /* tc_handle_is_active seen inside the callback */
+} tctx_t;
+
+static tctx_t *
+ctx_of(tc_timer_t *t)
+{
+    return tc_handle_data(tc_timer_handle(t));
+}
+
+static void
+count_cb(tc_timer_t *t)
+{
+    ctx_of(t)->fired++;
+}
+
+static void
+order_cb(tc_timer_t *t)
+{
+    tctx_t *c = ctx_of(t);
+
+    c->fired++;
+    c->order[(*c->order_n)++] = c->id;
+}
+
+static void
+test_bad_args(void **state)
+{
+    tc_loop_t *loop;
+    tc_timer_t *t = NULL;
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    ASSERT_RC(tc_timer_new(NULL, NULL, &t), -EINVAL);
+    assert_null(t);
+    ASSERT_RC(tc_timer_new(loop, NULL, NULL), -EINVAL);
+    ASSERT_RC(tc_timer_new(loop, NULL, &t), 0);
+    ASSERT_RC(tc_timer_start(t, NULL, 10, 0), -EINVAL);
+    ASSERT_RC(tc_timer_start(NULL, count_cb, 10, 0), -EINVAL);
+    ASSERT_RC(tc_timer_start_s(t, NULL, 0.01, 0), -EINVAL);
+    ASSERT_RC(tc_timer_start_s(NULL, count_cb, 0.01, 0), -EINVAL);
+    ASSERT_RC(tc_timer_start_s(t, count_cb, NAN, 0), -EINVAL);
+    ASSERT_RC(tc_timer_start_s(t, count_cb, 0.01, NAN), -EINVAL);
+    int rc = tc_timer_start_s(t, count_cb, -1.0, 0);
+    assert_true(rc == 0 || rc == -EINVAL);
+    ASSERT_RC(tc_timer_stop(NULL), -EINVAL);
+    assert_int_equal(tc_timer_remaining(NULL), 0);
+    ASSERT_RC(tc_timer_stop(t), 0);
+    ASSERT_RC(tc_close(tc_timer_handle(t), NULL), 0);
+    close_loop_clean(loop);
+}
+
+static void
+test_one_shot(void **state)
+{
+    tc_loop_t *loop;
+    tc_timer_t *t;
+    tctx_t c = {0};
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    ASSERT_RC(tc_timer_new(loop, &c, &t), 0);
+    assert_int_equal(tc_handle_type(tc_timer_handle(t)), TC_HANDLE_TIMER);
+    assert_false(tc_handle_is_active(tc_timer_handle(t)));
+    ASSERT_RC(tc_timer_start(t, count_cb, 5, 0), 0);
+    assert_true(tc_handle_is_active(tc_timer_handle(t)));
+    RUN_UNTIL(loop, c.fired > 0, 5000);
+    run_for(loop, 30);
+    assert_int_equal(c.fired, 1);
+    /* A fired one-shot timer is no longer active and has nothing left. */
+    assert_false(tc_handle_is_active(tc_timer_handle(t)));
+    assert_int_equal(tc_timer_remaining(t), 0);
+    ASSERT_RC(tc_close(tc_timer_handle(t), NULL), 0);
+    close_loop_clean(loop);
+}
+
+/* A one-shot timer keeps TC_RUN_DEFAULT running until it fired; with
+ * nothing else active the run then returns 0. */
+static void
+stop_guard_cb(tc_timer_t *t)
+{
+    tc_timer_t *guard = tc_handle_data(tc_timer_handle(t));
+
+    tc_timer_stop(guard);
+    tc_handle_set_data(tc_timer_handle(t), NULL);
+}
+
+static void
+guard_fired(tc_timer_t *guard)
+{
+    bool *expired = tc_handle_data(tc_timer_handle(guard));
+
+    *expired = true;
+    tc_loop_stop(tc_handle_loop(tc_timer_handle(guard)));
+}
+
+static void
+test_keeps_loop_alive(void **state)
+{
+    tc_loop_t *loop;
+    tc_timer_t *t, *guard;
+    bool expired = false;
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    ASSERT_RC(tc_timer_new(loop, &expired, &guard), 0);
+    ASSERT_RC(tc_timer_start(guard, guard_fired, 10000, 0), 0);
+    ASSERT_RC(tc_timer_new(loop, guard, &t), 0);
+    ASSERT_RC(tc_timer_start(t, stop_guard_cb, 10, 0), 0);
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    assert_false(expired);
+    assert_null(tc_handle_data(tc_timer_handle(t)));
+    ASSERT_RC(tc_close(tc_timer_handle(t), NULL), 0);
+    ASSERT_RC(tc_close(tc_timer_handle(guard), NULL), 0);
+    close_loop_clean(loop);
+}
+
+static void
+test_fire_in_deadline_order(void **state)
+{
+    static const int delays[] = {50, 10, 40, 5, 30, 20, 0, 60};
+    enum { N = sizeof(delays) / sizeof(delays[0]) };
+    tc_loop_t *loop;
+    tc_timer_t *t[N];
+    tctx_t c[N];
+    int order[N * 2];
+    int order_n = 0;
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    for (int i = 0; i < N; i++) {
+        memset(&c[i], 0, sizeof(c[i]));
+        c[i].order = order;
+        c[i].order_n = &order_n;
+        c[i].id = delays[i];
+        ASSERT_RC(tc_timer_new(loop, &c[i], &t[i]), 0);
+        ASSERT_RC(tc_timer_start(t[i], order_cb, (uint64_t)delays[i], 0), 0);
+    }
+    RUN_UNTIL(loop, order_n == N, 5000);
+    run_for(loop, 20);
+    assert_int_equal(order_n, N);
+    for (int i = 1; i < N; i++) {
+        if (order[i - 1] > order[i]) {
+            fail_msg("timer %d ms fired before timer %d ms", order[i - 1],
+                     order[i]);
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(c[i].fired, 1);
+        ASSERT_RC(tc_close(tc_timer_handle(t[i]), NULL), 0);
+    }
+    close_loop_clean(loop);
+}
+
+/* Even when every timer is overdue in the same iteration, they run in
+ * deadline order. */
+static void
+test_overdue_order(void **state)
+{
+    enum { N = 5 };
+    tc_loop_t *loop;
+    tc_timer_t *t[N];
+    tctx_t c[N];
+    int order[N];
+    int order_n = 0;
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    for (int i = 0; i < N; i++) {
+        memset(&c[i], 0, sizeof(c[i]));
+        c[i].order = order;
+        c[i].order_n = &order_n;
+        c[i].id = N - i;
+        ASSERT_RC(tc_timer_new(loop, &c[i], &t[i]), 0);
+        ASSERT_RC(tc_timer_start(t[i], order_cb, (uint64_t)(N - i), 0), 0);
+    }
+    usleep(30000); /* all are overdue before the loop looks */
+    RUN_UNTIL(loop, order_n == N, 5000);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(order[i], i + 1);
+        ASSERT_RC(tc_close(tc_timer_handle(t[i]), NULL), 0);
+    }
+    close_loop_clean(loop);
+}
+
+static void
+stop_at_limit_cb(tc_timer_t *t)
+{
+    tctx_t *c = ctx_of(t);
+
+    c->was_active = tc_handle_is_active(tc_timer_handle(t));
+    if (++c->fired == c->limit) {
+        ASSERT_RC(tc_timer_stop(t), 0);
+    }
+}
+
+static void
+test_repeating_stop_inside_callback(void **state)
+{
+    tc_loop_t *loop;
+    tc_timer_t *t;
+    tctx_t c = {.limit = 5};
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    ASSERT_RC(tc_timer_new(loop, &c, &t), 0);
+    ASSERT_RC(tc_timer_start(t, stop_at_limit_cb, 1, 2), 0);
+    RUN_UNTIL(loop, c.fired >= 5, 5000);
+    /* Stopped inside its callback: no further firing. */
+    run_for(loop, 40);
+    assert_int_equal(c.fired, 5);
+    assert_true(c.was_active); /* a repeating timer stays active */
+    assert_false(tc_handle_is_active(tc_timer_handle(t)));
+    assert_int_equal(tc_timer_remaining(t), 0);
+    ASSERT_RC(tc_close(tc_timer_handle(t), NULL), 0);
+    close_loop_clean(loop);
+}
+
+static void
+rearm_cb(tc_timer_t *t)
+{
+    tctx_t *c = ctx_of(t);
+
+    c->fired++;
+    if (c->rearms > 0) {
+        c->rearms--;
+        ASSERT_RC(tc_timer_start(t, rearm_cb, 1, 0), 0);
+    }
+}
+
+static void
+test_rearm_inside_callback(void **state)
+{
+    tc_loop_t *loop;
+    tc_timer_t *t;
+    tctx_t c = {.rearms = 3};
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    ASSERT_RC(tc_timer_new(loop, &c, &t), 0);
+    ASSERT_RC(tc_timer_start(t, rearm_cb, 1, 0), 0);
+    RUN_UNTIL(loop, c.fired >= 4, 5000);
+    run_for(loop, 30);
+    assert_int_equal(c.fired, 4);
+    assert_false(tc_handle_is_active(tc_timer_handle(t)));
+    ASSERT_RC(tc_close(tc_timer_handle(t), NULL), 0);
+    close_loop_clean(loop);
+}
+
+static void
+test_rearm_moves_deadline(void **state)
+{
+    tc_loop_t *loop;
+    tc_timer_t *t;
+    tctx_t c = {0};
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    ASSERT_RC(tc_timer_new(loop, &c, &t), 0);
+    ASSERT_RC(tc_timer_start(t, count_cb, 60000, 0), 0);
+    uint64_t r = tc_timer_remaining(t);
+    assert_true(r > 50000 && r <= 60000);
+    /* Re-arming an active timer moves it; it is never armed twice. */
+    ASSERT_RC(tc_timer_start(t, count_cb, 5, 0), 0);
+    assert_true(tc_timer_remaining(t) <= 5);
+    RUN_UNTIL(loop, c.fired > 0, 5000);
+    run_for(loop, 30);
+    assert_int_equal(c.fired, 1);
+    assert_false(tc_handle_is_active(tc_timer_handle(t)));
+
+    /* Moving a near deadline far: it does not fire at the old one. */
+    ASSERT_RC(tc_timer_start(t, count_cb, 5, 0), 0);
+    ASSERT_RC(tc_timer_start(t, count_cb, 60000, 0), 0);
+    run_for(loop, 40);
+    assert_int_equal(c.fired, 1);
+    assert_true(tc_handle_is_active(tc_timer_handle(t)));
+    ASSERT_RC(tc_close(tc_timer_handle(t), NULL), 0);
+    close_loop_clean(loop);
+}
+
+static void
+test_stop_before_firing(void **state)
+{
+    tc_loop_t *loop;
+    tc_timer_t *t, *r;
+    tctx_t c = {0}, cr = {0};
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    ASSERT_RC(tc_timer_new(loop, &c, &t), 0);
+    ASSERT_RC(tc_timer_new(loop, &cr, &r), 0);
+    ASSERT_RC(tc_timer_start(t, count_cb, 5, 0), 0);
+    ASSERT_RC(tc_timer_start(r, count_cb, 1, 1), 0);
+    ASSERT_RC(tc_timer_stop(t), 0);
+    ASSERT_RC(tc_timer_stop(r), 0);
+    /* Stopping twice is harmless. */
+    ASSERT_RC(tc_timer_stop(t), 0);
+    assert_false(tc_handle_is_active(tc_timer_handle(t)));
+    assert_int_equal(tc_timer_remaining(t), 0);
+    run_for(loop, 40);
+    assert_int_equal(c.fired, 0);
+    assert_int_equal(cr.fired, 0);
+    /* A stopped timer can be started again. */
+    ASSERT_RC(tc_timer_start(t, count_cb, 1, 0), 0);
+    RUN_UNTIL(loop, c.fired == 1, 5000);
+    ASSERT_RC(tc_close(tc_timer_handle(t), NULL), 0);
+    ASSERT_RC(tc_close(tc_timer_handle(r), NULL), 0);
+    close_loop_clean(loop);
+}
+
+static void
+test_remaining(void **state)
+{
+    tc_loop_t *loop;
+    tc_timer_t *t;
+    tctx_t c = {0};
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    ASSERT_RC(tc_timer_new(loop, &c, &t), 0);
+    assert_int_equal(tc_timer_remaining(t), 0);
+    ASSERT_RC(tc_timer_start(t, count_cb, 5000, 0), 0);
+    uint64_t r0 = tc_timer_remaining(t);
+    assert_true(r0 > 4000 && r0 <= 5000);
+    run_for(loop, 30);
+    uint64_t r1 = tc_timer_remaining(t);
+    assert_true(r1 <= r0);
+    assert_true(r1 > 3000);
+    ASSERT_RC(tc_timer_stop(t), 0);
+    assert_int_equal(tc_timer_remaining(t), 0);
+    /* A repeating timer reports the time to its next firing. */
+    ASSERT_RC(tc_timer_start(t, count_cb, 3000, 7000), 0);
+    uint64_t r2 = tc_timer_remaining(t);
+    assert_true(r2 > 2000 && r2 <= 3000);
+    ASSERT_RC(tc_close(tc_timer_handle(t), NULL), 0);
+    assert_false(c.fired);
+    close_loop_clean(loop);
+}
+
+static void
+test_start_seconds(void **state)
+{
+    tc_loop_t *loop;
+    tc_timer_t *t;
+    tctx_t c = {.limit = 3};
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    ASSERT_RC(tc_timer_new(loop, &c, &t), 0);
+    ASSERT_RC(tc_timer_start_s(t, count_cb, 0.0005, 0), 0);
+    RUN_UNTIL(loop, c.fired == 1, 5000);
+    ASSERT_RC(tc_timer_start_s(t, stop_at_limit_cb, 0.0002, 0.0003), 0);
+    c.fired = 0;
+    RUN_UNTIL(loop, c.fired == 3, 5000);
+    run_for(loop, 20);
+    assert_int_equal(c.fired, 3);
+    ASSERT_RC(tc_close(tc_timer_handle(t), NULL), 0);
+    close_loop_clean(loop);
+}
+
+/* Closing from inside the callback: no further firing, close cb once. */
+static void
+close_self_cb(tc_timer_t *t)
+{
+    tctx_t *c = ctx_of(t);
+
+    c->fired++;
+    ASSERT_RC(tc_close(tc_timer_handle(t), NULL), 0);
+}
+
+static void
+count_closed(tc_handle_t *h)
+{
+    ((tctx_t *)tc_handle_data(h))->limit++;
+}
+
+static void
+close_self_counted_cb(tc_timer_t *t)
+{
+    tctx_t *c = ctx_of(t);
+
+    c->fired++;
+    ASSERT_RC(tc_close(tc_timer_handle(t), count_closed), 0);
+    assert_int_equal(c->limit, 0); /* not inside tc_close */
+}
+
+static void
+test_close_inside_callback(void **state)
+{
+    tc_loop_t *loop;
+    tc_timer_t *t, *u;
+    tctx_t c = {0}, cu = {0};
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    ASSERT_RC(tc_timer_new(loop, &c, &t), 0);
+    ASSERT_RC(tc_timer_start(t, close_self_cb, 1, 1), 0);
+    ASSERT_RC(tc_timer_new(loop, &cu, &u), 0);
+    ASSERT_RC(tc_timer_start(u, close_self_counted_cb, 1, 1), 0);
+    RUN_UNTIL(loop, c.fired >= 1 && cu.limit >= 1, 5000);
+    run_for(loop, 30);
+    assert_int_equal(c.fired, 1);
+    assert_int_equal(cu.fired, 1);
+    assert_int_equal(cu.limit, 1);
+    close_loop_clean(loop);
+}
+
+/* Closing an armed timer: it never fires, its close callback runs once. */
+static void
+test_close_active(void **state)
+{
+    tc_loop_t *loop;
+    tc_timer_t *t;
+    tctx_t c = {0};
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    ASSERT_RC(tc_timer_new(loop, &c, &t), 0);
+    ASSERT_RC(tc_timer_start(t, count_cb, 1, 1), 0);
+    ASSERT_RC(tc_close(tc_timer_handle(t), count_closed), 0);
+    ASSERT_ERR(tc_timer_start(t, count_cb, 1, 1));
+    run_for(loop, 30);
+    assert_int_equal(c.fired, 0);
+    assert_int_equal(c.limit, 1);
+    close_loop_clean(loop);
+}
+
+/* Many timers with random deadlines, half cancelled: exactly the others
+ * fire, each once, in deadline order. */
+static void
+test_many_timers_cancel_half(void **state)
+{
+    enum { N = 400 };
+    tc_loop_t *loop;
+    static tc_timer_t *t[N];
+    static tctx_t c[N];
+    static int order[N];
+    int order_n = 0;
+    uint64_t x = 88172645463325252ull;
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    for (int i = 0; i < N; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        memset(&c[i], 0, sizeof(c[i]));
+        c[i].order = order;
+        c[i].order_n = &order_n;
+        c[i].id = (int)(x % 100); /* deadline in ms */
+        ASSERT_RC(tc_timer_new(loop, &c[i], &t[i]), 0);
+        ASSERT_RC(tc_timer_start(t[i], order_cb, (uint64_t)c[i].id, 0), 0);
+    }
+    for (int i = 0; i < N; i += 2) {
+        ASSERT_RC(tc_timer_stop(t[i]), 0);
+    }
+    RUN_UNTIL(loop, order_n == N / 2, 10000);
+    run_for(loop, 20);
+    assert_int_equal(order_n, N / 2);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(c[i].fired, i % 2);
+        ASSERT_RC(tc_close(tc_timer_handle(t[i]), NULL), 0);
+    }
+    for (int i = 1; i < N / 2; i++) {
+        assert_true(order[i - 1] <= order[i]);
+    }
+    close_loop_clean(loop);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_args),
+        cmocka_unit_test(test_one_shot),
+        cmocka_unit_test(test_keeps_loop_alive),
+        cmocka_unit_test(test_fire_in_deadline_order),
+        cmocka_unit_test(test_overdue_order),
+        cmocka_unit_test(test_repeating_stop_inside_callback),
+        cmocka_unit_test(test_rearm_inside_callback),
+        cmocka_unit_test(test_rearm_moves_deadline),
+        cmocka_unit_test(test_stop_before_firing),
+        cmocka_unit_test(test_remaining),
+        cmocka_unit_test(test_start_seconds),
+        cmocka_unit_test(test_close_inside_callback),
+        cmocka_unit_test(test_close_active),
+        cmocka_unit_test(test_many_timers_cancel_half),
+    };
+
+    return cmocka_run_group_tests_name("timer", tests, NULL, NULL);
+}

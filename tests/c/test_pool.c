@@ -1,0 +1,960 @@
+/* The CPU pool: every task completes exactly once on its own loop, through
+ * batched wakeups; priorities, bounded queues, cancellation, shutdown and
+ * fork.  No assertion depends on speed: waits are bounded by deadlines and
+ * only fail a broken pool. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "internal.h"
+
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+
+#ifdef UNDER_TSAN
+/* The fork test's child starts workers: allowed, it execs nothing and
+ * TSan's own state is consistent at our fork points. */
+const char *__tsan_default_options(void);
+const char *
+__tsan_default_options(void)
+{
+    return "die_after_fork=0";
+}
+/* TSan runs everything ~10x slower: the million becomes 100,000. */
+#define MILLION 100000u
+#else
+#define MILLION 1000000u
+#endif
+
+#define DEADLINE_MS 30000
+
+static void
+sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000u, (long)(ms % 1000u) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Poll an atomic flag from the test thread, failing after a deadline. */
+static void
+wait_flag(atomic_bool *flag)
+{
+    uint64_t deadline = mono_ms() + DEADLINE_MS;
+    while (!atomic_load(flag)) {
+        if (mono_ms() > deadline) {
+            fail_msg("timed out waiting for a worker");
+        }
+        sleep_ms(1);
+    }
+}
+
+static tc_pool_t *
+new_pool(unsigned threads, size_t max_queued, bool block)
+{
+    tc_pool_opts_t opts = {.threads = threads, .max_queued = max_queued,
+                           .block_when_full = block};
+    tc_pool_t *pool = NULL;
+    ASSERT_RC(tc_pool_new(&opts, &pool), 0);
+    assert_non_null(pool);
+    return pool;
+}
+
+/* ---- a million tiny tasks ---- */
+
+typedef struct many {
+    tc_loop_t *loop;
+    tc_pool_t *pool;
+    unsigned total, submitted;
+    atomic_uchar *ran;
+    unsigned char *done;
+    unsigned bad_status;
+    int submit_err;
+} many_t;
+
+static many_t *many_ctx;
+
+static int
+many_work(tc_work_t *w, void *arg)
+{
+    (void)w;
+    atomic_fetch_add_explicit(&many_ctx->ran[(uintptr_t)arg], 1,
+                              memory_order_relaxed);
+    return 0;
+}
+
+static void many_done(tc_work_t *w, int status, void *arg);
+
+static void
+many_submit_one(many_t *m)
+{
+    uintptr_t i = m->submitted++;
+    int err = tc_pool_submit(m->pool, m->loop, many_work, many_done,
+                             (void *)i, TC_PRIORITY_NORMAL, NULL);
+    if (err != 0 && m->submit_err == 0) {
+        m->submit_err = err;
+    }
+}
+
+static void
+many_done(tc_work_t *w, int status, void *arg)
+{
+    (void)w;
+    many_t *m = many_ctx;
+    m->done[(uintptr_t)arg]++;
+    if (status != 0) {
+        m->bad_status++;
+    }
+    if (m->submitted < m->total) {
+        many_submit_one(m);
+    }
+}
+
+static void
+test_million_tasks_once_each(void **state)
+{
+    (void)state;
+    many_t m = {.total = MILLION};
+    many_ctx = &m;
+    m.ran = calloc(m.total, sizeof(*m.ran));
+    m.done = calloc(m.total, 1);
+    assert_non_null(m.ran);
+    assert_non_null(m.done);
+    ASSERT_RC(tc_loop_new(&m.loop), 0);
+    m.pool = new_pool(0, 0, false);
+
+    /* 10,000 in flight; each completion submits the next.  Outstanding
+     * work keeps TC_RUN_DEFAULT running until the last completion. */
+    for (unsigned i = 0; i < 10000; i++) {
+        many_submit_one(&m);
+    }
+    ASSERT_RC(tc_loop_run(m.loop, TC_RUN_DEFAULT), 0);
+
+    ASSERT_RC(m.submit_err, 0);
+    assert_int_equal(m.submitted, m.total);
+    assert_int_equal(m.bad_status, 0);
+    for (unsigned i = 0; i < m.total; i++) {
+        if (atomic_load(&m.ran[i]) != 1 || m.done[i] != 1) {
+            fail_msg("task %u ran %u times, completed %u times", i,
+                     (unsigned)atomic_load(&m.ran[i]), m.done[i]);
+        }
+    }
+    tc_pool_stats_t st;
+    tc_pool_stats(m.pool, &st);
+    assert_int_equal(st.submitted, m.total);
+    assert_int_equal(st.completed, m.total);
+    assert_int_equal(st.failed + st.cancelled + st.queued + st.running, 0);
+
+    tc_pool_free(m.pool);
+    close_loop_clean(m.loop);
+    free(m.ran);
+    free(m.done);
+}
+
+/* ---- completions come back in batches ---- */
+
+static atomic_uint batch_ran;
+
+static int
+count_work(tc_work_t *w, void *arg)
+{
+    (void)w;
+    (void)arg;
+    atomic_fetch_add(&batch_ran, 1);
+    return 0;
+}
+
+static void
+count_done(tc_work_t *w, int status, void *arg)
+{
+    (void)w;
+    assert_int_equal(status, 0);
+    (*(unsigned *)arg)++;
+}
+
+static void
+count_done_any(tc_work_t *w, int status, void *arg)
+{
+    (void)w;
+    (void)status;
+    (*(unsigned *)arg)++;
+}
+
+static void
+test_completions_share_wakeups(void **state)
+{
+    (void)state;
+    enum { N = 10000 };
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tc_pool_t *pool = new_pool(2, 0, false);
+    unsigned done = 0;
+    atomic_store(&batch_ran, 0);
+    for (int i = 0; i < N; i++) {
+        ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done, &done,
+                                 TC_PRIORITY_NORMAL, NULL), 0);
+    }
+    /* Let every task finish while the loop does not run: whatever the
+     * speed of the machine, their completions wait behind one wakeup. */
+    uint64_t deadline = mono_ms() + DEADLINE_MS;
+    tc_pool_stats_t st;
+    do {
+        sleep_ms(1);
+        tc_pool_stats(pool, &st);
+        assert_true(mono_ms() < deadline);
+    } while (st.completed < N);
+
+    tc_loop_stats_t before, after;
+    tc_loop_stats(loop, &before);
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    tc_loop_stats(loop, &after);
+    assert_int_equal(done, N);
+    uint64_t wakeups = after.wakeups - before.wakeups;
+    assert_true(wakeups >= 1);
+    assert_true(wakeups <= 2);
+
+    /* The same with the loop running as the work completes: still far
+     * fewer wakeups than completions is the norm, but only "no more than
+     * one per completion" is guaranteed whatever the scheduling. */
+    done = 0;
+    tc_loop_stats(loop, &before);
+    for (int i = 0; i < N; i++) {
+        ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done, &done,
+                                 TC_PRIORITY_NORMAL, NULL), 0);
+    }
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    tc_loop_stats(loop, &after);
+    assert_int_equal(done, N);
+    assert_true(after.wakeups - before.wakeups <= N);
+    print_message("# %d completions, loop running: %llu wakeups\n", N,
+                  (unsigned long long)(after.wakeups - before.wakeups));
+
+    tc_pool_free(pool);
+    close_loop_clean(loop);
+}
+
+/* ---- cancellation ---- */
+
+typedef struct race {
+    atomic_uchar ran;
+    int cancel_rc;
+    int status;
+    int done;
+} race_t;
+
+static int
+race_work(tc_work_t *w, void *arg)
+{
+    (void)w;
+    atomic_fetch_add(&((race_t *)arg)->ran, 1);
+    return 0;
+}
+
+static void
+race_done(tc_work_t *w, int status, void *arg)
+{
+    (void)w;
+    race_t *r = arg;
+    r->status = status;
+    r->done++;
+}
+
+static void
+test_cancel_races_start(void **state)
+{
+    (void)state;
+    enum { N = 20000 };
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tc_pool_t *pool = new_pool(2, 0, false);
+    race_t *r = calloc(N, sizeof(*r));
+    tc_work_t **w = calloc(N, sizeof(*w));
+    assert_non_null(r);
+    assert_non_null(w);
+
+    for (int i = 0; i < N; i++) {
+        ASSERT_RC(tc_pool_submit(pool, loop, race_work, race_done, &r[i],
+                                 (tc_priority_t)(i % 3), &w[i]), 0);
+        /* Cancel some at once, the others after more work was queued:
+         * either way the workers are taking tasks meanwhile. */
+        if (i % 2 == 0) {
+            r[i].cancel_rc = tc_pool_cancel(w[i]);
+        }
+    }
+    for (int i = 1; i < N; i += 2) {
+        r[i].cancel_rc = tc_pool_cancel(w[i]);
+    }
+    unsigned cancelled = 0;
+    for (int i = 0; i < N; i++) {
+        if (r[i].cancel_rc == 0) {
+            ASSERT_RC(tc_pool_cancel(w[i]), -EALREADY);
+            cancelled++;
+        } else {
+            ASSERT_RC(r[i].cancel_rc, -EBUSY);
+        }
+    }
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(r[i].done, 1);
+        if (r[i].cancel_rc == 0) {
+            ASSERT_RC(r[i].status, -ECANCELED);
+            assert_int_equal(atomic_load(&r[i].ran), 0);
+        } else {
+            ASSERT_RC(r[i].status, 0);
+            assert_int_equal(atomic_load(&r[i].ran), 1);
+        }
+    }
+    tc_pool_stats_t st;
+    tc_pool_stats(pool, &st);
+    assert_int_equal(st.cancelled, cancelled);
+    assert_int_equal(st.completed + st.cancelled, N);
+    print_message("# cancelled %u of %d while the workers ran\n", cancelled,
+                  N);
+
+    tc_pool_free(pool);
+    close_loop_clean(loop);
+    free(r);
+    free(w);
+}
+
+/* A task that blocks until its gate opens or it is cancelled. */
+typedef struct gate {
+    atomic_bool started;
+    atomic_bool open;
+    atomic_bool saw_cancel;
+    int status;
+    int done;
+} gate_t;
+
+static int
+gate_work(tc_work_t *w, void *arg)
+{
+    gate_t *g = arg;
+    atomic_store(&g->started, true);
+    uint64_t deadline = mono_ms() + DEADLINE_MS;
+    while (!atomic_load(&g->open) && mono_ms() < deadline) {
+        if (tc_work_is_cancelled(w)) {
+            atomic_store(&g->saw_cancel, true);
+            return -EINTR;
+        }
+        sleep_ms(1);
+    }
+    return 0;
+}
+
+static void
+gate_done(tc_work_t *w, int status, void *arg)
+{
+    (void)w;
+    gate_t *g = arg;
+    g->status = status;
+    g->done++;
+}
+
+static void
+test_cancel_running_sets_flag(void **state)
+{
+    (void)state;
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tc_pool_t *pool = new_pool(1, 0, false);
+    gate_t g = {0};
+    tc_work_t *w;
+    ASSERT_RC(tc_pool_submit(pool, loop, gate_work, gate_done, &g,
+                             TC_PRIORITY_NORMAL, &w), 0);
+    assert_false(tc_work_is_cancelled(w));
+    assert_ptr_equal(tc_work_loop(w), loop);
+    wait_flag(&g.started);
+    ASSERT_RC(tc_pool_cancel(w), -EBUSY);
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    assert_true(atomic_load(&g.saw_cancel));
+    assert_int_equal(g.done, 1);
+    ASSERT_RC(g.status, -EINTR);
+
+    tc_pool_stats_t st;
+    tc_pool_stats(pool, &st);
+    assert_int_equal(st.failed, 1);
+    assert_int_equal(st.cancelled, 0);
+    tc_pool_free(pool);
+    close_loop_clean(loop);
+}
+
+/* ---- shutdown ---- */
+
+static void
+test_shutdown_drain_runs_queued(void **state)
+{
+    (void)state;
+    enum { N = 200 };
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tc_pool_t *pool = new_pool(1, 0, false);
+    gate_t blocker = {0};
+    ASSERT_RC(tc_pool_submit(pool, loop, gate_work, gate_done, &blocker,
+                             TC_PRIORITY_NORMAL, NULL), 0);
+    race_t r[N] = {0};
+    wait_flag(&blocker.started);
+    for (int i = 0; i < N; i++) {
+        ASSERT_RC(tc_pool_submit(pool, loop, race_work, race_done, &r[i],
+                                 TC_PRIORITY_LOW, NULL), 0);
+    }
+    atomic_store(&blocker.open, true);
+    ASSERT_RC(tc_pool_shutdown(pool, TC_POOL_DRAIN), 0);
+    ASSERT_RC(tc_pool_shutdown(pool, TC_POOL_DRAIN), -EALREADY);
+    ASSERT_RC(tc_pool_submit(pool, loop, race_work, race_done, &r[0],
+                             TC_PRIORITY_HIGH, NULL), -ESHUTDOWN);
+    /* Drained: everything ran before the workers were joined. */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(atomic_load(&r[i].ran), 1);
+        assert_int_equal(r[i].done, 0);
+    }
+    /* Freed before its completions are delivered: they still are. */
+    tc_pool_free(pool);
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    assert_int_equal(blocker.done, 1);
+    ASSERT_RC(blocker.status, 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(r[i].done, 1);
+        ASSERT_RC(r[i].status, 0);
+    }
+    close_loop_clean(loop);
+}
+
+static void
+test_shutdown_cancel_queued(void **state)
+{
+    (void)state;
+    enum { N = 200 };
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tc_pool_t *pool = new_pool(1, 0, false);
+    gate_t blocker = {0};
+    ASSERT_RC(tc_pool_submit(pool, loop, gate_work, gate_done, &blocker,
+                             TC_PRIORITY_NORMAL, NULL), 0);
+    race_t r[N] = {0};
+    wait_flag(&blocker.started);
+    for (int i = 0; i < N; i++) {
+        ASSERT_RC(tc_pool_submit(pool, loop, race_work, race_done, &r[i],
+                                 (tc_priority_t)(i % 3), NULL), 0);
+    }
+    /* The one worker is inside the blocker, which returns once flagged:
+     * every queued task is cancelled, none runs. */
+    ASSERT_RC(tc_pool_shutdown(pool, TC_POOL_CANCEL), 0);
+    tc_pool_stats_t st;
+    tc_pool_stats(pool, &st);
+    assert_int_equal(st.cancelled, N);
+    assert_int_equal(st.queued, 0);
+    assert_int_equal(st.running, 0);
+    tc_pool_free(pool);
+
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    assert_true(atomic_load(&blocker.saw_cancel));
+    assert_int_equal(blocker.done, 1);
+    ASSERT_RC(blocker.status, -EINTR);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(r[i].done, 1);
+        ASSERT_RC(r[i].status, -ECANCELED);
+        assert_int_equal(atomic_load(&r[i].ran), 0);
+    }
+    close_loop_clean(loop);
+}
+
+static tc_pool_t *self_pool;
+
+static int
+shutdown_self_work(tc_work_t *w, void *arg)
+{
+    (void)w;
+    (void)arg;
+    return tc_pool_shutdown(self_pool, TC_POOL_DRAIN);
+}
+
+static void
+test_shutdown_from_worker_refused(void **state)
+{
+    (void)state;
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    self_pool = new_pool(1, 0, false);
+    race_t r = {0};
+    ASSERT_RC(tc_pool_submit(self_pool, loop, shutdown_self_work, race_done,
+                             &r, TC_PRIORITY_NORMAL, NULL), 0);
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    assert_int_equal(r.done, 1);
+    ASSERT_RC(r.status, -EDEADLK);
+    tc_pool_free(self_pool);
+    close_loop_clean(loop);
+}
+
+/* ---- two loops, one pool ---- */
+
+typedef struct side {
+    tc_loop_t *loop;
+    tc_pool_t *pool;
+    pthread_t tid;
+    unsigned submitted, done, wrong_thread, bad_status;
+    int err;
+} side_t;
+
+enum { SIDE_TASKS = 50000 };
+
+static void
+side_done(tc_work_t *w, int status, void *arg)
+{
+    (void)w;
+    side_t *s = arg;
+    s->done++;
+    if (!tc_loop_is_owner_thread(s->loop)) {
+        s->wrong_thread++;
+    }
+    if (status != 0) {
+        s->bad_status++;
+    }
+    if (s->submitted < SIDE_TASKS) {
+        s->submitted++;
+        int err = tc_pool_submit(s->pool, s->loop, count_work, side_done, s,
+                                 (tc_priority_t)(s->submitted % 3), NULL);
+        if (err != 0) {
+            s->err = err;
+        }
+    }
+}
+
+static void *
+side_main(void *arg)
+{
+    side_t *s = arg;
+    s->err = tc_loop_new(&s->loop);
+    if (s->err != 0) {
+        return NULL;
+    }
+    for (int i = 0; i < 1000 && s->err == 0; i++) {
+        s->submitted++;
+        s->err = tc_pool_submit(s->pool, s->loop, count_work, side_done, s,
+                                TC_PRIORITY_NORMAL, NULL);
+    }
+    int rc = tc_loop_run(s->loop, TC_RUN_DEFAULT);
+    if (rc != 0 && s->err == 0) {
+        s->err = rc;
+    }
+    rc = tc_loop_close(s->loop);
+    if (rc != 0 && s->err == 0) {
+        s->err = rc;
+    }
+    return NULL;
+}
+
+static void
+test_two_loops_share_pool(void **state)
+{
+    (void)state;
+    tc_pool_t *pool = new_pool(2, 0, false);
+    side_t sides[2] = {{.pool = pool}, {.pool = pool}};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pthread_create(&sides[i].tid, NULL, side_main,
+                                        &sides[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pthread_join(sides[i].tid, NULL), 0);
+        ASSERT_RC(sides[i].err, 0);
+        assert_int_equal(sides[i].done, SIDE_TASKS);
+        assert_int_equal(sides[i].wrong_thread, 0);
+        assert_int_equal(sides[i].bad_status, 0);
+    }
+    tc_pool_stats_t st;
+    tc_pool_stats(pool, &st);
+    assert_int_equal(st.completed, 2 * SIDE_TASKS);
+    tc_pool_free(pool);
+}
+
+/* ---- priorities ---- */
+
+typedef struct order {
+    atomic_uint next;
+    int seen[64];
+} order_t;
+
+static order_t order;
+
+static int
+order_work(tc_work_t *w, void *arg)
+{
+    (void)w;
+    unsigned i = atomic_fetch_add(&order.next, 1);
+    if (i < 64) {
+        order.seen[i] = (int)(intptr_t)arg;
+    }
+    return 0;
+}
+
+static void
+test_high_priority_jumps_queue(void **state)
+{
+    (void)state;
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tc_pool_t *pool = new_pool(1, 0, false);
+    memset(&order, 0, sizeof(order));
+    gate_t blocker = {0};
+    ASSERT_RC(tc_pool_submit(pool, loop, gate_work, gate_done, &blocker,
+                             TC_PRIORITY_LOW, NULL), 0);
+    wait_flag(&blocker.started);
+    /* Queued oldest first as LOW, NORMAL, HIGH: they run in reverse. */
+    for (int p = TC_PRIORITY_LOW; p >= TC_PRIORITY_HIGH; p--) {
+        for (int i = 0; i < 5; i++) {
+            ASSERT_RC(tc_pool_submit(pool, loop, order_work, NULL,
+                                     (void *)(intptr_t)(p * 10 + i),
+                                     (tc_priority_t)p, NULL), 0);
+        }
+    }
+    tc_pool_stats_t st;
+    tc_pool_stats(pool, &st);
+    assert_int_equal(st.queued, 15);
+    assert_int_equal(st.running, 1);
+    atomic_store(&blocker.open, true);
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    assert_int_equal(atomic_load(&order.next), 15);
+    for (int i = 0; i < 15; i++) {
+        int p = i / 5;
+        assert_int_equal(order.seen[i], p * 10 + i % 5);
+    }
+    tc_pool_free(pool);
+    close_loop_clean(loop);
+}
+
+static void
+test_low_priority_leaves_a_worker(void **state)
+{
+    (void)state;
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tc_pool_t *pool = new_pool(2, 0, false);
+    gate_t bulk[2] = {0};
+    for (int i = 0; i < 2; i++) {
+        ASSERT_RC(tc_pool_submit(pool, loop, gate_work, gate_done, &bulk[i],
+                                 TC_PRIORITY_LOW, NULL), 0);
+    }
+    wait_flag(&bulk[0].started);
+    /* Two bulk tasks, two workers: the second bulk task waits, and a HIGH
+     * task still runs at once on the worker kept free. */
+    unsigned high_done = 0;
+    ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done, &high_done,
+                             TC_PRIORITY_HIGH, NULL), 0);
+    RUN_UNTIL(loop, high_done == 1, DEADLINE_MS);
+    assert_false(atomic_load(&bulk[1].started));
+    atomic_store(&bulk[0].open, true);
+    atomic_store(&bulk[1].open, true);
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    assert_int_equal(bulk[0].done + bulk[1].done, 2);
+    tc_pool_free(pool);
+    close_loop_clean(loop);
+}
+
+/* ---- bounded queue ---- */
+
+static void
+test_bounded_queue_refuses(void **state)
+{
+    (void)state;
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tc_pool_t *pool = new_pool(1, 4, false);
+    gate_t blocker = {0};
+    ASSERT_RC(tc_pool_submit(pool, loop, gate_work, gate_done, &blocker,
+                             TC_PRIORITY_NORMAL, NULL), 0);
+    wait_flag(&blocker.started);
+    unsigned done = 0;
+    tc_work_t *w[4];
+    for (int i = 0; i < 4; i++) {
+        ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done_any,
+                                 &done, TC_PRIORITY_NORMAL, &w[i]), 0);
+    }
+    ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done_any, &done,
+                             TC_PRIORITY_HIGH, NULL), -EAGAIN);
+    /* Cancelling makes room. */
+    ASSERT_RC(tc_pool_cancel(w[3]), 0);
+    ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done_any, &done,
+                             TC_PRIORITY_HIGH, NULL), 0);
+    ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done_any, &done,
+                             TC_PRIORITY_LOW, NULL), -EAGAIN);
+    atomic_store(&blocker.open, true);
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    assert_int_equal(done, 5);
+    assert_int_equal(blocker.done, 1);
+    tc_pool_free(pool);
+    close_loop_clean(loop);
+}
+
+typedef struct blocked_submit {
+    tc_pool_t *pool;
+    tc_loop_t *loop;
+    unsigned *done;
+    atomic_bool returned;
+    int rc;
+} blocked_submit_t;
+
+static void *
+blocked_submit_main(void *arg)
+{
+    blocked_submit_t *b = arg;
+    b->rc = tc_pool_submit(b->pool, b->loop, count_work, count_done_any,
+                           b->done, TC_PRIORITY_NORMAL, NULL);
+    atomic_store(&b->returned, true);
+    return NULL;
+}
+
+static void
+test_bounded_queue_blocks(void **state)
+{
+    (void)state;
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tc_pool_t *pool = new_pool(1, 2, true);
+    gate_t blocker = {0};
+    ASSERT_RC(tc_pool_submit(pool, loop, gate_work, gate_done, &blocker,
+                             TC_PRIORITY_NORMAL, NULL), 0);
+    wait_flag(&blocker.started);
+    unsigned done = 0;
+    tc_work_t *w[2];
+    for (int i = 0; i < 2; i++) {
+        ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done_any,
+                                 &done, TC_PRIORITY_NORMAL, &w[i]), 0);
+    }
+    blocked_submit_t b = {.pool = pool, .loop = loop, .done = &done};
+    pthread_t tid;
+    assert_int_equal(pthread_create(&tid, NULL, blocked_submit_main, &b), 0);
+    /* However long we look, it cannot return while the queue is full. */
+    sleep_ms(50);
+    assert_false(atomic_load(&b.returned));
+    /* A cancel makes room: the blocked submit goes through. */
+    ASSERT_RC(tc_pool_cancel(w[0]), 0);
+    assert_int_equal(pthread_join(tid, NULL), 0);
+    ASSERT_RC(b.rc, 0);
+
+    atomic_store(&blocker.open, true);
+    /* The other thread's submit holds no loop reference: run until its
+     * completion too. */
+    RUN_UNTIL(loop, done == 3, DEADLINE_MS);
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    assert_int_equal(blocker.done, 1);
+    tc_pool_free(pool);
+    close_loop_clean(loop);
+}
+
+static void
+test_blocked_submit_released_by_shutdown(void **state)
+{
+    (void)state;
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tc_pool_t *pool = new_pool(1, 1, true);
+    gate_t blocker = {0};
+    ASSERT_RC(tc_pool_submit(pool, loop, gate_work, gate_done, &blocker,
+                             TC_PRIORITY_NORMAL, NULL), 0);
+    wait_flag(&blocker.started);
+    unsigned done = 0;
+    ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done_any, &done,
+                             TC_PRIORITY_NORMAL, NULL), 0);
+    blocked_submit_t b = {.pool = pool, .loop = loop, .done = &done};
+    pthread_t tid;
+    assert_int_equal(pthread_create(&tid, NULL, blocked_submit_main, &b), 0);
+    sleep_ms(20);
+    ASSERT_RC(tc_pool_shutdown(pool, TC_POOL_CANCEL), 0);
+    assert_int_equal(pthread_join(tid, NULL), 0);
+    ASSERT_RC(b.rc, -ESHUTDOWN);
+    tc_pool_free(pool);
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    assert_int_equal(done, 1);
+    assert_int_equal(blocker.done, 1);
+    close_loop_clean(loop);
+}
+
+/* ---- fork ---- */
+
+static int
+sleepy_work(tc_work_t *w, void *arg)
+{
+    (void)w;
+    (void)arg;
+    sleep_ms(2);
+    return 0;
+}
+
+/* In the child: a fresh loop, the inherited pool, tasks that complete. */
+static int
+child_main(tc_pool_t *pool)
+{
+    tc_loop_t *loop;
+    if (tc_loop_new(&loop) != 0) {
+        return 10;
+    }
+    tc_pool_stats_t st;
+    tc_pool_stats(pool, &st);
+    if (st.queued != 0 || st.running != 0) {
+        return 11;      /* the parent's queue came along */
+    }
+    unsigned done = 0;
+    for (int i = 0; i < 500; i++) {
+        if (tc_pool_submit(pool, loop, count_work, count_done_any, &done,
+                           (tc_priority_t)(i % 3), NULL) != 0) {
+            return 12;
+        }
+    }
+    if (tc_loop_run(loop, TC_RUN_DEFAULT) != 0) {
+        return 13;
+    }
+    if (done != 500) {
+        return 14;
+    }
+    tc_pool_free(pool);
+    if (tc_loop_close(loop) != 0) {
+        return 15;
+    }
+    return 42;
+}
+
+static void
+test_fork_while_tasks_run(void **state)
+{
+    (void)state;
+    enum { N = 200 };
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tc_pool_t *pool = new_pool(2, 0, false);
+    unsigned done = 0;
+    for (int i = 0; i < N; i++) {
+        ASSERT_RC(tc_pool_submit(pool, loop, sleepy_work, count_done, &done,
+                                 TC_PRIORITY_NORMAL, NULL), 0);
+    }
+    /* Fork a few times while the workers are busy and the queue full. */
+    for (int k = 0; k < 3; k++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            _exit(child_main(pool));
+        }
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 42);
+    }
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    assert_int_equal(done, N);
+    tc_pool_free(pool);
+    close_loop_clean(loop);
+}
+
+/* ---- stats and arguments ---- */
+
+static int
+fail_odd_work(tc_work_t *w, void *arg)
+{
+    (void)w;
+    return ((uintptr_t)arg & 1) ? -EIO : 0;
+}
+
+static void
+test_stats(void **state)
+{
+    (void)state;
+    enum { N = 1000 };
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tc_pool_t *pool = new_pool(2, 0, false);
+    assert_int_equal(tc_pool_threads(pool), 2);
+    unsigned done = 0;
+    for (uintptr_t i = 0; i < N; i++) {
+        ASSERT_RC(tc_pool_submit(pool, loop, fail_odd_work, count_done_any,
+                                 &done, TC_PRIORITY_NORMAL, NULL), 0);
+        ASSERT_RC(tc_pool_submit(pool, loop, fail_odd_work, count_done_any,
+                                 &done, TC_PRIORITY_NORMAL, NULL), 0);
+        (void)i;
+    }
+    for (uintptr_t i = 0; i < N; i++) {
+        ASSERT_RC(tc_pool_submit(pool, loop, fail_odd_work, NULL, (void *)1,
+                                 TC_PRIORITY_LOW, NULL), 0);
+    }
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    assert_int_equal(done, 2 * N);
+    tc_pool_stats_t st;
+    tc_pool_stats(pool, &st);
+    assert_int_equal(st.submitted, 3 * N);
+    assert_int_equal(st.completed, 2 * N);
+    assert_int_equal(st.failed, N);
+    assert_int_equal(st.threads, 2);
+    uint64_t waits = 0, runs = 0;
+    for (int b = 0; b < TC_POOL_HIST_BUCKETS; b++) {
+        waits += st.wait_ns[b];
+        runs += st.run_ns[b];
+    }
+    assert_int_equal(waits, 3 * N);
+    assert_int_equal(runs, 3 * N);
+    tc_pool_free(pool);
+    close_loop_clean(loop);
+}
+
+static void
+test_bad_args(void **state)
+{
+    (void)state;
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tc_pool_t *pool;
+    ASSERT_RC(tc_pool_new(NULL, NULL), -EINVAL);
+    tc_pool_opts_t opts = {.threads = 100000};
+    ASSERT_RC(tc_pool_new(&opts, &pool), -EINVAL);
+    ASSERT_RC(tc_pool_new(NULL, &pool), 0);
+    assert_true(tc_pool_threads(pool) >= 1);
+    ASSERT_RC(tc_pool_submit(NULL, loop, count_work, NULL, NULL,
+                             TC_PRIORITY_HIGH, NULL), -EINVAL);
+    ASSERT_RC(tc_pool_submit(pool, NULL, count_work, NULL, NULL,
+                             TC_PRIORITY_HIGH, NULL), -EINVAL);
+    ASSERT_RC(tc_pool_submit(pool, loop, NULL, NULL, NULL,
+                             TC_PRIORITY_HIGH, NULL), -EINVAL);
+    ASSERT_RC(tc_pool_submit(pool, loop, count_work, NULL, NULL,
+                             (tc_priority_t)3, NULL), -EINVAL);
+    ASSERT_RC(tc_pool_cancel(NULL), -EINVAL);
+    ASSERT_RC(tc_pool_shutdown(NULL, TC_POOL_DRAIN), -EINVAL);
+    ASSERT_RC(tc_pool_shutdown(pool, (tc_pool_shutdown_mode_t)9), -EINVAL);
+    assert_false(tc_work_is_cancelled(NULL));
+    tc_pool_free(NULL);
+    /* A pool that never ran anything. */
+    tc_pool_free(pool);
+    close_loop_clean(loop);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_args),
+        cmocka_unit_test(test_million_tasks_once_each),
+        cmocka_unit_test(test_completions_share_wakeups),
+        cmocka_unit_test(test_cancel_races_start),
+        cmocka_unit_test(test_cancel_running_sets_flag),
+        cmocka_unit_test(test_shutdown_drain_runs_queued),
+        cmocka_unit_test(test_shutdown_cancel_queued),
+        cmocka_unit_test(test_shutdown_from_worker_refused),
+        cmocka_unit_test(test_two_loops_share_pool),
+        cmocka_unit_test(test_high_priority_jumps_queue),
+        cmocka_unit_test(test_low_priority_leaves_a_worker),
+        cmocka_unit_test(test_bounded_queue_refuses),
+        cmocka_unit_test(test_bounded_queue_blocks),
+        cmocka_unit_test(test_blocked_submit_released_by_shutdown),
+        cmocka_unit_test(test_fork_while_tasks_run),
+        cmocka_unit_test(test_stats),
+    };
+
+    return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
+}

@@ -332,26 +332,28 @@ record_run(worker_t *me, int status, uint64_t submit_ns, uint64_t start_ns,
     counter_bump(&me->run_ns[hist_bucket(run)]);
 }
 
-/* Thread: worker. */
+/* Thread: worker.  A finished work is handed to its loop only after the
+ * counters say so, and while the next one is already taken: the loop never
+ * sees a completion that tc_pool_stats() does not. */
 static void *
 worker_main(void *arg)
 {
     worker_t *me = arg;
     tc_pool_t *pool = me->pool;
-    int last_priority = -1;
+    tc_work_t *finished = NULL;
 
     current_pool = pool;
     pthread_mutex_lock(&pool->lock);
     for (;;) {
-        if (last_priority >= 0) {
-            pool->running--;
-            if (last_priority == TC_PRIORITY_LOW) {
-                pool->running_low--;
-            }
-            last_priority = -1;
-        }
         tc_work_t *w = take_work(pool);
         if (w == NULL) {
+            if (finished != NULL) {
+                pthread_mutex_unlock(&pool->lock);
+                push_done(finished);
+                finished = NULL;
+                pthread_mutex_lock(&pool->lock);
+                continue;
+            }
             if (pool->stopping) {
                 break;
             }
@@ -367,18 +369,22 @@ worker_main(void *arg)
             pthread_cond_signal(&pool->space_cond);
         }
         pthread_mutex_unlock(&pool->lock);
+        if (finished != NULL) {
+            push_done(finished);    /* from now on it is its loop's */
+        }
 
-        /* Once pushed, w belongs to its loop: read what we need first. */
-        last_priority = w->priority;
-        uint64_t submit_ns = w->submit_ns;
         uint64_t start_ns = now_ns();
         int status = w->work_fn(w, w->arg);
         uint64_t end_ns = now_ns();
         w->status = status;
-        push_done(w);
-        record_run(me, status, submit_ns, start_ns, end_ns);
+        record_run(me, status, w->submit_ns, start_ns, end_ns);
+        finished = w;
 
         pthread_mutex_lock(&pool->lock);
+        pool->running--;
+        if (w->priority == TC_PRIORITY_LOW) {
+            pool->running_low--;
+        }
     }
     pthread_mutex_unlock(&pool->lock);
     return NULL;

@@ -6,7 +6,9 @@
  * loop's thread, in the order added, on a loop iteration after the future
  * settled and never inside the call that added them.  A second settle is
  * refused with -EALREADY.  Futures are reference counted: whoever will
- * settle a future, or still reads it, holds a reference. */
+ * settle a future, or still reads it, holds a reference; every reference
+ * is dropped before the loop is closed.  Callbacks due keep
+ * tc_loop_run(TC_RUN_DEFAULT) running until they ran. */
 #ifndef TWINCORE_FUTURE_H
 #define TWINCORE_FUTURE_H
 

@@ -1,0 +1,488 @@
+/* CpuPool and CpuTask: Python callables on the native pool.
+ *
+ * A worker takes the GIL only around the call and the capture of its
+ * outcome (run_python_task); a callable that releases the GIL (hashlib,
+ * zlib) therefore runs on every core at once.  The completion crosses back
+ * through the pool's batched wakeup and is delivered in the reactor's batch
+ * as on_done(kind, value): kind 0 result, 1 exception, 2 cancelled. */
+#include "state.h"
+
+typedef struct {
+    PyObject_HEAD
+    ReactorObject *reactor;
+    PyObject *fn, *args, *kwargs, *on_done;
+    PyObject *outcome;      /* result or exception, set by the worker */
+    bool failed;
+    bool done;
+    bool started;           /* set by the worker, under the GIL */
+    tc_work_t *work;        /* valid until done */
+} CpuTaskObject;
+
+typedef struct {
+    PyObject_HEAD
+    tc_pool_t *pool;        /* NULL once closed */
+    unsigned workers;
+    PyObject *weakreflist;
+} CpuPoolObject;
+
+tc_pool_t *
+cpupool_native(PyObject *pool)
+{
+    return ((CpuPoolObject *)pool)->pool;
+}
+
+/* Thread: worker, GIL: takes.  Only around the call itself. */
+static int
+run_python_task(tc_work_t *work, void *arg)
+{
+    (void)work;
+    CpuTaskObject *task = arg;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    task->started = true;
+    PyObject *res = PyObject_Call(task->fn, task->args, task->kwargs);
+    if (res != NULL) {
+        task->outcome = res;
+    } else {
+        task->outcome = tcpy_fetch_exception();
+        task->failed = true;
+    }
+    PyGILState_Release(gil);
+    return 0;
+}
+
+/* Thread: loop, GIL: none. */
+static void
+python_task_done(tc_work_t *work, int status, void *arg)
+{
+    (void)work;
+    CpuTaskObject *task = arg;
+    pyevents_push(task->reactor, PYEV_TASK_DONE, NULL, task, status);
+}
+
+void
+cpu_task_dispatch(ReactorObject *r, pyevent_t *ev)
+{
+    CpuTaskObject *task = ev->ptr;
+    task->work = NULL;
+    task->done = true;
+    int kind;
+    PyObject *value;
+    if (ev->status == -ECANCELED) {
+        kind = 2;
+        value = Py_NewRef(Py_None);
+    } else if (ev->status != 0) {
+        kind = 1;
+        value = tcpy_error_object(reactor_state(r), ev->status);
+    } else if (task->failed) {
+        kind = 1;
+        value = Py_XNewRef(task->outcome);
+    } else {
+        kind = 0;
+        value = Py_XNewRef(task->outcome);
+    }
+    Py_CLEAR(task->outcome);
+    Py_CLEAR(task->fn);
+    Py_CLEAR(task->args);
+    Py_CLEAR(task->kwargs);
+    PyObject *on_done = task->on_done;
+    task->on_done = NULL;
+    if (value == NULL) {
+        reactor_report(r, "a defer_to_cpu completion");
+        value = Py_NewRef(Py_None);
+    }
+    if (on_done != NULL) {
+        PyObject *k = PyLong_FromLong(kind);
+        PyObject *argv[] = {k, value};
+        PyObject *res = k ? PyObject_Vectorcall(on_done, argv, 2, NULL) : NULL;
+        if (res == NULL) {
+            reactor_report(r, "a defer_to_cpu completion");
+        }
+        Py_XDECREF(res);
+        Py_XDECREF(k);
+        Py_DECREF(on_done);
+    }
+    Py_DECREF(value);
+    Py_DECREF(task);   /* the pool's reference */
+}
+
+void
+cpu_task_discard(void *arg)
+{
+    CpuTaskObject *task = arg;
+    task->work = NULL;
+    task->done = true;
+    Py_DECREF(task);
+}
+
+/* ---- CpuTask ------------------------------------------------------------ */
+
+static PyObject *
+CpuTask_cancel(CpuTaskObject *task, PyObject *unused)
+{
+    (void)unused;
+    if (task->done || task->work == NULL) {
+        Py_RETURN_FALSE;
+    }
+    if (reactor_check_thread(task->reactor) < 0) {
+        return NULL;
+    }
+    int err = tc_pool_cancel(task->work);
+    /* 0: it will complete as cancelled; -EBUSY: already running. */
+    return PyBool_FromLong(err == 0);
+}
+
+static PyObject *
+CpuTask_done(CpuTaskObject *task, PyObject *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(task->done);
+}
+
+static PyObject *
+CpuTask_started(CpuTaskObject *task, PyObject *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(task->started);
+}
+
+static int
+CpuTask_traverse(CpuTaskObject *task, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(task));
+    Py_VISIT(task->reactor);
+    Py_VISIT(task->fn);
+    Py_VISIT(task->args);
+    Py_VISIT(task->kwargs);
+    Py_VISIT(task->on_done);
+    return 0;
+}
+
+static int
+CpuTask_clear(CpuTaskObject *task)
+{
+    /* Never while a worker may use them: the pool holds a reference to a
+     * pending task, so the GC cannot collect it. */
+    Py_CLEAR(task->fn);
+    Py_CLEAR(task->args);
+    Py_CLEAR(task->kwargs);
+    Py_CLEAR(task->on_done);
+    Py_CLEAR(task->outcome);
+    return 0;
+}
+
+static void
+CpuTask_dealloc(CpuTaskObject *task)
+{
+    PyTypeObject *tp = Py_TYPE(task);
+    PyObject_GC_UnTrack(task);
+    CpuTask_clear(task);
+    Py_CLEAR(task->reactor);
+    tp->tp_free((PyObject *)task);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef CpuTask_methods[] = {
+    {"cancel", (PyCFunction)CpuTask_cancel, METH_NOARGS,
+     "cancel($self, /)\n--\n\nCancel if still queued; True when it will "
+     "complete as cancelled, False when running or done."},
+    {"done", (PyCFunction)CpuTask_done, METH_NOARGS, "done($self, /)\n--\n\n"},
+    {"started", (PyCFunction)CpuTask_started, METH_NOARGS,
+     "started($self, /)\n--\n\nTrue once a worker began the call."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot CpuTask_slots[] = {
+    {Py_tp_dealloc, CpuTask_dealloc},
+    {Py_tp_traverse, CpuTask_traverse},
+    {Py_tp_clear, CpuTask_clear},
+    {Py_tp_methods, CpuTask_methods},
+    {Py_tp_doc, "A callable queued on a CpuPool (internal)."},
+    {0, NULL},
+};
+
+PyType_Spec CpuTask_spec = {
+    .name = "twincore._twincore.CpuTask",
+    .basicsize = sizeof(CpuTaskObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = CpuTask_slots,
+};
+
+/* ---- CpuPool ------------------------------------------------------------ */
+
+static PyObject *
+CpuPool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"workers", "max_queued", NULL};
+    int workers = 0;
+    Py_ssize_t max_queued = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|in:CpuPool", kwlist,
+                                     &workers, &max_queued)) {
+        return NULL;
+    }
+    if (workers < 0 || workers > 1024) {
+        PyErr_Format(PyExc_ValueError,
+                     "CpuPool(): 'workers' must be in 0..1024 (0: one per "
+                     "CPU), got %d", workers);
+        return NULL;
+    }
+    if (max_queued < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "CpuPool(): 'max_queued' must be >= 0, got %zd",
+                     max_queued);
+        return NULL;
+    }
+    CpuPoolObject *p = (CpuPoolObject *)type->tp_alloc(type, 0);
+    if (p == NULL) {
+        return NULL;
+    }
+    tc_pool_opts_t opts = {.threads = (unsigned)workers,
+                           .max_queued = (size_t)max_queued};
+    int err = tc_pool_new(&opts, &p->pool);
+    if (err != 0) {
+        p->pool = NULL;
+        Py_DECREF(p);
+        return tcpy_raise(state_of_type(type), err);
+    }
+    p->workers = tc_pool_threads(p->pool);
+    return (PyObject *)p;
+}
+
+/* GIL: drops.  Workers may need the GIL to finish a Python call. */
+static void
+close_pool(CpuPoolObject *p, tc_pool_shutdown_mode_t mode)
+{
+    tc_pool_t *pool = p->pool;
+    p->pool = NULL;
+    if (pool == NULL) {
+        return;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    tc_pool_shutdown(pool, mode);
+    tc_pool_free(pool);
+    Py_END_ALLOW_THREADS
+}
+
+static PyObject *
+CpuPool_submit(CpuPoolObject *p, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_submit(reactor, fn, args, kwargs, priority, "
+                        "on_done)");
+        return NULL;
+    }
+    tc_state *st = state_of_type(Py_TYPE(p));
+    if (st == NULL) {
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[0], st->Reactor_type)) {
+        PyErr_SetString(PyExc_TypeError, "_submit(): 'reactor' must be a "
+                                         "Reactor");
+        return NULL;
+    }
+    ReactorObject *r = (ReactorObject *)args[0];
+    if (!PyCallable_Check(args[1])) {
+        PyErr_Format(PyExc_TypeError,
+                     "defer_to_cpu(): 'fn' must be callable, got %.100s",
+                     Py_TYPE(args[1])->tp_name);
+        return NULL;
+    }
+    if (!PyTuple_Check(args[2]) ||
+        (args[3] != Py_None && !PyDict_Check(args[3]))) {
+        PyErr_SetString(PyExc_TypeError, "_submit(): bad args or kwargs");
+        return NULL;
+    }
+    long prio = PyLong_AsLong(args[4]);
+    if (prio == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (prio < TC_PRIORITY_HIGH || prio > TC_PRIORITY_LOW) {
+        PyErr_Format(PyExc_ValueError,
+                     "defer_to_cpu(): 'priority' must be PRIORITY_HIGH, "
+                     "PRIORITY_NORMAL or PRIORITY_LOW, got %ld", prio);
+        return NULL;
+    }
+    if (p->pool == NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "defer_to_cpu(): the CpuPool is closed");
+        return NULL;
+    }
+    if (r->loop == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the reactor is closed");
+        return NULL;
+    }
+    CpuTaskObject *task = PyObject_GC_New(CpuTaskObject, st->CpuTask_type);
+    if (task == NULL) {
+        return NULL;
+    }
+    task->reactor = (ReactorObject *)Py_NewRef(r);
+    task->fn = Py_NewRef(args[1]);
+    task->args = Py_NewRef(args[2]);
+    task->kwargs = args[3] == Py_None ? NULL : Py_NewRef(args[3]);
+    task->on_done = Py_NewRef(args[5]);
+    task->outcome = NULL;
+    task->failed = false;
+    task->done = false;
+    task->started = false;
+    task->work = NULL;
+    PyObject_GC_Track(task);
+    Py_INCREF(task);   /* the pool's reference, dropped on completion */
+    int err = tc_pool_submit(p->pool, r->loop, run_python_task,
+                             python_task_done, task, (tc_priority_t)prio,
+                             &task->work);
+    if (err != 0) {
+        task->done = true;
+        Py_DECREF(task);
+        Py_DECREF(task);
+        if (err == -EAGAIN) {
+            PyErr_SetString(PyExc_BlockingIOError,
+                            "defer_to_cpu(): the pool's queue is full");
+            return NULL;
+        }
+        return tcpy_raise(st, err);
+    }
+    return (PyObject *)task;
+}
+
+static PyObject *
+CpuPool_stats(CpuPoolObject *p, PyObject *unused)
+{
+    (void)unused;
+    if (p->pool == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "stats(): the CpuPool is closed");
+        return NULL;
+    }
+    tc_pool_stats_t s;
+    tc_pool_stats(p->pool, &s);
+    PyObject *wait = PyList_New(TC_POOL_HIST_BUCKETS);
+    PyObject *run = PyList_New(TC_POOL_HIST_BUCKETS);
+    if (wait == NULL || run == NULL) {
+        Py_XDECREF(wait);
+        Py_XDECREF(run);
+        return NULL;
+    }
+    for (int i = 0; i < TC_POOL_HIST_BUCKETS; i++) {
+        PyList_SET_ITEM(wait, i, PyLong_FromUnsignedLongLong(s.wait_ns[i]));
+        PyList_SET_ITEM(run, i, PyLong_FromUnsignedLongLong(s.run_ns[i]));
+    }
+    return Py_BuildValue(
+        "{sKsKsKsKsKsKsIsNsN}", "submitted",
+        (unsigned long long)s.submitted, "completed",
+        (unsigned long long)s.completed, "failed",
+        (unsigned long long)s.failed, "cancelled",
+        (unsigned long long)s.cancelled, "queued",
+        (unsigned long long)s.queued, "running", (unsigned long long)s.running,
+        "workers", s.threads, "wait_ns_log2", wait, "run_ns_log2", run);
+}
+
+static PyObject *
+CpuPool_close(CpuPoolObject *p, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"cancel_queued", NULL};
+    int cancel = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|p:close", kwlist,
+                                     &cancel)) {
+        return NULL;
+    }
+    close_pool(p, cancel ? TC_POOL_CANCEL : TC_POOL_DRAIN);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+CpuPool_enter(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return Py_NewRef(self);
+}
+
+static PyObject *
+CpuPool_exit(CpuPoolObject *p, PyObject *args)
+{
+    (void)args;
+    close_pool(p, TC_POOL_DRAIN);
+    Py_RETURN_FALSE;
+}
+
+static PyObject *
+CpuPool_get_workers(CpuPoolObject *p, void *closure)
+{
+    (void)closure;
+    return PyLong_FromUnsignedLong(p->workers);
+}
+
+static PyObject *
+CpuPool_get_closed(CpuPoolObject *p, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(p->pool == NULL);
+}
+
+static int
+CpuPool_traverse(CpuPoolObject *p, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(p));
+    return 0;
+}
+
+static void
+CpuPool_dealloc(CpuPoolObject *p)
+{
+    PyTypeObject *tp = Py_TYPE(p);
+    PyObject_GC_UnTrack(p);
+    if (p->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)p);
+    }
+    close_pool(p, TC_POOL_CANCEL);
+    tp->tp_free((PyObject *)p);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef CpuPool_methods[] = {
+    {"_submit", (PyCFunction)(void (*)(void))CpuPool_submit, METH_FASTCALL,
+     "_submit($self, reactor, fn, args, kwargs, priority, on_done, /)\n--\n\n"
+     "Low level; use CpuPool.defer() or twincore.defer_to_cpu()."},
+    {"stats", (PyCFunction)CpuPool_stats, METH_NOARGS,
+     "stats($self, /)\n--\n\nCounters and log2 histograms (ns) of queue "
+     "wait and run time."},
+    {"close", (PyCFunction)(void (*)(void))CpuPool_close,
+     METH_VARARGS | METH_KEYWORDS,
+     "close($self, cancel_queued=False)\n--\n\nRun (or cancel) what is "
+     "queued, then join the workers."},
+    {"__enter__", (PyCFunction)CpuPool_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)CpuPool_exit, METH_VARARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef CpuPool_getset[] = {
+    {"workers", (getter)CpuPool_get_workers, NULL, "Worker threads.", NULL},
+    {"closed", (getter)CpuPool_get_closed, NULL, "True after close().",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef CpuPool_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(CpuPoolObject, weakreflist),
+     READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot CpuPool_slots[] = {
+    {Py_tp_new, CpuPool_new},
+    {Py_tp_dealloc, CpuPool_dealloc},
+    {Py_tp_traverse, CpuPool_traverse},
+    {Py_tp_methods, CpuPool_methods},
+    {Py_tp_getset, CpuPool_getset},
+    {Py_tp_members, CpuPool_members},
+    {Py_tp_doc, "CpuPool(workers=0, max_queued=0)\n--\n\nNative worker "
+                "threads (0: one per CPU)."},
+    {0, NULL},
+};
+
+PyType_Spec CpuPool_spec = {
+    .name = "twincore._twincore.CpuPool",
+    .basicsize = sizeof(CpuPoolObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_BASETYPE,
+    .slots = CpuPool_slots,
+};

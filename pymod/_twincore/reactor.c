@@ -1,0 +1,946 @@
+/* The Reactor type: one tc_loop_t and the Python-facing methods on it.
+ * Every method but call_from_thread must be called on the thread that
+ * created the reactor; they raise RuntimeError elsewhere. */
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "state.h"
+
+int
+reactor_check_thread(ReactorObject *r)
+{
+    if (r->loop == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the reactor is closed");
+        return -1;
+    }
+    if (!tc_loop_is_owner_thread(r->loop)) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "reactor used from a thread other than the one that "
+                        "created it; use call_from_thread()");
+        return -1;
+    }
+    return 0;
+}
+
+void
+reactor_report(ReactorObject *r, const char *context)
+{
+    assert(PyGILState_Check());
+    tcpy_log_current(reactor_state(r), context);
+    if (PyErr_Occurred()) {
+        /* KeyboardInterrupt or SystemExit: stop and let run() raise it. */
+        PyObject *exc = tcpy_fetch_exception();
+        if (r->pending_exc == NULL) {
+            r->pending_exc = exc;
+        } else {
+            Py_XDECREF(exc);
+        }
+        if (r->loop != NULL) {
+            tc_loop_stop(r->loop);
+        }
+    }
+}
+
+static void
+wake_noop(void *arg)
+{
+    (void)arg;
+}
+
+void
+reactor_wake(ReactorObject *r)
+{
+    /* Inside a batch, dispatch_ready() checks its queues itself. */
+    if (!r->in_dispatch && r->loop != NULL) {
+        tc_loop_call_soon(r->loop, wake_noop, NULL);
+    }
+}
+
+int
+reactor_call_soon_obj(ReactorObject *r, PyObject *fn, PyObject *args)
+{
+    if (r->soon_len + 2 > r->soon_cap) {
+        size_t cap = r->soon_cap ? r->soon_cap * 2 : 64;
+        PyObject **items = PyMem_Realloc(r->soon, cap * sizeof(*items));
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        r->soon = items;
+        r->soon_cap = cap;
+    }
+    r->soon[r->soon_len++] = Py_NewRef(fn);
+    r->soon[r->soon_len++] = Py_NewRef(args);
+    return 0;
+}
+
+static void
+keepalive_cb(tc_async_t *a)
+{
+    (void)a;
+}
+
+static PyObject *
+Reactor_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, ":Reactor", kwlist)) {
+        return NULL;
+    }
+    PyObject *module = PyType_GetModuleByDef(type, &tc_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    ReactorObject *r = (ReactorObject *)type->tp_alloc(type, 0);
+    if (r == NULL) {
+        return NULL;
+    }
+    r->module = Py_NewRef(module);
+    r->wakeup_write_fd = -1;
+    int err = tc_loop_new(&r->loop);
+    if (err != 0) {
+        r->loop = NULL;
+        Py_DECREF(r);
+        return tcpy_raise(state_of_module(module), err);
+    }
+    tc_loop_set_data(r->loop, r);
+    tc_loop_set_after_iteration(r->loop, dispatch_ready, r);
+    /* run() runs until stop(), Twisted-style: an idle async keeps the
+     * loop from returning when nothing else is active. */
+    tc_async_t *keepalive;
+    err = tc_async_new(r->loop, keepalive_cb, NULL, &keepalive);
+    if (err != 0) {
+        Py_DECREF(r);
+        return tcpy_raise(state_of_module(module), err);
+    }
+    r->signal_handlers = PyDict_New();
+    if (r->signal_handlers == NULL) {
+        Py_DECREF(r);
+        return NULL;
+    }
+    return (PyObject *)r;
+}
+
+static int
+Reactor_traverse(ReactorObject *r, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(r));
+    Py_VISIT(r->module);
+    Py_VISIT(r->signal_handlers);
+    Py_VISIT(r->cpu_pool);
+    Py_VISIT(r->pending_exc);
+    for (size_t i = 0; i < r->soon_len; i++) {
+        Py_VISIT(r->soon[i]);
+    }
+    return 0;
+}
+
+static int
+Reactor_clear(ReactorObject *r)
+{
+    Py_CLEAR(r->signal_handlers);
+    Py_CLEAR(r->cpu_pool);
+    Py_CLEAR(r->pending_exc);
+    for (size_t i = 0; i < r->soon_len; i++) {
+        Py_CLEAR(r->soon[i]);
+    }
+    r->soon_len = 0;
+    return 0;
+}
+
+static void
+close_any(tc_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!tc_handle_is_closing(h)) {
+        tc_close(h, NULL);
+    }
+}
+
+static void
+Reactor_dealloc(ReactorObject *r)
+{
+    PyTypeObject *tp = Py_TYPE(r);
+    PyObject_GC_UnTrack(r);
+    if (r->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)r);
+    }
+    Reactor_clear(r);
+    if (r->loop != NULL) {
+        /* Only handles without Python owners are left (the keepalive, and
+         * timers whose TimerHandle died): close them and the loop. */
+        tc_loop_walk(r->loop, close_any, NULL);
+        dispatch_discard(r);
+        int err = tc_loop_close(r->loop);
+        dispatch_discard(r);
+        if (err != 0) {
+            PyErr_WarnEx(PyExc_ResourceWarning,
+                         "twincore: reactor freed with handles open", 1);
+        } else {
+            r->loop = NULL;
+        }
+    }
+    free(r->events.items);
+    free(r->events_spare.items);
+    Py_CLEAR(r->module);
+    tp->tp_free((PyObject *)r);
+    Py_DECREF(tp);
+}
+
+/* ---- signal wakeup: Ctrl-C interrupts epoll ---------------------------- */
+
+static void
+wakeup_on_read(tc_stream_t *s, const char *buf, size_t len)
+{
+    (void)buf;
+    (void)len;
+    ReactorObject *r = tc_handle_data(tc_stream_handle(s));
+    pyevents_push(r, PYEV_SIGNAL, NULL, NULL, 0);
+}
+
+static const tc_stream_callbacks_t wakeup_callbacks = {
+    .on_read = wakeup_on_read,
+};
+
+/* Route Python's signal wakeup fd into the loop, on the main thread only;
+ * returns the previous wakeup fd (or -2 when not installed). */
+static int
+install_wakeup(ReactorObject *r)
+{
+    int fds[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+                   fds) != 0) {
+        return -2;
+    }
+    PyObject *signal_mod = PyImport_ImportModule("signal");
+    if (signal_mod == NULL) {
+        PyErr_Clear();
+        close(fds[0]);
+        close(fds[1]);
+        return -2;
+    }
+    PyObject *old = PyObject_CallMethod(signal_mod, "set_wakeup_fd", "i",
+                                        fds[1]);
+    Py_DECREF(signal_mod);
+    if (old == NULL) {
+        PyErr_Clear();   /* not the main thread: no Python signals here */
+        close(fds[0]);
+        close(fds[1]);
+        return -2;
+    }
+    int old_fd = (int)PyLong_AsLong(old);
+    Py_DECREF(old);
+    tc_stream_t *s;
+    if (tc_stream_open(r->loop, fds[0], r, &s) != 0) {
+        close(fds[1]);
+        return old_fd;
+    }
+    tc_stream_set_callbacks(s, &wakeup_callbacks);
+    tc_stream_read_start(s);
+    r->wakeup_stream = s;
+    r->wakeup_write_fd = fds[1];
+    return old_fd;
+}
+
+static void
+remove_wakeup(ReactorObject *r, int old_fd)
+{
+    if (old_fd == -2) {
+        return;
+    }
+    PyObject *exc = tcpy_fetch_exception();
+    PyObject *signal_mod = PyImport_ImportModule("signal");
+    if (signal_mod != NULL) {
+        PyObject *res = PyObject_CallMethod(signal_mod, "set_wakeup_fd", "i",
+                                            old_fd);
+        Py_XDECREF(res);
+        Py_DECREF(signal_mod);
+    }
+    PyErr_Clear();
+    if (exc != NULL) {
+        tcpy_restore_exception(exc);
+    }
+    if (r->wakeup_stream != NULL) {
+        tc_close(tc_stream_handle(r->wakeup_stream), NULL);
+        r->wakeup_stream = NULL;
+    }
+    if (r->wakeup_write_fd >= 0) {
+        close(r->wakeup_write_fd);
+        r->wakeup_write_fd = -1;
+    }
+}
+
+/* ---- methods ------------------------------------------------------------ */
+
+/* GIL: drops.  The GIL is released for the whole of tc_loop_run(); the
+ * dispatch hook takes it back once per iteration. */
+static PyObject *
+reactor_run(ReactorObject *r, PyObject *unused)
+{
+    (void)unused;
+    if (reactor_check_thread(r) < 0) {
+        return NULL;
+    }
+    if (r->running) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "run(): the reactor is already running");
+        return NULL;
+    }
+    r->running = true;
+    r->stopping = false;
+    int old_fd = install_wakeup(r);
+    /* Python signals that arrived before the wakeup fd was set. */
+    pyevents_push(r, PYEV_SIGNAL, NULL, NULL, 0);
+    Py_INCREF(r);
+    r->saved_tstate = PyEval_SaveThread();
+    int rc = tc_loop_run(r->loop, TC_RUN_DEFAULT);
+    PyEval_RestoreThread(r->saved_tstate);
+    r->saved_tstate = NULL;
+    remove_wakeup(r, old_fd);
+    r->running = false;
+    r->stopping = false;
+    PyObject *exc = r->pending_exc;
+    r->pending_exc = NULL;
+    Py_DECREF(r);
+    if (exc != NULL) {
+        tcpy_restore_exception(exc);
+        return NULL;
+    }
+    if (rc < 0) {
+        return tcpy_raise(reactor_state(r), rc);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+reactor_stop(ReactorObject *r, PyObject *unused)
+{
+    (void)unused;
+    if (reactor_check_thread(r) < 0) {
+        return NULL;
+    }
+    if (!r->running) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "stop(): the reactor is not running");
+        return NULL;
+    }
+    r->stopping = true;
+    tc_loop_stop(r->loop);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+reactor_call_soon(ReactorObject *r, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError,
+                        "call_soon(): missing the callable 'fn'");
+        return NULL;
+    }
+    if (!PyCallable_Check(args[0])) {
+        PyErr_Format(PyExc_TypeError,
+                     "call_soon(): 'fn' must be callable, got %.100s",
+                     Py_TYPE(args[0])->tp_name);
+        return NULL;
+    }
+    if (reactor_check_thread(r) < 0) {
+        return NULL;
+    }
+    PyObject *rest = PyTuple_New(nargs - 1);
+    if (rest == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 1; i < nargs; i++) {
+        PyTuple_SET_ITEM(rest, i - 1, Py_NewRef(args[i]));
+    }
+    int rc = reactor_call_soon_obj(r, args[0], rest);
+    Py_DECREF(rest);
+    if (rc < 0) {
+        return NULL;
+    }
+    reactor_wake(r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+reactor_call_later(ReactorObject *r, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 2) {
+        PyErr_SetString(PyExc_TypeError,
+                        "call_later(): expected (delay, fn, *args)");
+        return NULL;
+    }
+    double delay = PyFloat_AsDouble(args[0]);
+    if (delay == -1.0 && PyErr_Occurred()) {
+        PyErr_Format(PyExc_TypeError,
+                     "call_later(): 'delay' must be a number, got %.100s",
+                     Py_TYPE(args[0])->tp_name);
+        return NULL;
+    }
+    if (!(delay >= 0.0) || delay > 1e9) {
+        PyErr_Format(PyExc_ValueError,
+                     "call_later(): 'delay' must be >= 0, got %R", args[0]);
+        return NULL;
+    }
+    if (!PyCallable_Check(args[1])) {
+        PyErr_Format(PyExc_TypeError,
+                     "call_later(): 'fn' must be callable, got %.100s",
+                     Py_TYPE(args[1])->tp_name);
+        return NULL;
+    }
+    if (reactor_check_thread(r) < 0) {
+        return NULL;
+    }
+    PyObject *rest = PyTuple_New(nargs - 2);
+    if (rest == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 2; i < nargs; i++) {
+        PyTuple_SET_ITEM(rest, i - 2, Py_NewRef(args[i]));
+    }
+    PyObject *handle = timerhandle_new(r, delay, args[1], rest);
+    Py_DECREF(rest);
+    return handle;
+}
+
+/* Thread: loop, GIL: none.  Moves a cross-thread call into the batch. */
+static void
+from_thread_cb(void *arg)
+{
+    PyObject *call = arg;
+    /* The loop's data is the reactor; the tuple's third slot is unused. */
+    ReactorObject *r = (ReactorObject *)PyTuple_GET_ITEM(call, 2);
+    if (pyevents_push(r, PYEV_CALL, call, NULL, 0) != 0) {
+        /* Out of memory: keep it for the next batch rather than lose it. */
+        tc_loop_call_soon(r->loop, from_thread_cb, call);
+    }
+}
+
+/* Thread: any, GIL: held. */
+static PyObject *
+reactor_call_from_thread(ReactorObject *r, PyObject *const *args,
+                         Py_ssize_t nargs)
+{
+    if (nargs < 1 || !PyCallable_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "call_from_thread(): 'fn' must be callable");
+        return NULL;
+    }
+    if (r->loop == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the reactor is closed");
+        return NULL;
+    }
+    PyObject *rest = PyTuple_New(nargs - 1);
+    if (rest == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 1; i < nargs; i++) {
+        PyTuple_SET_ITEM(rest, i - 1, Py_NewRef(args[i]));
+    }
+    /* (fn, args, reactor): the reactor stays alive until the call ran. */
+    PyObject *call = PyTuple_Pack(3, args[0], rest, (PyObject *)r);
+    Py_DECREF(rest);
+    if (call == NULL) {
+        return NULL;
+    }
+    int err = tc_loop_call_from_thread(r->loop, from_thread_cb, call);
+    if (err != 0) {
+        Py_DECREF(call);
+        return tcpy_raise(reactor_state(r), err);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+reactor_time(ReactorObject *r, PyObject *unused)
+{
+    (void)unused;
+    if (r->loop == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the reactor is closed");
+        return NULL;
+    }
+    return PyFloat_FromDouble(tc_loop_now_s(r->loop));
+}
+
+static PyObject *
+reactor_listen_tcp(ReactorObject *r, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"port", "factory", "host", "backlog",
+                             "reuse_port", NULL};
+    int port;
+    PyObject *factory;
+    const char *host = "127.0.0.1";
+    int backlog = 0;
+    int reuse_port = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO|zip:listen_tcp",
+                                     kwlist, &port, &factory, &host,
+                                     &backlog, &reuse_port)) {
+        return NULL;
+    }
+    if (port < 0 || port > 65535) {
+        PyErr_Format(PyExc_ValueError,
+                     "listen_tcp(): 'port' must be in 0..65535, got %d", port);
+        return NULL;
+    }
+    if (backlog < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "listen_tcp(): 'backlog' must be >= 0, got %d", backlog);
+        return NULL;
+    }
+    if (reactor_check_thread(r) < 0) {
+        return NULL;
+    }
+    tc_tcp_listen_opts_t opts = {.backlog = backlog,
+                                 .reuseport = reuse_port != 0};
+    tc_server_t *server;
+    int err = tc_tcp_listen(r->loop, host, port, &opts,
+                            listener_on_connection, NULL, &server);
+    if (err == -EINVAL) {
+        PyErr_Format(PyExc_ValueError,
+                     "listen_tcp(): 'host' must be a numeric IPv4 or IPv6 "
+                     "address, got '%s'", host ? host : "(None)");
+        return NULL;
+    }
+    if (err != 0) {
+        return tcpy_raise(reactor_state(r), err);
+    }
+    return listener_new(r, server, factory, false);
+}
+
+static PyObject *
+reactor_listen_unix(ReactorObject *r, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"path", "factory", "backlog", NULL};
+    PyObject *path_obj;
+    PyObject *factory;
+    int backlog = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&O|i:listen_unix",
+                                     kwlist, PyUnicode_FSConverter, &path_obj,
+                                     &factory, &backlog)) {
+        return NULL;
+    }
+    if (reactor_check_thread(r) < 0) {
+        Py_DECREF(path_obj);
+        return NULL;
+    }
+    tc_unix_listen_opts_t opts = {.backlog = backlog,
+                                  .unlink_existing = true,
+                                  .unlink_on_close = true};
+    tc_server_t *server;
+    int err = tc_unix_listen(r->loop, PyBytes_AS_STRING(path_obj), &opts,
+                             listener_on_connection, NULL, &server);
+    Py_DECREF(path_obj);
+    if (err != 0) {
+        return tcpy_raise(reactor_state(r), err);
+    }
+    return listener_new(r, server, factory, true);
+}
+
+static PyObject *
+start_client(ReactorObject *r, tc_stream_t *s, bool is_unix,
+             PyObject *factory, PyObject *on_connect)
+{
+    PyObject *t = transport_new(r, s, is_unix);
+    if (t == NULL) {
+        tc_close(tc_stream_handle(s), NULL);
+        return NULL;
+    }
+    TransportObject *tr = (TransportObject *)t;
+    tr->factory = Py_NewRef(factory);
+    tr->on_connect = Py_NewRef(on_connect);
+    return t;
+}
+
+static PyObject *
+reactor_connect_tcp(ReactorObject *r, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"host", "port", "factory", "on_connect",
+                             "timeout", NULL};
+    const char *host;
+    int port;
+    PyObject *factory, *on_connect;
+    PyObject *timeout_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "siOO|O:connect_tcp",
+                                     kwlist, &host, &port, &factory,
+                                     &on_connect, &timeout_obj)) {
+        return NULL;
+    }
+    if (port <= 0 || port > 65535) {
+        PyErr_Format(PyExc_ValueError,
+                     "connect_tcp(): 'port' must be in 1..65535, got %d",
+                     port);
+        return NULL;
+    }
+    double timeout = 0.0;
+    if (timeout_obj != Py_None) {
+        timeout = PyFloat_AsDouble(timeout_obj);
+        if (timeout == -1.0 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (!(timeout > 0.0)) {
+            PyErr_Format(PyExc_ValueError,
+                         "connect_tcp(): 'timeout' must be > 0, got %R",
+                         timeout_obj);
+            return NULL;
+        }
+    }
+    if (reactor_check_thread(r) < 0) {
+        return NULL;
+    }
+    tc_tcp_connect_opts_t opts = {
+        .timeout_ms = timeout > 0.0 ? (uint64_t)(timeout * 1000.0 + 0.5) : 0,
+    };
+    if (opts.timeout_ms == 0 && timeout > 0.0) {
+        opts.timeout_ms = 1;
+    }
+    tc_stream_t *s;
+    int err = tc_tcp_connect(r->loop, host, port, &opts, transport_on_connect,
+                             NULL, &s);
+    if (err != 0) {
+        return tcpy_raise(reactor_state(r), err);
+    }
+    return start_client(r, s, false, factory, on_connect);
+}
+
+static PyObject *
+reactor_connect_unix(ReactorObject *r, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"path", "factory", "on_connect", NULL};
+    PyObject *path_obj;
+    PyObject *factory, *on_connect;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&OO:connect_unix",
+                                     kwlist, PyUnicode_FSConverter, &path_obj,
+                                     &factory, &on_connect)) {
+        return NULL;
+    }
+    if (reactor_check_thread(r) < 0) {
+        Py_DECREF(path_obj);
+        return NULL;
+    }
+    tc_stream_t *s;
+    int err = tc_unix_connect(r->loop, PyBytes_AS_STRING(path_obj),
+                              transport_on_connect, NULL, &s);
+    Py_DECREF(path_obj);
+    if (err != 0) {
+        return tcpy_raise(reactor_state(r), err);
+    }
+    return start_client(r, s, true, factory, on_connect);
+}
+
+static PyObject *
+reactor_listen_udp(ReactorObject *r, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"port", "protocol", "host", NULL};
+    int port;
+    PyObject *protocol;
+    const char *host = "127.0.0.1";
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO|s:listen_udp", kwlist,
+                                     &port, &protocol, &host)) {
+        return NULL;
+    }
+    if (port < 0 || port > 65535) {
+        PyErr_Format(PyExc_ValueError,
+                     "listen_udp(): 'port' must be in 0..65535, got %d", port);
+        return NULL;
+    }
+    if (reactor_check_thread(r) < 0) {
+        return NULL;
+    }
+    tc_udp_t *udp;
+    int err = tc_udp_bind(r->loop, host, port, NULL, NULL, &udp);
+    if (err == -EINVAL) {
+        PyErr_Format(PyExc_ValueError,
+                     "listen_udp(): 'host' must be a numeric IPv4 or IPv6 "
+                     "address, got '%s'", host);
+        return NULL;
+    }
+    if (err != 0) {
+        return tcpy_raise(reactor_state(r), err);
+    }
+    return datagram_new(r, udp, protocol);
+}
+
+/* ---- signals ------------------------------------------------------------ */
+
+static void
+signal_cb(tc_signal_t *sig, int signum)
+{
+    ReactorObject *r = tc_handle_data(tc_signal_handle(sig));
+    pyevents_push(r, PYEV_SIGNAL, NULL, NULL, signum);
+}
+
+void
+reactor_run_signal(ReactorObject *r, int signum)
+{
+    PyObject *key = PyLong_FromLong(signum);
+    if (key == NULL) {
+        reactor_report(r, "a signal handler");
+        return;
+    }
+    PyObject *entry = PyDict_GetItemWithError(r->signal_handlers, key);
+    Py_DECREF(key);
+    if (entry == NULL) {
+        if (PyErr_Occurred()) {
+            reactor_report(r, "a signal handler");
+        }
+        return;   /* removed since it fired */
+    }
+    Py_INCREF(entry);
+    PyObject *res = PyObject_Call(PyTuple_GET_ITEM(entry, 0),
+                                  PyTuple_GET_ITEM(entry, 1), NULL);
+    Py_DECREF(entry);
+    if (res == NULL) {
+        reactor_report(r, "a signal handler");
+    }
+    Py_XDECREF(res);
+}
+
+static PyObject *
+reactor_add_signal_handler(ReactorObject *r, PyObject *const *args,
+                           Py_ssize_t nargs)
+{
+    if (nargs < 2) {
+        PyErr_SetString(PyExc_TypeError,
+                        "add_signal_handler(): expected (signum, fn, *args)");
+        return NULL;
+    }
+    long signum = PyLong_AsLong(args[0]);
+    if (signum == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (signum <= 0 || signum >= NSIG || signum == SIGKILL ||
+        signum == SIGSTOP) {
+        PyErr_Format(PyExc_ValueError,
+                     "add_signal_handler(): invalid signal number %ld",
+                     signum);
+        return NULL;
+    }
+    if (!PyCallable_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "add_signal_handler(): 'fn' must be callable");
+        return NULL;
+    }
+    if (reactor_check_thread(r) < 0) {
+        return NULL;
+    }
+    PyObject *key = PyLong_FromLong(signum);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *old = PyDict_GetItemWithError(r->signal_handlers, key);
+    if (old == NULL && PyErr_Occurred()) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    PyObject *capsule;
+    if (old != NULL) {
+        capsule = Py_NewRef(PyTuple_GET_ITEM(old, 2));
+    } else {
+        tc_signal_t *sig;
+        int err = tc_signal_new(r->loop, r, &sig);
+        if (err == 0) {
+            err = tc_signal_start(sig, signal_cb, (int)signum);
+            if (err != 0) {
+                tc_close(tc_signal_handle(sig), NULL);
+            }
+        }
+        if (err != 0) {
+            Py_DECREF(key);
+            return tcpy_raise(reactor_state(r), err);
+        }
+        capsule = PyCapsule_New(sig, "twincore.signal", NULL);
+        if (capsule == NULL) {
+            tc_close(tc_signal_handle(sig), NULL);
+            Py_DECREF(key);
+            return NULL;
+        }
+    }
+    PyObject *rest = PyTuple_New(nargs - 2);
+    if (rest == NULL) {
+        Py_DECREF(key);
+        Py_DECREF(capsule);
+        return NULL;
+    }
+    for (Py_ssize_t i = 2; i < nargs; i++) {
+        PyTuple_SET_ITEM(rest, i - 2, Py_NewRef(args[i]));
+    }
+    PyObject *entry = PyTuple_Pack(3, args[1], rest, capsule);
+    Py_DECREF(rest);
+    Py_DECREF(capsule);
+    int rc = entry != NULL
+                 ? PyDict_SetItem(r->signal_handlers, key, entry)
+                 : -1;
+    Py_XDECREF(entry);
+    Py_DECREF(key);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+reactor_remove_signal_handler(ReactorObject *r, PyObject *arg)
+{
+    if (reactor_check_thread(r) < 0) {
+        return NULL;
+    }
+    PyObject *entry = PyDict_GetItemWithError(r->signal_handlers, arg);
+    if (entry == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_FALSE;
+    }
+    tc_signal_t *sig = PyCapsule_GetPointer(PyTuple_GET_ITEM(entry, 2),
+                                            "twincore.signal");
+    if (sig != NULL) {
+        tc_close(tc_signal_handle(sig), NULL);
+    }
+    if (PyDict_DelItem(r->signal_handlers, arg) < 0) {
+        return NULL;
+    }
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+reactor_get_running(ReactorObject *r, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(r->running);
+}
+
+static PyObject *
+reactor_get_cpu_pool(ReactorObject *r, void *closure)
+{
+    (void)closure;
+    if (r->cpu_pool == NULL) {
+        Py_RETURN_NONE;
+    }
+    return Py_NewRef(r->cpu_pool);
+}
+
+static int
+reactor_set_cpu_pool(ReactorObject *r, PyObject *value, void *closure)
+{
+    (void)closure;
+    if (value != NULL && value != Py_None &&
+        !PyObject_TypeCheck(value, reactor_state(r)->CpuPool_type)) {
+        PyErr_SetString(PyExc_TypeError, "cpu_pool must be a CpuPool");
+        return -1;
+    }
+    Py_XSETREF(r->cpu_pool,
+               (value == NULL || value == Py_None) ? NULL : Py_NewRef(value));
+    if (r->loop != NULL) {
+        tc_loop_set_resolver_pool(
+            r->loop, r->cpu_pool ? cpupool_native(r->cpu_pool) : NULL);
+    }
+    return 0;
+}
+
+static PyObject *
+reactor_stats(ReactorObject *r, PyObject *unused)
+{
+    (void)unused;
+    if (r->loop == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the reactor is closed");
+        return NULL;
+    }
+    tc_loop_stats_t st;
+    tc_loop_stats(r->loop, &st);
+    return Py_BuildValue("{sKsKsKsKsn}", "iterations",
+                         (unsigned long long)st.iterations, "wakeups",
+                         (unsigned long long)st.wakeups, "thread_calls",
+                         (unsigned long long)st.thread_calls, "soon_calls",
+                         (unsigned long long)st.soon_calls, "open_handles",
+                         (Py_ssize_t)tc_loop_open_handles(r->loop));
+}
+
+static PyMethodDef Reactor_methods[] = {
+    {"run", (PyCFunction)reactor_run, METH_NOARGS,
+     "run($self, /)\n--\n\nRun until stop(). Ctrl-C stops the reactor and "
+     "raises KeyboardInterrupt from run()."},
+    {"stop", (PyCFunction)reactor_stop, METH_NOARGS,
+     "stop($self, /)\n--\n\nMake run() return after the current iteration."},
+    {"call_soon", (PyCFunction)(void (*)(void))reactor_call_soon,
+     METH_FASTCALL,
+     "call_soon($self, fn, /, *args)\n--\n\nCall fn(*args) on the next "
+     "iteration, in FIFO order."},
+    {"call_later", (PyCFunction)(void (*)(void))reactor_call_later,
+     METH_FASTCALL,
+     "call_later($self, delay, fn, /, *args)\n--\n\nCall fn(*args) after "
+     "delay seconds; returns a TimerHandle (cancel, reset, active)."},
+    {"call_from_thread", (PyCFunction)(void (*)(void))reactor_call_from_thread,
+     METH_FASTCALL,
+     "call_from_thread($self, fn, /, *args)\n--\n\nThread-safe: call "
+     "fn(*args) on the reactor's thread. Calls share one wakeup."},
+    {"time", (PyCFunction)reactor_time, METH_NOARGS,
+     "time($self, /)\n--\n\nThe reactor's cached monotonic clock, seconds."},
+    {"listen_tcp", (PyCFunction)(void (*)(void))reactor_listen_tcp,
+     METH_VARARGS | METH_KEYWORDS,
+     "listen_tcp($self, port, factory, host='127.0.0.1', backlog=0, "
+     "reuse_port=False)\n--\n\nListen for TCP connections; port 0 picks a "
+     "free port (Listener.port). factory.build_protocol(addr) is called per "
+     "connection."},
+    {"listen_unix", (PyCFunction)(void (*)(void))reactor_listen_unix,
+     METH_VARARGS | METH_KEYWORDS,
+     "listen_unix($self, path, factory, backlog=0)\n--\n\nListen on a Unix "
+     "socket path ('@name': abstract)."},
+    {"_connect_tcp", (PyCFunction)(void (*)(void))reactor_connect_tcp,
+     METH_VARARGS | METH_KEYWORDS,
+     "_connect_tcp($self, host, port, factory, on_connect, timeout=None)\n"
+     "--\n\nLow level; use twincore.Reactor.connect_tcp."},
+    {"_connect_unix", (PyCFunction)(void (*)(void))reactor_connect_unix,
+     METH_VARARGS | METH_KEYWORDS,
+     "_connect_unix($self, path, factory, on_connect)\n--\n\nLow level."},
+    {"listen_udp", (PyCFunction)(void (*)(void))reactor_listen_udp,
+     METH_VARARGS | METH_KEYWORDS,
+     "listen_udp($self, port, protocol, host='127.0.0.1')\n--\n\nBind a UDP "
+     "socket; protocol.datagram_received(data, addr) per datagram."},
+    {"add_signal_handler",
+     (PyCFunction)(void (*)(void))reactor_add_signal_handler, METH_FASTCALL,
+     "add_signal_handler($self, signum, fn, /, *args)\n--\n\nCall fn(*args) "
+     "on the reactor when signum arrives."},
+    {"remove_signal_handler", (PyCFunction)reactor_remove_signal_handler,
+     METH_O,
+     "remove_signal_handler($self, signum, /)\n--\n\nReturns True if a "
+     "handler was removed."},
+    {"stats", (PyCFunction)reactor_stats, METH_NOARGS,
+     "stats($self, /)\n--\n\nLoop counters: iterations, wakeups, ..."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Reactor_getset[] = {
+    {"running", (getter)reactor_get_running, NULL,
+     "True while run() is running.", NULL},
+    {"cpu_pool", (getter)reactor_get_cpu_pool, (setter)reactor_set_cpu_pool,
+     "The CpuPool used by defer_to_cpu() and name resolution.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef Reactor_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(ReactorObject, weakreflist),
+     READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot Reactor_slots[] = {
+    {Py_tp_new, Reactor_new},
+    {Py_tp_dealloc, Reactor_dealloc},
+    {Py_tp_traverse, Reactor_traverse},
+    {Py_tp_clear, Reactor_clear},
+    {Py_tp_methods, Reactor_methods},
+    {Py_tp_getset, Reactor_getset},
+    {Py_tp_members, Reactor_members},
+    {Py_tp_doc, "Reactor()\n--\n\nAn event loop on its own libev loop. "
+                "Create it on the thread that will run it."},
+    {0, NULL},
+};
+
+PyType_Spec Reactor_spec = {
+    .name = "twincore._twincore.Reactor",
+    .basicsize = sizeof(ReactorObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_BASETYPE,
+    .slots = Reactor_slots,
+};

@@ -1,0 +1,210 @@
+/* Shared declarations of the extension twincore._twincore: module state,
+ * the object layouts several files touch, and the dispatch queue.
+ *
+ * Threads and the GIL: every object here belongs to one reactor's loop
+ * thread.  C callbacks from the loop run without the GIL and only append
+ * to the reactor's event queue (C memory, no Python calls, no refcounts);
+ * dispatch_ready() takes the GIL once per iteration and runs them all. */
+#ifndef TWINCORE_PYMOD_STATE_H
+#define TWINCORE_PYMOD_STATE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>   /* PyMemberDef, T_PYSSIZET in 3.11 */
+#include <stdbool.h>
+
+#include <twincore.h>
+#include <twincore/pool.h>
+#include <twincore/resolve.h>
+
+typedef struct tc_state {
+    PyTypeObject *Reactor_type;
+    PyTypeObject *Transport_type;
+    PyTypeObject *Listener_type;
+    PyTypeObject *TimerHandle_type;
+    PyTypeObject *DatagramTransport_type;
+    PyTypeObject *CpuPool_type;
+    PyTypeObject *CpuTask_type;
+    PyObject *Error;            /* twincore.Error(OSError): codes errno lacks */
+    PyObject *logger;           /* logging.getLogger("twincore") */
+    /* Interned method names for the hot paths. */
+    PyObject *str_data_received;
+    PyObject *str_eof_received;
+    PyObject *str_connection_made;
+    PyObject *str_connection_lost;
+    PyObject *str_pause_writing;
+    PyObject *str_resume_writing;
+    PyObject *str_build_protocol;
+    PyObject *str_datagram_received;
+    PyObject *str_error_received;
+} tc_state;
+
+extern PyModuleDef tc_module;
+
+static inline tc_state *
+state_of_module(PyObject *module)
+{
+    return (tc_state *)PyModule_GetState(module);
+}
+
+static inline tc_state *
+state_of_type(PyTypeObject *type)
+{
+    PyObject *module = PyType_GetModuleByDef(type, &tc_module);
+    return module != NULL ? state_of_module(module) : NULL;
+}
+
+/* A growable byte buffer in C memory. */
+typedef struct bytebuf {
+    char *data;
+    size_t len, cap;
+} bytebuf_t;
+
+int bytebuf_append(bytebuf_t *b, const void *p, size_t n);
+void bytebuf_free(bytebuf_t *b);
+
+typedef enum pyevent_kind {
+    PYEV_DATA = 1,     /* obj: Transport; its inbuf holds the bytes */
+    PYEV_EOF,          /* obj: Transport */
+    PYEV_CLOSED,       /* obj: Transport; the C handle is gone */
+    PYEV_PAUSE,        /* obj: Transport */
+    PYEV_RESUME,       /* obj: Transport */
+    PYEV_ACCEPT,       /* obj: Listener; ptr: tc_stream_t*; status */
+    PYEV_ACCEPT_ERROR, /* obj: Listener; status */
+    PYEV_CONNECTED,    /* obj: Transport; status */
+    PYEV_TIMER,        /* obj: TimerHandle; status: its generation */
+    PYEV_CALL,         /* obj: tuple (fn, args) owned; from another thread */
+    PYEV_DATAGRAM,     /* obj: DatagramTransport; ptr: datagram_t* */
+    PYEV_UDP_ERROR,    /* obj: DatagramTransport; status */
+    PYEV_UDP_CLOSED,   /* obj: DatagramTransport */
+    PYEV_SIGNAL,       /* obj: NULL; status: signum */
+    PYEV_TASK_DONE,    /* ptr: pytask_t* (cpu.c) */
+    PYEV_RELEASE,      /* obj: owned reference to drop */
+    PYEV_LISTENER_CLOSED, /* obj: Listener */
+} pyevent_kind_t;
+
+typedef struct pyevent {
+    pyevent_kind_t kind;
+    int status;
+    PyObject *obj;
+    void *ptr;
+} pyevent_t;
+
+typedef struct pyevent_queue {
+    pyevent_t *items;
+    size_t len, cap;
+} pyevent_queue_t;
+
+typedef struct TransportObject TransportObject;
+
+typedef struct ReactorObject {
+    PyObject_HEAD
+    PyObject *module;           /* strong: keeps the state alive */
+    tc_loop_t *loop;
+    PyThreadState *saved_tstate;   /* while run() has dropped the GIL */
+    pyevent_queue_t events, events_spare;
+    PyObject **soon;            /* pairs (fn, args), owned */
+    size_t soon_len, soon_cap;
+    TransportObject *dirty;     /* transports with unflushed writes */
+    tc_stream_t *wakeup_stream; /* signal wakeup fd reader, during run */
+    int wakeup_write_fd;
+    PyObject *signal_handlers;  /* dict signum -> (fn, args, handle) */
+    PyObject *cpu_pool;         /* the default CpuPool, or NULL */
+    PyObject *pending_exc;      /* KeyboardInterrupt etc. to re-raise */
+    bool running;
+    bool stopping;
+    bool in_dispatch;
+    PyObject *weakreflist;
+} ReactorObject;
+
+struct TransportObject {
+    PyObject_HEAD
+    ReactorObject *reactor;     /* strong */
+    tc_stream_t *stream;        /* NULL once closed */
+    PyObject *protocol;         /* strong, NULL until connection_made */
+    PyObject *factory;          /* client: to build the protocol */
+    PyObject *on_connect;       /* client: callback(protocol, exc) */
+    PyObject *peer, *host;      /* cached address tuples or str */
+    bytebuf_t inbuf, outbuf;
+    TransportObject *next_dirty;
+    size_t low_water, high_water;
+    int error;                  /* the failure that closed it, or 0 */
+    bool dirty_listed;
+    bool data_queued;           /* a PYEV_DATA is in the queue */
+    bool reading_paused;        /* by the protocol */
+    bool writing_paused;        /* protocol was told pause_writing() */
+    bool closing;               /* close()/abort() called */
+    bool write_eof;
+    bool closed;                /* PYEV_CLOSED dispatched */
+    bool is_unix;
+    bool eof;
+    bool eof_deferred;          /* EOF waits behind paused data */
+    PyObject *weakreflist;
+};
+
+/* Reactor helpers (reactor.c). */
+int reactor_check_thread(ReactorObject *r);
+/* GIL: held.  Log the current exception; KeyboardInterrupt/SystemExit
+ * stop the reactor and are re-raised by run(). */
+void reactor_report(ReactorObject *r, const char *context);
+void reactor_run_signal(ReactorObject *r, int signum);
+static inline tc_state *
+reactor_state(ReactorObject *r)
+{
+    return state_of_module(r->module);
+}
+int reactor_call_soon_obj(ReactorObject *r, PyObject *fn, PyObject *args);
+
+/* Dispatch (dispatch.c). */
+int pyevents_push(ReactorObject *r, pyevent_kind_t kind, PyObject *obj,
+                  void *ptr, int status);
+void dispatch_ready(void *arg);
+void dispatch_discard(ReactorObject *r);
+void reactor_mark_dirty(ReactorObject *r, TransportObject *t);
+void reactor_flush(ReactorObject *r);
+
+/* Transports (transport.c). */
+PyObject *transport_new(ReactorObject *r, tc_stream_t *s, bool is_unix);
+void transport_dispatch(ReactorObject *r, pyevent_t *ev);
+void listener_dispatch(ReactorObject *r, pyevent_t *ev);
+void transport_flush(TransportObject *t);
+extern const tc_stream_callbacks_t transport_callbacks;
+void transport_on_connect(tc_stream_t *s, int status);
+void listener_on_connection(tc_server_t *server, tc_stream_t *conn,
+                            int status);
+void udp_on_recv(tc_udp_t *udp, const char *buf, size_t len,
+                 const struct sockaddr *from, socklen_t fromlen, int status);
+/* Make sure the loop's next poll does not block (work queued outside a
+ * batch).  GIL: any. */
+void reactor_wake(ReactorObject *r);
+
+/* UDP (udp.c), timers (timerhandle.c), CPU pool (cpu.c). */
+void udp_dispatch(ReactorObject *r, pyevent_t *ev);
+void timer_dispatch(ReactorObject *r, pyevent_t *ev);
+void cpu_task_dispatch(ReactorObject *r, pyevent_t *ev);
+void cpu_task_discard(void *task);
+PyObject *timerhandle_new(ReactorObject *r, double delay, PyObject *fn,
+                          PyObject *args);
+PyObject *listener_new(ReactorObject *r, tc_server_t *server,
+                       PyObject *factory, bool is_unix);
+PyObject *datagram_new(ReactorObject *r, tc_udp_t *udp, PyObject *protocol);
+tc_pool_t *cpupool_native(PyObject *pool);
+
+/* Errors (errors.c). */
+PyObject *tcpy_error_object(tc_state *st, int err);
+PyObject *tcpy_raise(tc_state *st, int err);
+void tcpy_log_current(tc_state *st, const char *context);
+PyObject *tcpy_fetch_exception(void);             /* new ref or NULL */
+void tcpy_restore_exception(PyObject *exc);       /* steals */
+PyObject *tcpy_sockaddr_to_py(const struct sockaddr *sa, socklen_t len);
+
+/* Type specs. */
+extern PyType_Spec Reactor_spec;
+extern PyType_Spec Transport_spec;
+extern PyType_Spec Listener_spec;
+extern PyType_Spec TimerHandle_spec;
+extern PyType_Spec DatagramTransport_spec;
+extern PyType_Spec CpuPool_spec;
+extern PyType_Spec CpuTask_spec;
+
+#endif

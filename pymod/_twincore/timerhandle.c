@@ -1,0 +1,239 @@
+/* TimerHandle: what call_later() returns.  While armed, the handle holds a
+ * reference to itself, so a timer fires even if the caller dropped it; a
+ * generation number makes a fire that was queued before cancel()/reset()
+ * a no-op. */
+#include "state.h"
+
+typedef struct {
+    PyObject_HEAD
+    ReactorObject *reactor;
+    tc_timer_t *timer;
+    PyObject *fn, *args;
+    unsigned gen;
+    bool armed;
+    double when;
+    PyObject *weakreflist;
+} TimerHandleObject;
+
+/* GIL: none. */
+static void
+timer_fired(tc_timer_t *timer)
+{
+    TimerHandleObject *th = tc_handle_data(tc_timer_handle(timer));
+    if (th != NULL) {
+        pyevents_push(th->reactor, PYEV_TIMER, (PyObject *)th, NULL,
+                      (int)th->gen);
+    }
+}
+
+static int
+arm(TimerHandleObject *th, double delay)
+{
+    int err = tc_timer_start_s(th->timer, timer_fired, delay, 0.0);
+    if (err != 0) {
+        tcpy_raise(reactor_state(th->reactor), err);
+        return -1;
+    }
+    th->gen++;
+    th->when = tc_loop_now_s(th->reactor->loop) + delay;
+    if (!th->armed) {
+        th->armed = true;
+        Py_INCREF(th);
+    }
+    return 0;
+}
+
+PyObject *
+timerhandle_new(ReactorObject *r, double delay, PyObject *fn, PyObject *args)
+{
+    tc_state *st = reactor_state(r);
+    TimerHandleObject *th = PyObject_GC_New(TimerHandleObject,
+                                            st->TimerHandle_type);
+    if (th == NULL) {
+        return NULL;
+    }
+    th->reactor = (ReactorObject *)Py_NewRef(r);
+    th->fn = Py_NewRef(fn);
+    th->args = Py_NewRef(args);
+    th->gen = 0;
+    th->armed = false;
+    th->when = 0.0;
+    th->weakreflist = NULL;
+    th->timer = NULL;
+    int err = tc_timer_new(r->loop, th, &th->timer);
+    PyObject_GC_Track(th);
+    if (err != 0) {
+        th->timer = NULL;
+        Py_DECREF(th);
+        return tcpy_raise(st, err);
+    }
+    if (arm(th, delay) < 0) {
+        Py_DECREF(th);
+        return NULL;
+    }
+    reactor_wake(r);
+    return (PyObject *)th;
+}
+
+void
+timer_dispatch(ReactorObject *r, pyevent_t *ev)
+{
+    TimerHandleObject *th = (TimerHandleObject *)ev->obj;
+    if (!th->armed || (unsigned)ev->status != th->gen) {
+        return;   /* cancelled or re-armed after this fire was queued */
+    }
+    th->armed = false;
+    PyObject *res = PyObject_Call(th->fn, th->args, NULL);
+    if (res == NULL) {
+        reactor_report(r, "a call_later callback");
+    }
+    Py_XDECREF(res);
+    if (!th->armed) {
+        /* Drop the callable now: a one-shot timer's job is done. */
+    }
+    Py_DECREF(th);   /* the armed reference (reset() took a new one) */
+}
+
+static PyObject *
+TimerHandle_cancel(TimerHandleObject *th, PyObject *unused)
+{
+    (void)unused;
+    if (reactor_check_thread(th->reactor) < 0) {
+        return NULL;
+    }
+    if (th->armed) {
+        tc_timer_stop(th->timer);
+        th->gen++;
+        th->armed = false;
+        Py_DECREF(th);   /* self stays alive: the caller holds a ref */
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+TimerHandle_reset(TimerHandleObject *th, PyObject *arg)
+{
+    double delay = PyFloat_AsDouble(arg);
+    if (delay == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!(delay >= 0.0) || delay > 1e9) {
+        PyErr_Format(PyExc_ValueError,
+                     "reset(): 'delay' must be >= 0, got %R", arg);
+        return NULL;
+    }
+    if (reactor_check_thread(th->reactor) < 0) {
+        return NULL;
+    }
+    if (th->timer == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "reset(): the timer is gone");
+        return NULL;
+    }
+    if (arm(th, delay) < 0) {
+        return NULL;
+    }
+    reactor_wake(th->reactor);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+TimerHandle_active(TimerHandleObject *th, PyObject *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(th->armed);
+}
+
+static PyObject *
+TimerHandle_when(TimerHandleObject *th, PyObject *unused)
+{
+    (void)unused;
+    return PyFloat_FromDouble(th->when);
+}
+
+static int
+TimerHandle_traverse(TimerHandleObject *th, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(th));
+    Py_VISIT(th->reactor);
+    Py_VISIT(th->fn);
+    Py_VISIT(th->args);
+    return 0;
+}
+
+static int
+TimerHandle_clear(TimerHandleObject *th)
+{
+    Py_CLEAR(th->fn);
+    Py_CLEAR(th->args);
+    return 0;
+}
+
+static void
+TimerHandle_dealloc(TimerHandleObject *th)
+{
+    PyTypeObject *tp = Py_TYPE(th);
+    PyObject_GC_UnTrack(th);
+    if (th->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)th);
+    }
+    TimerHandle_clear(th);
+    if (th->timer != NULL) {
+        tc_handle_t *h = tc_timer_handle(th->timer);
+        if (tc_loop_is_owner_thread(th->reactor->loop)) {
+            tc_close(h, NULL);
+        } else {
+            /* Freed by a GC on another thread: the disarmed timer stays
+             * with the loop, which closes it at teardown. */
+            tc_handle_set_data(h, NULL);
+        }
+    }
+    Py_CLEAR(th->reactor);
+    tp->tp_free((PyObject *)th);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+TimerHandle_repr(TimerHandleObject *th)
+{
+    return PyUnicode_FromFormat("<twincore.TimerHandle %s %R>",
+                                th->armed ? "active" : "inactive",
+                                th->fn ? th->fn : Py_None);
+}
+
+static PyMethodDef TimerHandle_methods[] = {
+    {"cancel", (PyCFunction)TimerHandle_cancel, METH_NOARGS,
+     "cancel($self, /)\n--\n\nDisarm; harmless when already fired."},
+    {"reset", (PyCFunction)TimerHandle_reset, METH_O,
+     "reset($self, delay, /)\n--\n\nFire delay seconds from now (also after "
+     "it fired or was cancelled)."},
+    {"active", (PyCFunction)TimerHandle_active, METH_NOARGS,
+     "active($self, /)\n--\n\nTrue until it fires or is cancelled."},
+    {"when", (PyCFunction)TimerHandle_when, METH_NOARGS,
+     "when($self, /)\n--\n\nThe reactor time it fires at."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef TimerHandle_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET,
+     offsetof(TimerHandleObject, weakreflist), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot TimerHandle_slots[] = {
+    {Py_tp_dealloc, TimerHandle_dealloc},
+    {Py_tp_traverse, TimerHandle_traverse},
+    {Py_tp_clear, TimerHandle_clear},
+    {Py_tp_methods, TimerHandle_methods},
+    {Py_tp_members, TimerHandle_members},
+    {Py_tp_repr, TimerHandle_repr},
+    {Py_tp_doc, "A pending call_later() call."},
+    {0, NULL},
+};
+
+PyType_Spec TimerHandle_spec = {
+    .name = "twincore._twincore.TimerHandle",
+    .basicsize = sizeof(TimerHandleObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = TimerHandle_slots,
+};

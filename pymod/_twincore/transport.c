@@ -1,0 +1,1077 @@
+/* Transport (a TCP or Unix connection) and Listener.
+ *
+ * Ownership: the C stream's handle data holds a strong reference to its
+ * Transport until the close callback's PYEV_CLOSED is dispatched, so a
+ * connection lives while it is open even if Python drops every reference.
+ * Writes are buffered in outbuf under the GIL and handed to the stream by
+ * transport_flush() after the batch, without the GIL: many writes of one
+ * iteration become one send. */
+#include <sys/socket.h>
+
+#include "state.h"
+
+#define DEFAULT_HIGH (64u * 1024u)
+
+static inline bool
+is_open(TransportObject *t)
+{
+    return t->stream != NULL && !t->closing;
+}
+
+static inline size_t
+pending_writes(TransportObject *t)
+{
+    return t->outbuf.len +
+           (t->stream != NULL ? tc_stream_write_queue_size(t->stream) : 0);
+}
+
+/* ---- C callbacks: GIL none, loop thread; they only queue ---------------- */
+
+static void
+t_on_read(tc_stream_t *s, const char *buf, size_t len)
+{
+    TransportObject *t = tc_handle_data(tc_stream_handle(s));
+    if (bytebuf_append(&t->inbuf, buf, len) != 0) {
+        t->error = -ENOMEM;
+        tc_stream_abort(s, NULL);
+        return;
+    }
+    if (!t->data_queued) {
+        t->data_queued = true;
+        pyevents_push(t->reactor, PYEV_DATA, (PyObject *)t, NULL, 0);
+    }
+}
+
+static void
+t_on_eof(tc_stream_t *s)
+{
+    TransportObject *t = tc_handle_data(tc_stream_handle(s));
+    t->eof = true;
+    pyevents_push(t->reactor, PYEV_EOF, (PyObject *)t, NULL, 0);
+}
+
+static void
+t_on_closed(tc_handle_t *h)
+{
+    TransportObject *t = tc_handle_data(h);
+    t->stream = NULL;
+    pyevents_push(t->reactor, PYEV_CLOSED, (PyObject *)t, NULL, 0);
+}
+
+static void
+t_on_error(tc_stream_t *s, int status)
+{
+    TransportObject *t = tc_handle_data(tc_stream_handle(s));
+    if (t->error == 0) {
+        t->error = status;
+    }
+    t->closing = true;
+    tc_close(tc_stream_handle(s), t_on_closed);
+}
+
+static void
+t_on_flow(tc_stream_t *s, bool paused)
+{
+    TransportObject *t = tc_handle_data(tc_stream_handle(s));
+    pyevents_push(t->reactor, paused ? PYEV_PAUSE : PYEV_RESUME,
+                  (PyObject *)t, NULL, 0);
+}
+
+const tc_stream_callbacks_t transport_callbacks = {
+    .on_read = t_on_read,
+    .on_eof = t_on_eof,
+    .on_error = t_on_error,
+    .on_flow = t_on_flow,
+};
+
+void
+transport_on_connect(tc_stream_t *s, int status)
+{
+    TransportObject *t = tc_handle_data(tc_stream_handle(s));
+    if (t == NULL) {
+        return;   /* closed before its Transport existed */
+    }
+    pyevents_push(t->reactor, PYEV_CONNECTED, (PyObject *)t, NULL, status);
+}
+
+/* GIL: none.  Hand outbuf to the stream. */
+void
+transport_flush(TransportObject *t)
+{
+    if (t->outbuf.len == 0) {
+        return;
+    }
+    if (t->stream != NULL) {
+        /* A failure is reported through on_error -> connection_lost. */
+        tc_stream_write(t->stream, t->outbuf.data, t->outbuf.len);
+        if (t->writing_paused &&
+            tc_stream_write_queue_size(t->stream) <= t->low_water) {
+            pyevents_push(t->reactor, PYEV_RESUME, (PyObject *)t, NULL, 0);
+        }
+    }
+    t->outbuf.len = 0;
+    if (t->outbuf.cap > 1024 * 1024) {
+        bytebuf_free(&t->outbuf);   /* don't keep a burst's memory */
+    }
+}
+
+/* ---- construction -------------------------------------------------------- */
+
+PyObject *
+transport_new(ReactorObject *r, tc_stream_t *s, bool is_unix)
+{
+    tc_state *st = reactor_state(r);
+    TransportObject *t = PyObject_GC_New(TransportObject, st->Transport_type);
+    if (t == NULL) {
+        return NULL;
+    }
+    memset((char *)t + sizeof(PyObject), 0,
+           sizeof(TransportObject) - sizeof(PyObject));
+    t->reactor = (ReactorObject *)Py_NewRef(r);
+    t->stream = s;
+    t->is_unix = is_unix;
+    t->high_water = DEFAULT_HIGH;
+    t->low_water = DEFAULT_HIGH / 4;
+    tc_stream_set_watermarks(s, t->low_water, t->high_water);
+    tc_stream_set_callbacks(s, &transport_callbacks);
+    tc_handle_set_data(tc_stream_handle(s), Py_NewRef(t));
+    PyObject_GC_Track(t);
+    return (PyObject *)t;
+}
+
+static PyObject *
+address_of(TransportObject *t, bool peer)
+{
+    PyObject **slot = peer ? &t->peer : &t->host;
+    if (*slot != NULL) {
+        return Py_NewRef(*slot);
+    }
+    if (t->stream == NULL) {
+        Py_RETURN_NONE;
+    }
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int err = peer ? tc_stream_peername(t->stream, (struct sockaddr *)&ss,
+                                        &len)
+                   : tc_stream_sockname(t->stream, (struct sockaddr *)&ss,
+                                        &len);
+    if (err != 0) {
+        Py_RETURN_NONE;
+    }
+    *slot = tcpy_sockaddr_to_py((struct sockaddr *)&ss, len);
+    return Py_XNewRef(*slot);
+}
+
+/* ---- dispatch: GIL held ------------------------------------------------- */
+
+static void
+call_protocol(TransportObject *t, PyObject *name, PyObject *arg,
+              const char *context)
+{
+    if (t->protocol == NULL) {
+        return;
+    }
+    PyObject *res = arg != NULL
+                        ? PyObject_CallMethodOneArg(t->protocol, name, arg)
+                        : PyObject_CallMethodNoArgs(t->protocol, name);
+    if (res == NULL) {
+        reactor_report(t->reactor, context);
+        return;
+    }
+    Py_DECREF(res);
+}
+
+static void
+deliver_data(TransportObject *t)
+{
+    if (t->inbuf.len == 0 || t->closed || t->protocol == NULL ||
+        t->reading_paused) {
+        return;
+    }
+    PyObject *data = PyBytes_FromStringAndSize(t->inbuf.data,
+                                               (Py_ssize_t)t->inbuf.len);
+    t->inbuf.len = 0;
+    if (t->inbuf.cap > 1024 * 1024) {
+        bytebuf_free(&t->inbuf);
+    }
+    if (data == NULL) {
+        reactor_report(t->reactor, "data_received");
+        return;
+    }
+    call_protocol(t, reactor_state(t->reactor)->str_data_received, data,
+                  "data_received");
+    Py_DECREF(data);
+}
+
+static void transport_close_impl(TransportObject *t);
+
+static void
+deliver_eof(TransportObject *t)
+{
+    if (t->closed || t->protocol == NULL) {
+        return;
+    }
+    if (t->inbuf.len > 0) {
+        t->eof_deferred = true;   /* after the paused data */
+        return;
+    }
+    PyObject *res = PyObject_CallMethodNoArgs(
+        t->protocol, reactor_state(t->reactor)->str_eof_received);
+    int keep_open = 0;
+    if (res == NULL) {
+        reactor_report(t->reactor, "eof_received");
+    } else {
+        keep_open = PyObject_IsTrue(res);
+        Py_DECREF(res);
+        if (keep_open < 0) {
+            reactor_report(t->reactor, "eof_received");
+            keep_open = 0;
+        }
+    }
+    if (!keep_open) {
+        transport_close_impl(t);
+    }
+}
+
+static void
+call_on_connect(TransportObject *t, PyObject *protocol, PyObject *exc)
+{
+    PyObject *cb = t->on_connect;
+    t->on_connect = NULL;
+    Py_CLEAR(t->factory);
+    if (cb == NULL) {
+        return;
+    }
+    PyObject *res = PyObject_CallFunctionObjArgs(
+        cb, protocol ? protocol : Py_None, exc ? exc : Py_None, NULL);
+    if (res == NULL) {
+        reactor_report(t->reactor, "a connect callback");
+    }
+    Py_XDECREF(res);
+    Py_DECREF(cb);
+}
+
+/* Build the protocol and announce the connection.  Returns 0, or -1 after
+ * aborting the connection (the error is logged). */
+static int
+start_protocol(TransportObject *t, PyObject *factory)
+{
+    tc_state *st = reactor_state(t->reactor);
+    PyObject *addr = address_of(t, true);
+    if (addr == NULL) {
+        PyErr_Clear();
+        addr = Py_NewRef(Py_None);
+    }
+    PyObject *proto = PyObject_CallMethodOneArg(factory, st->str_build_protocol,
+                                                addr);
+    Py_DECREF(addr);
+    if (proto == NULL || proto == Py_None) {
+        if (proto == NULL) {
+            reactor_report(t->reactor, "build_protocol");
+        }
+        Py_XDECREF(proto);
+        t->closing = true;
+        if (t->stream != NULL) {
+            tc_stream_abort(t->stream, t_on_closed);
+        }
+        return -1;
+    }
+    t->protocol = proto;
+    tc_stream_read_start(t->stream);
+    call_protocol(t, st->str_connection_made, (PyObject *)t,
+                  "connection_made");
+    return 0;
+}
+
+void
+transport_dispatch(ReactorObject *r, pyevent_t *ev)
+{
+    TransportObject *t = (TransportObject *)ev->obj;
+    tc_state *st = reactor_state(r);
+    switch (ev->kind) {
+    case PYEV_DATA:
+        t->data_queued = false;
+        deliver_data(t);
+        break;
+    case PYEV_EOF:
+        deliver_eof(t);
+        break;
+    case PYEV_PAUSE:
+        if (!t->writing_paused && !t->closed) {
+            t->writing_paused = true;
+            call_protocol(t, st->str_pause_writing, NULL, "pause_writing");
+        }
+        break;
+    case PYEV_RESUME:
+        if (t->writing_paused && !t->closed &&
+            pending_writes(t) <= t->low_water) {
+            t->writing_paused = false;
+            call_protocol(t, st->str_resume_writing, NULL, "resume_writing");
+        }
+        break;
+    case PYEV_CONNECTED:
+        if (t->stream == NULL) {
+            break;   /* closed meanwhile: PYEV_CLOSED reports it */
+        }
+        if (ev->status != 0) {
+            PyObject *exc = tcpy_error_object(st, ev->status);
+            if (exc == NULL) {
+                reactor_report(r, "connect");
+            }
+            call_on_connect(t, NULL, exc);
+            Py_XDECREF(exc);
+            t->closing = true;
+            tc_close(tc_stream_handle(t->stream), t_on_closed);
+            break;
+        }
+        {
+            PyObject *factory = Py_NewRef(t->factory);
+            int rc = start_protocol(t, factory);
+            Py_DECREF(factory);
+            if (rc == 0) {
+                call_on_connect(t, t->protocol, NULL);
+            } else {
+                PyObject *exc = PyObject_CallFunction(
+                    PyExc_ConnectionAbortedError, "s",
+                    "build_protocol() failed or returned None");
+                call_on_connect(t, NULL, exc);
+                Py_XDECREF(exc);
+            }
+        }
+        break;
+    case PYEV_CLOSED: {
+        t->closed = true;
+        t->closing = true;
+        t->inbuf.len = 0;
+        PyObject *exc = NULL;
+        if (t->error != 0) {
+            exc = tcpy_error_object(st, t->error);
+            if (exc == NULL) {
+                reactor_report(r, "connection_lost");
+            }
+        }
+        if (t->on_connect != NULL) {
+            PyObject *why = exc != NULL
+                                ? Py_NewRef(exc)
+                                : PyObject_CallFunction(
+                                      PyExc_ConnectionAbortedError, "s",
+                                      "closed before the connection was "
+                                      "made");
+            call_on_connect(t, NULL, why);
+            Py_XDECREF(why);
+        }
+        if (t->protocol != NULL) {
+            call_protocol(t, st->str_connection_lost, exc ? exc : Py_None,
+                          "connection_lost");
+        }
+        Py_XDECREF(exc);
+        Py_CLEAR(t->protocol);
+        Py_CLEAR(t->factory);
+        Py_CLEAR(t->on_connect);
+        Py_DECREF(t);   /* the handle's reference */
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* ---- Transport methods: GIL held, loop thread ---------------------------- */
+
+static int
+check_usable(TransportObject *t, const char *method)
+{
+    if (reactor_check_thread(t->reactor) < 0) {
+        return -1;
+    }
+    if (!is_open(t) || t->write_eof) {
+        PyErr_Format(PyExc_BrokenPipeError,
+                     "%s(): the transport is %s", method,
+                     t->write_eof ? "shut down for writing" : "closed");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+append_write(TransportObject *t, const char *data, size_t len)
+{
+    if (len == 0) {
+        return 0;
+    }
+    if (bytebuf_append(&t->outbuf, data, len) != 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    reactor_mark_dirty(t->reactor, t);
+    reactor_wake(t->reactor);
+    if (!t->writing_paused && pending_writes(t) > t->high_water) {
+        t->writing_paused = true;
+        call_protocol(t, reactor_state(t->reactor)->str_pause_writing, NULL,
+                      "pause_writing");
+    }
+    return 0;
+}
+
+static PyObject *
+Transport_write(TransportObject *t, PyObject *data)
+{
+    if (check_usable(t, "write") < 0) {
+        return NULL;
+    }
+    if (PyBytes_CheckExact(data)) {
+        if (append_write(t, PyBytes_AS_STRING(data),
+                         (size_t)PyBytes_GET_SIZE(data)) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "write(): 'data' must be a bytes-like object, got "
+                     "%.100s", Py_TYPE(data)->tp_name);
+        return NULL;
+    }
+    int rc = append_write(t, view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Transport_writelines(TransportObject *t, PyObject *iterable)
+{
+    if (check_usable(t, "writelines") < 0) {
+        return NULL;
+    }
+    PyObject *it = PyObject_GetIter(iterable);
+    if (it == NULL) {
+        return NULL;
+    }
+    PyObject *item;
+    while ((item = PyIter_Next(it)) != NULL) {
+        PyObject *res = is_open(t) ? Transport_write(t, item) : NULL;
+        Py_DECREF(item);
+        if (res == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_BrokenPipeError,
+                                "writelines(): the transport was closed");
+            }
+            Py_DECREF(it);
+            return NULL;
+        }
+        Py_DECREF(res);
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static void
+transport_close_impl(TransportObject *t)
+{
+    if (!is_open(t)) {
+        return;
+    }
+    t->closing = true;
+    transport_flush(t);
+    tc_stream_close(t->stream, t_on_closed);
+}
+
+static PyObject *
+Transport_close(TransportObject *t, PyObject *unused)
+{
+    (void)unused;
+    if (reactor_check_thread(t->reactor) < 0) {
+        return NULL;
+    }
+    transport_close_impl(t);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Transport_abort(TransportObject *t, PyObject *unused)
+{
+    (void)unused;
+    if (reactor_check_thread(t->reactor) < 0) {
+        return NULL;
+    }
+    if (is_open(t)) {
+        t->closing = true;
+        t->outbuf.len = 0;
+        tc_stream_abort(t->stream, t_on_closed);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Transport_write_eof(TransportObject *t, PyObject *unused)
+{
+    (void)unused;
+    if (check_usable(t, "write_eof") < 0) {
+        return NULL;
+    }
+    t->write_eof = true;
+    transport_flush(t);
+    int err = tc_stream_shutdown(t->stream);
+    if (err != 0) {
+        return tcpy_raise(reactor_state(t->reactor), err);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Transport_pause_reading(TransportObject *t, PyObject *unused)
+{
+    (void)unused;
+    if (reactor_check_thread(t->reactor) < 0) {
+        return NULL;
+    }
+    t->reading_paused = true;
+    if (t->stream != NULL) {
+        tc_stream_read_stop(t->stream);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Transport_resume_reading(TransportObject *t, PyObject *unused)
+{
+    (void)unused;
+    if (reactor_check_thread(t->reactor) < 0) {
+        return NULL;
+    }
+    if (!t->reading_paused) {
+        Py_RETURN_NONE;
+    }
+    t->reading_paused = false;
+    if (is_open(t) && !t->eof) {
+        tc_stream_read_start(t->stream);
+    }
+    /* Bytes read before the pause, and an EOF behind them. */
+    if (t->inbuf.len > 0 && !t->data_queued) {
+        t->data_queued = true;
+        pyevents_push(t->reactor, PYEV_DATA, (PyObject *)t, NULL, 0);
+    }
+    if (t->eof_deferred) {
+        t->eof_deferred = false;
+        pyevents_push(t->reactor, PYEV_EOF, (PyObject *)t, NULL, 0);
+    }
+    reactor_wake(t->reactor);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Transport_is_reading(TransportObject *t, PyObject *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(is_open(t) && !t->reading_paused && !t->eof);
+}
+
+static PyObject *
+Transport_is_closing(TransportObject *t, PyObject *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(!is_open(t));
+}
+
+static PyObject *
+Transport_get_peer(TransportObject *t, PyObject *unused)
+{
+    (void)unused;
+    return address_of(t, true);
+}
+
+static PyObject *
+Transport_get_host(TransportObject *t, PyObject *unused)
+{
+    (void)unused;
+    return address_of(t, false);
+}
+
+static PyObject *
+Transport_get_write_buffer_size(TransportObject *t, PyObject *unused)
+{
+    (void)unused;
+    return PyLong_FromSize_t(pending_writes(t));
+}
+
+static PyObject *
+Transport_get_write_buffer_limits(TransportObject *t, PyObject *unused)
+{
+    (void)unused;
+    return Py_BuildValue("(nn)", (Py_ssize_t)t->low_water,
+                         (Py_ssize_t)t->high_water);
+}
+
+static PyObject *
+Transport_set_write_buffer_limits(TransportObject *t, PyObject *args,
+                                  PyObject *kwargs)
+{
+    static char *kwlist[] = {"high", "low", NULL};
+    PyObject *high_obj = Py_None, *low_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs,
+                                     "|OO:set_write_buffer_limits", kwlist,
+                                     &high_obj, &low_obj)) {
+        return NULL;
+    }
+    if (reactor_check_thread(t->reactor) < 0) {
+        return NULL;
+    }
+    Py_ssize_t high, low;
+    if (high_obj == Py_None) {
+        high = low_obj == Py_None ? (Py_ssize_t)DEFAULT_HIGH : -1;
+        if (high < 0) {
+            high = PyNumber_AsSsize_t(low_obj, NULL) * 4;
+        }
+    } else {
+        high = PyNumber_AsSsize_t(high_obj, NULL);
+    }
+    if (high == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    low = low_obj == Py_None ? high / 4 : PyNumber_AsSsize_t(low_obj, NULL);
+    if (low == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (high < 0 || low < 0 || low > high) {
+        PyErr_Format(PyExc_ValueError,
+                     "set_write_buffer_limits(): need 0 <= low <= high, got "
+                     "high=%zd low=%zd", high, low);
+        return NULL;
+    }
+    t->high_water = (size_t)high;
+    t->low_water = (size_t)low;
+    if (t->stream != NULL) {
+        tc_stream_set_watermarks(t->stream, t->low_water, t->high_water);
+    }
+    if (!t->writing_paused && pending_writes(t) > t->high_water) {
+        t->writing_paused = true;
+        call_protocol(t, reactor_state(t->reactor)->str_pause_writing, NULL,
+                      "pause_writing");
+    } else if (t->writing_paused && pending_writes(t) <= t->low_water) {
+        pyevents_push(t->reactor, PYEV_RESUME, (PyObject *)t, NULL, 0);
+        reactor_wake(t->reactor);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Transport_get_extra_info(TransportObject *t, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"name", "default", NULL};
+    const char *name;
+    PyObject *dflt = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|O:get_extra_info", kwlist,
+                                     &name, &dflt)) {
+        return NULL;
+    }
+    if (strcmp(name, "peername") == 0) {
+        return address_of(t, true);
+    }
+    if (strcmp(name, "sockname") == 0) {
+        return address_of(t, false);
+    }
+    return Py_NewRef(dflt);
+}
+
+static PyObject *
+Transport_get_protocol(TransportObject *t, void *closure)
+{
+    (void)closure;
+    return Py_NewRef(t->protocol ? t->protocol : Py_None);
+}
+
+static int
+Transport_set_protocol(TransportObject *t, PyObject *value, void *closure)
+{
+    (void)closure;
+    if (value == NULL || value == Py_None) {
+        PyErr_SetString(PyExc_TypeError, "protocol cannot be deleted");
+        return -1;
+    }
+    Py_XSETREF(t->protocol, Py_NewRef(value));
+    return 0;
+}
+
+static PyObject *
+Transport_get_reactor(TransportObject *t, void *closure)
+{
+    (void)closure;
+    return Py_NewRef((PyObject *)t->reactor);
+}
+
+static int
+Transport_traverse(TransportObject *t, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(t));
+    Py_VISIT(t->reactor);
+    Py_VISIT(t->protocol);
+    Py_VISIT(t->factory);
+    Py_VISIT(t->on_connect);
+    Py_VISIT(t->peer);
+    Py_VISIT(t->host);
+    return 0;
+}
+
+static int
+Transport_clear(TransportObject *t)
+{
+    Py_CLEAR(t->protocol);
+    Py_CLEAR(t->factory);
+    Py_CLEAR(t->on_connect);
+    Py_CLEAR(t->peer);
+    Py_CLEAR(t->host);
+    return 0;
+}
+
+static void
+Transport_dealloc(TransportObject *t)
+{
+    PyTypeObject *tp = Py_TYPE(t);
+    PyObject_GC_UnTrack(t);
+    if (t->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)t);
+    }
+    Transport_clear(t);
+    if (t->dirty_listed && t->reactor != NULL) {
+        TransportObject **p = &t->reactor->dirty;
+        while (*p != NULL && *p != t) {
+            p = &(*p)->next_dirty;
+        }
+        if (*p == t) {
+            *p = t->next_dirty;
+        }
+    }
+    bytebuf_free(&t->inbuf);
+    bytebuf_free(&t->outbuf);
+    Py_CLEAR(t->reactor);
+    tp->tp_free((PyObject *)t);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+Transport_repr(TransportObject *t)
+{
+    return PyUnicode_FromFormat("<twincore.Transport %s %s>",
+                                t->is_unix ? "unix" : "tcp",
+                                t->closed ? "closed"
+                                          : (t->closing ? "closing" : "open"));
+}
+
+static PyMethodDef Transport_methods[] = {
+    {"write", (PyCFunction)Transport_write, METH_O,
+     "write($self, data, /)\n--\n\nQueue bytes after any already queued; "
+     "sent after the current batch of callbacks. Raises BrokenPipeError "
+     "once closed or shut down."},
+    {"writelines", (PyCFunction)Transport_writelines, METH_O,
+     "writelines($self, iterable, /)\n--\n\nwrite() each item."},
+    {"close", (PyCFunction)Transport_close, METH_NOARGS,
+     "close($self, /)\n--\n\nFlush what is queued, then close; "
+     "connection_lost(None) follows."},
+    {"abort", (PyCFunction)Transport_abort, METH_NOARGS,
+     "abort($self, /)\n--\n\nDiscard what is queued and reset the "
+     "connection."},
+    {"write_eof", (PyCFunction)Transport_write_eof, METH_NOARGS,
+     "write_eof($self, /)\n--\n\nShut down the write side after the "
+     "queue is flushed; reading goes on."},
+    {"pause_reading", (PyCFunction)Transport_pause_reading, METH_NOARGS,
+     "pause_reading($self, /)\n--\n\nNo data_received() until "
+     "resume_reading()."},
+    {"resume_reading", (PyCFunction)Transport_resume_reading, METH_NOARGS,
+     "resume_reading($self, /)\n--\n\nResume data_received() calls."},
+    {"is_reading", (PyCFunction)Transport_is_reading, METH_NOARGS,
+     "is_reading($self, /)\n--\n\n"},
+    {"is_closing", (PyCFunction)Transport_is_closing, METH_NOARGS,
+     "is_closing($self, /)\n--\n\n"},
+    {"get_peer", (PyCFunction)Transport_get_peer, METH_NOARGS,
+     "get_peer($self, /)\n--\n\nThe peer's address: (host, port) or a path."},
+    {"get_host", (PyCFunction)Transport_get_host, METH_NOARGS,
+     "get_host($self, /)\n--\n\nThe local address."},
+    {"get_write_buffer_size", (PyCFunction)Transport_get_write_buffer_size,
+     METH_NOARGS,
+     "get_write_buffer_size($self, /)\n--\n\nBytes queued, not yet sent."},
+    {"get_write_buffer_limits",
+     (PyCFunction)Transport_get_write_buffer_limits, METH_NOARGS,
+     "get_write_buffer_limits($self, /)\n--\n\n(low, high)."},
+    {"set_write_buffer_limits",
+     (PyCFunction)(void (*)(void))Transport_set_write_buffer_limits,
+     METH_VARARGS | METH_KEYWORDS,
+     "set_write_buffer_limits($self, high=None, low=None)\n--\n\nAbove "
+     "high, protocol.pause_writing(); at or under low, resume_writing()."},
+    {"get_extra_info", (PyCFunction)(void (*)(void))Transport_get_extra_info,
+     METH_VARARGS | METH_KEYWORDS,
+     "get_extra_info($self, name, default=None)\n--\n\n'peername' or "
+     "'sockname', as asyncio's."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Transport_getset[] = {
+    {"protocol", (getter)Transport_get_protocol,
+     (setter)Transport_set_protocol, "The protocol receiving events.", NULL},
+    {"reactor", (getter)Transport_get_reactor, NULL, "The reactor.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef Transport_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET,
+     offsetof(TransportObject, weakreflist), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot Transport_slots[] = {
+    {Py_tp_dealloc, Transport_dealloc},
+    {Py_tp_traverse, Transport_traverse},
+    {Py_tp_clear, Transport_clear},
+    {Py_tp_methods, Transport_methods},
+    {Py_tp_getset, Transport_getset},
+    {Py_tp_members, Transport_members},
+    {Py_tp_repr, Transport_repr},
+    {Py_tp_doc, "A stream connection (TCP or Unix). Made by the reactor."},
+    {0, NULL},
+};
+
+PyType_Spec Transport_spec = {
+    .name = "twincore._twincore.Transport",
+    .basicsize = sizeof(TransportObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = Transport_slots,
+};
+
+/* ==== Listener ============================================================ */
+
+typedef struct {
+    PyObject_HEAD
+    ReactorObject *reactor;
+    tc_server_t *server;      /* NULL once closed */
+    PyObject *factory;
+    bool is_unix;
+    PyObject *weakreflist;
+} ListenerObject;
+
+void
+listener_on_connection(tc_server_t *server, tc_stream_t *conn, int status)
+{
+    ListenerObject *l = tc_handle_data(tc_server_handle(server));
+    if (l == NULL) {
+        if (conn != NULL) {
+            tc_close(tc_stream_handle(conn), NULL);
+        }
+        return;
+    }
+    if (conn != NULL) {
+        pyevents_push(l->reactor, PYEV_ACCEPT, (PyObject *)l, conn, 0);
+    } else {
+        pyevents_push(l->reactor, PYEV_ACCEPT_ERROR, (PyObject *)l, NULL,
+                      status);
+    }
+}
+
+static void
+l_on_closed(tc_handle_t *h)
+{
+    ListenerObject *l = tc_handle_data(h);
+    pyevents_push(l->reactor, PYEV_LISTENER_CLOSED, (PyObject *)l, NULL, 0);
+}
+
+void
+listener_dispatch(ReactorObject *r, pyevent_t *ev)
+{
+    ListenerObject *l = (ListenerObject *)ev->obj;
+    switch (ev->kind) {
+    case PYEV_ACCEPT: {
+        tc_stream_t *conn = ev->ptr;
+        PyObject *t = transport_new(r, conn, l->is_unix);
+        if (t == NULL) {
+            reactor_report(r, "accept");
+            tc_stream_abort(conn, NULL);
+            break;
+        }
+        start_protocol((TransportObject *)t, l->factory);
+        Py_DECREF(t);
+        break;
+    }
+    case PYEV_ACCEPT_ERROR: {
+        PyObject *res = PyObject_CallMethod(
+            reactor_state(r)->logger, "warning", "ss",
+            "twincore: accept failed (%s); the listener retries when "
+            "descriptors are free",
+            tc_strerror(ev->status));
+        if (res == NULL) {
+            reactor_report(r, "logging");
+        }
+        Py_XDECREF(res);
+        break;
+    }
+    case PYEV_LISTENER_CLOSED:
+        Py_DECREF(l);   /* the handle's reference */
+        break;
+    default:
+        break;
+    }
+}
+
+PyObject *
+listener_new(ReactorObject *r, tc_server_t *server, PyObject *factory,
+             bool is_unix)
+{
+    tc_state *st = reactor_state(r);
+    ListenerObject *l = PyObject_GC_New(ListenerObject, st->Listener_type);
+    if (l == NULL) {
+        tc_close(tc_server_handle(server), NULL);
+        return NULL;
+    }
+    l->reactor = (ReactorObject *)Py_NewRef(r);
+    l->server = server;
+    l->factory = Py_NewRef(factory);
+    l->is_unix = is_unix;
+    l->weakreflist = NULL;
+    tc_handle_set_data(tc_server_handle(server), Py_NewRef(l));
+    PyObject_GC_Track(l);
+    return (PyObject *)l;
+}
+
+static PyObject *
+Listener_close(ListenerObject *l, PyObject *unused)
+{
+    (void)unused;
+    if (reactor_check_thread(l->reactor) < 0) {
+        return NULL;
+    }
+    if (l->server != NULL) {
+        tc_close(tc_server_handle(l->server), l_on_closed);
+        l->server = NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Listener_get_host(ListenerObject *l, PyObject *unused)
+{
+    (void)unused;
+    if (l->server == NULL) {
+        Py_RETURN_NONE;
+    }
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int err = tc_server_sockname(l->server, (struct sockaddr *)&ss, &len);
+    if (err != 0) {
+        return tcpy_raise(reactor_state(l->reactor), err);
+    }
+    return tcpy_sockaddr_to_py((struct sockaddr *)&ss, len);
+}
+
+static PyObject *
+Listener_get_port(ListenerObject *l, void *closure)
+{
+    (void)closure;
+    if (l->server == NULL || l->is_unix) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromLong(tc_server_port(l->server));
+}
+
+static PyObject *
+Listener_get_accepted(ListenerObject *l, void *closure)
+{
+    (void)closure;
+    return PyLong_FromUnsignedLongLong(
+        l->server ? tc_server_accepted(l->server) : 0);
+}
+
+static int
+Listener_traverse(ListenerObject *l, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(l));
+    Py_VISIT(l->reactor);
+    Py_VISIT(l->factory);
+    return 0;
+}
+
+static int
+Listener_clear(ListenerObject *l)
+{
+    Py_CLEAR(l->factory);
+    return 0;
+}
+
+static void
+Listener_dealloc(ListenerObject *l)
+{
+    PyTypeObject *tp = Py_TYPE(l);
+    PyObject_GC_UnTrack(l);
+    if (l->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)l);
+    }
+    Listener_clear(l);
+    Py_CLEAR(l->reactor);
+    tp->tp_free((PyObject *)l);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+Listener_enter(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return Py_NewRef(self);
+}
+
+static PyObject *
+Listener_exit(ListenerObject *l, PyObject *args)
+{
+    (void)args;
+    PyObject *res = Listener_close(l, NULL);
+    if (res == NULL) {
+        return NULL;
+    }
+    Py_DECREF(res);
+    Py_RETURN_FALSE;
+}
+
+static PyMethodDef Listener_methods[] = {
+    {"close", (PyCFunction)Listener_close, METH_NOARGS,
+     "close($self, /)\n--\n\nStop listening; open connections stay open."},
+    {"get_host", (PyCFunction)Listener_get_host, METH_NOARGS,
+     "get_host($self, /)\n--\n\nThe local address."},
+    {"__enter__", (PyCFunction)Listener_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)Listener_exit, METH_VARARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Listener_getset[] = {
+    {"port", (getter)Listener_get_port, NULL, "The TCP port.", NULL},
+    {"accepted", (getter)Listener_get_accepted, NULL,
+     "Connections accepted so far.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef Listener_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(ListenerObject, weakreflist),
+     READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot Listener_slots[] = {
+    {Py_tp_dealloc, Listener_dealloc},
+    {Py_tp_traverse, Listener_traverse},
+    {Py_tp_clear, Listener_clear},
+    {Py_tp_methods, Listener_methods},
+    {Py_tp_getset, Listener_getset},
+    {Py_tp_members, Listener_members},
+    {Py_tp_doc, "A listening socket. Made by listen_tcp()/listen_unix()."},
+    {0, NULL},
+};
+
+PyType_Spec Listener_spec = {
+    .name = "twincore._twincore.Listener",
+    .basicsize = sizeof(ListenerObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = Listener_slots,
+};

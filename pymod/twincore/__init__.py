@@ -1,0 +1,439 @@
+"""twincore: one thread runs the event loop for all network IO; CPU work
+goes to a pool of native threads and comes back as Futures.
+
+    import twincore
+
+    class Echo(twincore.Protocol):
+        def data_received(self, data):
+            self.transport.write(data)
+
+    twincore.reactor.listen_tcp(8000, twincore.Factory(Echo))
+    twincore.reactor.run()
+
+Everything here runs on the reactor's thread unless it says otherwise;
+``Reactor.call_from_thread`` is the thread-safe way in.
+"""
+
+import atexit
+import inspect
+import ipaddress
+import os
+import socket
+import types
+
+from . import _twincore
+from ._twincore import (CpuPool as _CCpuPool, Error, PRIORITY_HIGH,
+                        PRIORITY_LOW, PRIORITY_NORMAL, Transport, Listener,
+                        TimerHandle, DatagramTransport)
+from ._future import (Future, CancelledError, InvalidStateError, PENDING,
+                      RUNNING, DONE, FAILED, CANCELLED)
+from .protocol import (BaseProtocol, Protocol, DatagramProtocol, Factory,
+                       ClientFactory)
+from ._interop import to_asyncio, from_asyncio, to_deferred, from_deferred
+
+__all__ = [
+    "Reactor", "reactor", "CpuPool", "Future", "CancelledError",
+    "InvalidStateError", "Error", "Protocol", "BaseProtocol",
+    "DatagramProtocol", "Factory", "ClientFactory", "Transport", "Listener",
+    "TimerHandle", "DatagramTransport", "defer_to_cpu", "run", "gather",
+    "sleep", "spawn", "inline_callbacks", "PRIORITY_HIGH", "PRIORITY_NORMAL",
+    "PRIORITY_LOW", "to_asyncio", "from_asyncio", "to_deferred",
+    "from_deferred", "PENDING", "RUNNING", "DONE", "FAILED", "CANCELLED",
+]
+
+_KINDS_OK, _KINDS_FAILED, _KINDS_CANCELLED = 0, 1, 2
+
+
+class CpuPool(_CCpuPool):
+    """Native worker threads for CPU work: ``CpuPool(workers=N)`` (0: one
+    per CPU). A worker takes the GIL only for the call itself, so callables
+    that release it (hashlib, zlib, numpy) run on every core at once."""
+
+    def defer(self, fn, *args, priority=PRIORITY_NORMAL, timeout=None,
+              reactor=None, **kwargs):
+        """Run fn(*args, **kwargs) on a worker; returns a Future settled on
+        the reactor's thread with the result or the exception (traceback
+        kept). ``timeout`` (seconds) fails it with TimeoutError."""
+        r = reactor if reactor is not None else globals()["reactor"]
+        fut = Future(r)
+        fut._task = self._submit(r, fn, args, kwargs or None, priority,
+                                 lambda kind, value: _complete(fut, kind,
+                                                               value))
+        fut._cancel_hook = fut._task.cancel
+        if timeout is not None:
+            _apply_timeout(r, fut, timeout, "defer_to_cpu")
+        return fut
+
+
+def _complete(fut, kind, value):
+    if fut._state != PENDING:
+        return   # cancelled or timed out meanwhile
+    if kind == _KINDS_OK:
+        fut.set_result(value)
+    elif kind == _KINDS_FAILED:
+        fut.set_exception(value)
+    else:
+        fut.cancel()
+
+
+def _apply_timeout(r, fut, timeout, what):
+    if not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ValueError(f"{what}(): 'timeout' must be a number > 0, "
+                         f"got {timeout!r}")
+
+    def expire():
+        if fut._state == PENDING:
+            hook, fut._cancel_hook = fut._cancel_hook, None
+            if hook is not None:
+                hook()
+            if fut._state == PENDING:
+                fut.set_exception(TimeoutError(
+                    f"{what}() timed out after {timeout} s"))
+    handle = r.call_later(timeout, expire)
+    fut.add_done_callback(lambda _: handle.cancel())
+
+
+_default_pool = None
+
+
+def _get_default_pool():
+    global _default_pool
+    if _default_pool is None or _default_pool.closed:
+        workers = os.environ.get("TWINCORE_CPU_WORKERS", "0")
+        try:
+            n = int(workers)
+        except ValueError:
+            raise ValueError("TWINCORE_CPU_WORKERS must be an integer, got "
+                             f"{workers!r}") from None
+        _default_pool = CpuPool(workers=n)
+    return _default_pool
+
+
+@atexit.register
+def _close_default_pool():
+    # Join the workers while the interpreter is whole: a worker taking the
+    # GIL during finalization would hang.
+    if _default_pool is not None:
+        _default_pool.close(cancel_queued=True)
+
+
+def _is_numeric_host(host):
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def _as_factory(factory, what):
+    if hasattr(factory, "build_protocol"):
+        return factory
+    if callable(factory):
+        return Factory(factory)
+    raise TypeError(f"{what}(): 'factory' must be a Factory or a protocol "
+                    f"class, got {type(factory).__name__}")
+
+
+class Reactor(_twincore.Reactor):
+    """An event loop. ``twincore.reactor`` is the default one; create
+    others on the thread that will run them."""
+
+    @property
+    def cpu_pool(self):
+        pool = _twincore.Reactor.cpu_pool.__get__(self)
+        if pool is None:
+            pool = _get_default_pool()
+            _twincore.Reactor.cpu_pool.__set__(self, pool)
+        return pool
+
+    @cpu_pool.setter
+    def cpu_pool(self, pool):
+        _twincore.Reactor.cpu_pool.__set__(self, pool)
+
+    def listen_tcp(self, port, factory, host="127.0.0.1", backlog=0,
+                   reuse_port=False):
+        """Listen on host:port (port 0: any free port, see .port); returns
+        a Listener. factory.build_protocol(addr) runs per connection."""
+        return super().listen_tcp(port, _as_factory(factory, "listen_tcp"),
+                                  host, backlog, reuse_port)
+
+    def listen_unix(self, path, factory, backlog=0):
+        return super().listen_unix(path, _as_factory(factory, "listen_unix"),
+                                   backlog)
+
+    def connect_tcp(self, host, port, factory, timeout=None):
+        """Connect; returns a Future of the protocol (after its
+        connection_made). Host names are resolved on the CPU pool."""
+        factory = _as_factory(factory, "connect_tcp")
+        if not isinstance(host, str):
+            raise TypeError("connect_tcp(): 'host' must be a str, got "
+                            f"{type(host).__name__}")
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError("connect_tcp(): 'port' must be in 1..65535, "
+                             f"got {port!r}")
+        fut = Future(self)
+        if _is_numeric_host(host):
+            self._start_connect(fut, host.strip("[]"), port, factory,
+                                timeout)
+            return fut
+        lookup = self.cpu_pool.defer(socket.getaddrinfo, host, port,
+                                     type=socket.SOCK_STREAM, reactor=self,
+                                     priority=PRIORITY_HIGH)
+
+        def resolved(infos):
+            if fut.done():
+                return None
+            self._start_connect(fut, infos[0][4][0], port, factory, timeout)
+            return None
+
+        def failed(exc):
+            if not fut.done():
+                fut.set_exception(exc)
+            return None
+        lookup.add_callbacks(resolved, failed)
+        return fut
+
+    def _start_connect(self, fut, host, port, factory, timeout):
+        def on_connect(protocol, exc):
+            if fut.done():
+                if protocol is not None:
+                    protocol.transport.abort()
+                return
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(protocol)
+        try:
+            transport = self._connect_tcp(host, port, factory, on_connect,
+                                          timeout)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            return
+        fut._cancel_hook = transport.abort
+
+    def connect_unix(self, path, factory):
+        """Connect to a Unix socket; returns a Future of the protocol."""
+        factory = _as_factory(factory, "connect_unix")
+        fut = Future(self)
+
+        def on_connect(protocol, exc):
+            if fut.done():
+                if protocol is not None:
+                    protocol.transport.abort()
+                return
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(protocol)
+        transport = self._connect_unix(path, factory, on_connect)
+        fut._cancel_hook = transport.abort
+        return fut
+
+    def defer_to_cpu(self, fn, *args, priority=PRIORITY_NORMAL, timeout=None,
+                     **kwargs):
+        """fn(*args, **kwargs) on this reactor's CPU pool; a Future."""
+        return self.cpu_pool.defer(fn, *args, priority=priority,
+                                   timeout=timeout, reactor=self, **kwargs)
+
+    def spawn(self, coro):
+        """Run a coroutine (async def) on this reactor; returns a Future of
+        its result. It may await twincore Futures."""
+        if not inspect.iscoroutine(coro) and not inspect.isgenerator(coro):
+            raise TypeError("spawn(): expected a coroutine, got "
+                            f"{type(coro).__name__}")
+        return _Task(self, coro)
+
+
+class _Task(Future):
+    """Drives a coroutine: each awaited Future resumes it on a later
+    reactor iteration (never recursively)."""
+
+    __slots__ = ("_coro", "_waiting", "_must_cancel")
+
+    def __init__(self, reactor, coro):
+        super().__init__(reactor)
+        self._coro = coro
+        self._waiting = None
+        self._must_cancel = False
+        reactor.call_soon(self._step, None, None)
+
+    def cancel(self, msg=None):
+        if self._state != PENDING:
+            return False
+        if self._waiting is not None:
+            return self._waiting.cancel(msg)
+        self._must_cancel = True
+        return True
+
+    def _step(self, value, exc):
+        if self._state != PENDING:
+            return
+        self._waiting = None
+        if self._must_cancel:
+            self._must_cancel = False
+            exc = CancelledError()
+        try:
+            if exc is not None:
+                yielded = self._coro.throw(exc)
+            else:
+                yielded = self._coro.send(value)
+        except StopIteration as stop:
+            self.set_result(stop.value)
+            return
+        except CancelledError as err:
+            Future.cancel(self, *err.args[:1])
+            return
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as err:
+            self.set_exception(err)
+            return
+        self._wait_for(yielded)
+
+    def _wait_for(self, yielded):
+        r = self._reactor
+        if isinstance(yielded, Future):
+            self._waiting = yielded
+
+            def resume(result):
+                r.call_soon(self._step, result, None)
+                return result
+
+            def resume_failure(exc):
+                r.call_soon(self._step, None, exc)
+                raise exc
+            yielded.add_callbacks(resume, resume_failure)
+            # The coroutine sees the failure: it is handled there.
+            yielded._handled = True
+            return
+        if hasattr(yielded, "add_done_callback") and \
+                hasattr(yielded, "get_loop"):   # an asyncio future
+            self._wait_for(from_asyncio(yielded, r))
+            return
+        r.call_soon(self._step, None, TypeError(
+            f"a twincore coroutine awaited {yielded!r}; await twincore "
+            "Futures (use from_asyncio() for asyncio ones)"))
+
+
+def inline_callbacks(fn):
+    """Decorator for generator functions, in the manner of Twisted's
+    inlineCallbacks: ``result = yield future`` suspends until the future is
+    done. Calling the function returns a Future of its return value."""
+    if not inspect.isgeneratorfunction(fn):
+        raise TypeError("inline_callbacks(): expected a generator function")
+
+    def wrapper(*args, **kwargs):
+        r = kwargs.pop("_reactor", None) or reactor
+        return _Task(r, fn(*args, **kwargs))
+    wrapper.__name__ = fn.__name__
+    wrapper.__qualname__ = fn.__qualname__
+    wrapper.__doc__ = fn.__doc__
+    wrapper.__wrapped__ = fn
+    return wrapper
+
+
+reactor = Reactor()
+
+
+def defer_to_cpu(fn, *args, priority=PRIORITY_NORMAL, timeout=None,
+                 **kwargs):
+    """Run fn(*args, **kwargs) on the default reactor's CPU pool; returns a
+    Future delivered on the reactor thread. Arguments are passed explicitly
+    (nothing is shared implicitly). A failure nobody observes is logged."""
+    return reactor.defer_to_cpu(fn, *args, priority=priority,
+                                timeout=timeout, **kwargs)
+
+
+def spawn(coro):
+    """reactor.spawn(coro) on the default reactor."""
+    return reactor.spawn(coro)
+
+
+async def sleep(seconds, result=None, *, reactor=None):
+    """Suspend a coroutine for seconds; returns result."""
+    if not isinstance(seconds, (int, float)) or seconds != seconds or \
+            seconds < 0:
+        raise ValueError(f"sleep(): 'seconds' must be >= 0, got {seconds!r}")
+    r = reactor if reactor is not None else globals()["reactor"]
+    fut = Future(r)
+    handle = r.call_later(seconds, _set_if_pending, fut, result)
+    fut._cancel_hook = handle.cancel
+    return await fut
+
+
+def _set_if_pending(fut, value):
+    if fut._state == PENDING:
+        fut.set_result(value)
+
+
+def _ensure_future(aw, r):
+    if isinstance(aw, Future):
+        return aw
+    if inspect.iscoroutine(aw) or inspect.isgenerator(aw):
+        return r.spawn(aw)
+    if hasattr(aw, "__await__"):
+        async def wrap():
+            return await aw
+        return r.spawn(wrap())
+    raise TypeError(f"expected an awaitable, got {type(aw).__name__}")
+
+
+def gather(*aws, return_exceptions=False, reactor=None):
+    """A Future of the list of results of aws, in order. The first failure
+    fails it (cancelling the rest), unless return_exceptions."""
+    r = reactor if reactor is not None else globals()["reactor"]
+    futs = [_ensure_future(a, r) for a in aws]
+    out = Future(r)
+    results = [None] * len(futs)
+    left = [len(futs)]
+    if not futs:
+        out.set_result([])
+        return out
+
+    def one_done(i, f):
+        if out.done():
+            return
+        exc = f.exception()
+        if exc is not None and not return_exceptions:
+            out.set_exception(exc)
+            for other in futs:
+                other.cancel()
+            return
+        results[i] = exc if exc is not None else f.result()
+        left[0] -= 1
+        if left[0] == 0:
+            out.set_result(results)
+
+    for i, f in enumerate(futs):
+        f.add_done_callback(lambda f, i=i: one_done(i, f))
+    out._cancel_hook = lambda: [f.cancel() for f in futs]
+    return out
+
+
+def run(main, *, reactor=None):
+    """Start the reactor, run the coroutine main to completion, stop the
+    reactor and return main's result (or raise its exception), as
+    asyncio.run() and Twisted's task.react() do."""
+    r = reactor if reactor is not None else globals()["reactor"]
+    if isinstance(main, Future):
+        fut = main
+    elif inspect.iscoroutine(main) or inspect.isgenerator(main):
+        fut = r.spawn(main)
+    else:
+        raise TypeError(f"run(): expected a coroutine, got "
+                        f"{type(main).__name__}")
+    done = []
+
+    def finished(_):
+        done.append(True)
+        r.call_soon(r.stop)
+    fut.add_done_callback(finished)
+    try:
+        r.run()
+    except BaseException:
+        fut.cancel()
+        raise
+    if not done:
+        fut.cancel()
+        raise RuntimeError("run(): the reactor stopped before main finished")
+    return fut.result()

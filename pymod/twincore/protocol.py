@@ -1,0 +1,89 @@
+"""Twisted-style protocols and factories, in snake_case.
+
+The reactor calls a stream protocol's methods in this order, on its own
+thread: ``connection_made(transport)``, then ``data_received(data)`` any
+number of times, then at most one ``eof_received()``, then exactly one
+``connection_lost(reason)`` (None for a clean close, else the exception).
+``pause_writing()``/``resume_writing()`` come from the transport's write
+buffer watermarks (see ``Transport.set_write_buffer_limits``).
+"""
+
+__all__ = ["BaseProtocol", "Protocol", "DatagramProtocol", "Factory",
+           "ClientFactory"]
+
+
+class BaseProtocol:
+    """Connection events shared by stream and datagram protocols."""
+
+    transport = None
+    factory = None
+
+    def connection_made(self, transport):
+        """The transport is ready; keep it to write."""
+        self.transport = transport
+
+    def connection_lost(self, reason):
+        """Called once, last. reason: None for a clean close, else the
+        exception (e.g. ConnectionResetError)."""
+
+    def pause_writing(self):
+        """The transport's write buffer went over its high watermark."""
+
+    def resume_writing(self):
+        """The write buffer drained to its low watermark."""
+
+
+class Protocol(BaseProtocol):
+    """A stream (TCP, Unix) protocol."""
+
+    def data_received(self, data):
+        """Bytes arrived (any chunking: a message may span calls)."""
+
+    def eof_received(self):
+        """The peer shut down its write side. Return True to keep the
+        connection half-open (you may still write); otherwise the
+        transport closes itself."""
+        return None
+
+
+class DatagramProtocol(BaseProtocol):
+    """A UDP protocol."""
+
+    def datagram_received(self, data, addr):
+        """One datagram from addr (host, port)."""
+
+    def error_received(self, exc):
+        """A send or receive failed (e.g. ConnectionRefusedError)."""
+
+
+class Factory:
+    """Builds one protocol per connection: set ``protocol`` to a class, or
+    override ``build_protocol``."""
+
+    protocol = None
+
+    def __init__(self, protocol=None, *args, **kwargs):
+        if protocol is not None:
+            self.protocol = protocol
+        self._args = args
+        self._kwargs = kwargs
+
+    @classmethod
+    def for_protocol(cls, protocol, *args, **kwargs):
+        """A factory calling protocol(*args, **kwargs) per connection."""
+        return cls(protocol, *args, **kwargs)
+
+    def build_protocol(self, addr):
+        """Return a protocol for a connection from addr, or None to refuse
+        it (the connection is then closed)."""
+        if self.protocol is None:
+            raise TypeError(
+                f"{type(self).__name__}.build_protocol(): set the factory's "
+                "'protocol' or override build_protocol()")
+        proto = self.protocol(*self._args, **self._kwargs)
+        proto.factory = self
+        return proto
+
+
+class ClientFactory(Factory):
+    """A factory for outgoing connections."""

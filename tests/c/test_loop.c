@@ -818,11 +818,16 @@ test_embedding_cross_thread_wakeup(void **state)
     assert_int_equal(pthread_create(&th, NULL, wake_from_thread, &w), 0);
     /* A call from another thread makes the backend fd readable. */
     start = mono_ms();
+    int woke = 0;
     while (n == 0 && mono_ms() - start < 10000) {
-        host_iteration(loop, 5000);
+        /* Each poll would sleep the whole 5 s unless the call woke it. */
+        if (host_iteration(loop, 5000) > 0) {
+            woke++;
+        }
     }
     pthread_join(th, NULL);
     assert_int_equal(n, 1);
+    assert_true(woke > 0);
     close_loop_clean(loop);
 }
 

@@ -11,7 +11,8 @@
  * With --sample-pid, the utime+stime of that process (from /proc/PID/stat)
  * is read at the two edges of the measured window, so the runner gets the
  * server's CPU time over exactly that window; the generator's own CPU time
- * over the window comes from getrusage().
+ * over the window comes from getrusage(), and the whole machine's busy time
+ * from /proc/stat, so other load on the machine can be detected.
  *
  * With --tls, each connection does a blocking TLS handshake, then runs
  * non-blocking like the plain mode.  Every loop is bounded in time.
@@ -45,6 +46,7 @@
 #define RX_BUF_LEN (256 * 1024)
 #define MAX_EVENTS 256
 #define CONNECT_TIMEOUT_MS 5000
+#define STALL_NS 1000000000u    /* an echo missing this long is an error */
 
 /* A log-linear histogram of nanoseconds: 64 sub-buckets per power of two,
  * so a reported percentile is within 1.6% of the true value. */
@@ -168,6 +170,36 @@ cpu_of_pid_s(long pid)
         return -1;
     }
     return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* CPU time every process on the machine spent busy (user, nice, system,
+ * irq, softirq), in seconds, from the first line of /proc/stat; -1 if it
+ * cannot be read. Less the server's and our own, it shows whether anything
+ * else ran during the window. */
+static double
+cpu_of_machine_s(void)
+{
+    unsigned long long user;
+    unsigned long long nice;
+    unsigned long long system;
+    unsigned long long idle;
+    unsigned long long iowait;
+    unsigned long long irq;
+    unsigned long long softirq;
+    FILE *f = fopen("/proc/stat", "r");
+    int n;
+
+    if (f == NULL) {
+        return -1;
+    }
+    n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu", &user, &nice,
+               &system, &idle, &iowait, &irq, &softirq);
+    fclose(f);
+    if (n != 7) {
+        return -1;
+    }
+    return (double)(user + nice + system + irq + softirq) /
+           (double)sysconf(_SC_CLK_TCK);
 }
 
 static inline unsigned
@@ -573,7 +605,7 @@ open_connections(bench_t *b)
  * anything failed. */
 static int
 report(const bench_t *b, uint64_t measured_ns, double client_cpu,
-       double server_cpu)
+       double server_cpu, double busy_cpu)
 {
     double secs = (double)measured_ns / 1e9;
     double per_s = measured_ns > 0 ? (double)b->msgs / secs : 0;
@@ -583,14 +615,16 @@ report(const bench_t *b, uint64_t measured_ns, double client_cpu,
            "\"errors\": %llu, \"connections\": %ld, "
            "\"size\": %ld, \"pipeline\": %ld, \"tls\": %s, "
            "\"msgs\": %llu, \"duration_s\": %.4f, "
-           "\"client_cpu_s\": %.4f, \"server_cpu_s\": %.4f}\n",
+           "\"client_cpu_s\": %.4f, \"server_cpu_s\": %.4f, "
+           "\"busy_cpu_s\": %.4f}\n",
            per_s, per_s * (double)b->opt.size / 1e6,
            hist_percentile_us(b->hist, b->msgs, 0.50),
            hist_percentile_us(b->hist, b->msgs, 0.99),
            hist_percentile_us(b->hist, b->msgs, 0.999),
            (unsigned long long)b->errors, b->connected, b->opt.size,
            b->opt.depth, b->opt.tls ? "true" : "false",
-           (unsigned long long)b->msgs, secs, client_cpu, server_cpu);
+           (unsigned long long)b->msgs, secs, client_cpu, server_cpu,
+           busy_cpu);
     fflush(stdout);
     return b->errors == 0 && b->msgs > 0 ? 0 : 2;
 }
@@ -708,6 +742,7 @@ main(int argc, char **argv)
     uint64_t measured_ns = 0;
     double client_cpu = 0;
     double server_cpu = -1;
+    double busy_cpu = -1;
     int status = 1;
 
     if (parse_options(argc, argv, &b.opt) < 0) {
@@ -736,7 +771,7 @@ main(int argc, char **argv)
     }
     if (open_connections(&b) < 0) {
         b.errors += (uint64_t)(b.opt.connections - b.connected);
-        report(&b, 0, 0, -1);
+        report(&b, 0, 0, -1, -1);
         goto out;
     }
 
@@ -756,6 +791,7 @@ main(int argc, char **argv)
         if (!b.measuring && now >= window_start) {
             b.measuring = true;
             client_cpu = cpu_self_s();
+            busy_cpu = cpu_of_machine_s();
             if (b.opt.sample_pid > 0) {
                 server_cpu = cpu_of_pid_s(b.opt.sample_pid);
             }
@@ -765,6 +801,11 @@ main(int argc, char **argv)
         }
         if (b.measuring && now >= window_end) {
             client_cpu = cpu_self_s() - client_cpu;
+            if (busy_cpu >= 0) {
+                double end_busy = cpu_of_machine_s();
+
+                busy_cpu = end_busy >= 0 ? end_busy - busy_cpu : -1;
+            }
             if (server_cpu >= 0) {
                 double end_cpu = cpu_of_pid_s(b.opt.sample_pid);
 
@@ -798,13 +839,25 @@ main(int argc, char **argv)
         }
     }
 
+    /* A message that never comes back stalls its connection without any
+     * byte being wrong: count it. */
+    for (long i = 0; i < b.connected; i++) {
+        conn_t *c = &b.conns[i];
+
+        if (!c->dead && c->tx_seq > c->rx_seq &&
+            now_ns() - c->queued_ns[c->rx_seq % (uint64_t)b.opt.depth] >
+                STALL_NS) {
+            conn_fail(&b, c, "no echo for over a second");
+        }
+    }
     if (b.measuring && measured_ns == 0) {
         /* Every connection failed inside the window. */
         measured_ns = now_ns() - window_start;
         client_cpu = cpu_self_s() - client_cpu;
         server_cpu = -1;
+        busy_cpu = -1;
     }
-    status = report(&b, measured_ns, client_cpu, server_cpu);
+    status = report(&b, measured_ns, client_cpu, server_cpu, busy_cpu);
 
 out:
     for (long i = 0; i < b.opt.connections; i++) {

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -134,6 +135,29 @@ run_nowait(tc_loop_t *loop, int n)
             fail_msg("tc_loop_run(NOWAIT) returned %s", tc_err_name(rc));
         }
     }
+}
+
+int
+host_iteration(tc_loop_t *loop, int cap_ms)
+{
+    struct pollfd pfd = {.fd = tc_loop_backend_fd(loop), .events = POLLIN};
+    int timeout = tc_loop_backend_timeout(loop);
+    int n;
+
+    assert_true(pfd.fd >= 0);
+    if (timeout < 0 || timeout > cap_ms) {
+        timeout = cap_ms;
+    }
+    n = poll(&pfd, 1, timeout);
+    if (n < 0) {
+        assert_int_equal(errno, EINTR);
+        n = 1; /* a signal woke it: that counts as woken */
+    }
+    int rc = tc_loop_run(loop, TC_RUN_NOWAIT);
+    if (rc < 0) {
+        fail_msg("tc_loop_run(NOWAIT) returned %s", tc_err_name(rc));
+    }
+    return n;
 }
 
 typedef struct handle_list {

@@ -53,6 +53,12 @@ void run_for(tc_loop_t *loop, uint64_t ms);
 /* Run n TC_RUN_NOWAIT iterations. */
 void run_nowait(tc_loop_t *loop, int n);
 
+/* One iteration the way a host event loop embedding twincore drives it:
+ * poll tc_loop_backend_fd() for reading with tc_loop_backend_timeout()
+ * (capped at cap_ms), then tc_loop_run(TC_RUN_NOWAIT).  Returns what poll
+ * returned: 0 means the poll slept its whole timeout. */
+int host_iteration(tc_loop_t *loop, int cap_ms);
+
 /* A watchdog for tests that drive the loop themselves. */
 typedef struct watchdog {
     tc_timer_t *timer;

@@ -205,6 +205,40 @@ test_close_with_pending_send(void **state)
     close_loop_clean(loop);
 }
 
+/* Embedded in a host loop (poll on the backend fd, then TC_RUN_NOWAIT), a
+ * send from another thread wakes the host's poll. */
+static void
+test_wakes_embedding_host(void **state)
+{
+    tc_loop_t *loop;
+    tc_async_t *a;
+    actx_t c = {0};
+    pthread_t th;
+    sender_t s;
+    int slept = 0;
+    uint64_t start;
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    c.loop = loop;
+    ASSERT_RC(tc_async_new(loop, on_async, &c, &a), 0);
+    s = (sender_t){.c = &c, .a = a};
+    assert_int_equal(pthread_create(&th, NULL, send_later, &s), 0);
+    start = mono_ms();
+    while (c.calls == 0 && mono_ms() - start < 10000) {
+        if (host_iteration(loop, 1000) == 0) {
+            slept++;
+        }
+    }
+    pthread_join(th, NULL);
+    assert_int_equal(c.calls, 1);
+    /* The sender waits 20 ms: one sleeping poll of 1 s would mean the
+     * send did not reach the backend fd. */
+    assert_int_equal(slept, 0);
+    ASSERT_RC(tc_close(tc_async_handle(a), NULL), 0);
+    close_loop_clean(loop);
+}
+
 int
 main(void)
 {
@@ -214,6 +248,7 @@ main(void)
         cmocka_unit_test(test_threads_nothing_missed),
         cmocka_unit_test(test_keeps_loop_alive),
         cmocka_unit_test(test_close_with_pending_send),
+        cmocka_unit_test(test_wakes_embedding_host),
     };
 
     return cmocka_run_group_tests_name("async", tests, NULL, NULL);

@@ -695,24 +695,6 @@ embed_read(tc_stream_t *s, const char *buf, size_t len)
     c->reads++;
 }
 
-/* Drive the loop the way a host event loop would: poll the backend fd with
- * the loop's timeout, then one non-blocking iteration. */
-static int
-host_iteration(tc_loop_t *loop, int cap_ms)
-{
-    struct pollfd pfd = {.fd = tc_loop_backend_fd(loop), .events = POLLIN};
-    int timeout = tc_loop_backend_timeout(loop);
-
-    if (timeout < 0 || timeout > cap_ms) {
-        timeout = cap_ms;
-    }
-    int n = poll(&pfd, 1, timeout);
-
-    assert_true(n >= 0 || errno == EINTR);
-    assert_true(tc_loop_run(loop, TC_RUN_NOWAIT) >= 0);
-    return n;
-}
-
 static void
 test_embedding(void **state)
 {

@@ -267,6 +267,38 @@ test_busy_in_other_loop(void **state)
     close_loop_clean(l1);
 }
 
+/* Embedded in a host loop (poll on the backend fd, then TC_RUN_NOWAIT), a
+ * signal still wakes the host: its poll must not sleep out its timeout. */
+static void
+test_wakes_embedding_host(void **state)
+{
+    tc_loop_t *loop;
+    tc_signal_t *sig;
+    sctx_t c = {0};
+    pthread_t th;
+    int signum = SIGUSR1;
+    int slept = 0;
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    c.loop = loop;
+    c.loop_thread = pthread_self();
+    ASSERT_RC(tc_signal_new(loop, &c, &sig), 0);
+    ASSERT_RC(tc_signal_start(sig, on_signal, signum), 0);
+    host_iteration(loop, 0);
+    assert_int_equal(pthread_create(&th, NULL, kill_process, &signum), 0);
+    pthread_join(th, NULL);
+    for (int i = 0; i < 5 && c.calls == 0; i++) {
+        if (host_iteration(loop, 1000) == 0) {
+            slept++;
+        }
+    }
+    assert_int_equal(c.calls, 1);
+    assert_int_equal(slept, 0);
+    ASSERT_RC(tc_close(tc_signal_handle(sig), NULL), 0);
+    close_loop_clean(loop);
+}
+
 int
 main(void)
 {
@@ -280,6 +312,7 @@ main(void)
         cmocka_unit_test(test_repeated_raise),
         cmocka_unit_test(test_sigchld),
         cmocka_unit_test(test_busy_in_other_loop),
+        cmocka_unit_test(test_wakes_embedding_host),
     };
 
     return cmocka_run_group_tests_name("signal", tests, NULL, NULL);

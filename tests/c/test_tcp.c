@@ -638,6 +638,57 @@ test_close_while_connecting(void **state)
     close_loop_clean(loop);
 }
 
+/* A half-close requested while connecting happens once connected, with or
+ * without data queued before it: the server sees the data, then EOF. */
+static void
+shutdown_while_connecting(const char *data)
+{
+    tc_loop_t *loop;
+    server_ctx_t sc;
+    conn_t c = {0};
+    size_t n = strlen(data);
+
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    listen_on(loop, "127.0.0.1", &sc);
+    sc.echo = false;
+    ASSERT_RC(tc_tcp_connect(loop, "127.0.0.1", tc_server_port(sc.srv), NULL,
+                             c_connected, &c, &c.s),
+              0);
+    ASSERT_RC(tc_stream_set_callbacks(c.s, &conn_cbs), 0);
+    if (n > 0) {
+        ASSERT_RC(tc_stream_write(c.s, data, n), 0);
+    }
+    ASSERT_RC(tc_stream_shutdown(c.s), 0);
+    ASSERT_RC(tc_stream_write(c.s, "late", 4), -EPIPE);
+    RUN_UNTIL(loop, c.connects > 0 && sc.conns > 0, 5000);
+    ASSERT_RC(c.connect_status, 0);
+    conn_t *srv_side = sc.accepted[0];
+    RUN_UNTIL(loop, srv_side->eofs > 0 || srv_side->errors > 0, 5000);
+    assert_int_equal(srv_side->eofs, 1);
+    assert_int_equal(srv_side->text_len, n);
+    assert_memory_equal(srv_side->text, data, n);
+    /* The client still reads what the server sends back. */
+    ASSERT_RC(tc_stream_read_start(c.s), 0);
+    ASSERT_RC(tc_stream_write(srv_side->s, "back", 4), 0);
+    RUN_UNTIL(loop, c.text_len == 4, 5000);
+    close_loop(loop);
+    free(srv_side);
+}
+
+static void
+test_shutdown_while_connecting_with_data(void **state)
+{
+    (void)state;
+    shutdown_while_connecting("queued");
+}
+
+static void
+test_shutdown_while_connecting_no_data(void **state)
+{
+    (void)state;
+    shutdown_while_connecting("");
+}
+
 /* ---- address helpers -------------------------------------------------- */
 
 static void
@@ -702,6 +753,8 @@ main(void)
         cmocka_unit_test(test_connect_timeout_disarmed_on_success),
         cmocka_unit_test(test_read_start_while_connecting),
         cmocka_unit_test(test_close_while_connecting),
+        cmocka_unit_test(test_shutdown_while_connecting_with_data),
+        cmocka_unit_test(test_shutdown_while_connecting_no_data),
         cmocka_unit_test(test_sockaddr_helpers),
     };
 

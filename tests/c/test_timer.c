@@ -484,6 +484,40 @@ test_many_timers_cancel_half(void **state)
     close_loop_clean(loop);
 }
 
+/* The largest delays neither fire nor overflow what reports them. */
+static void
+test_huge_delays(void **state)
+{
+    tc_loop_t *loop;
+    tc_timer_t *t;
+    tctx_t c = {0};
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    ASSERT_RC(tc_timer_new(loop, &c, &t), 0);
+    static const uint64_t delays[] = {86400000, (uint64_t)INT32_MAX + 1,
+                                      UINT64_MAX / 2, UINT64_MAX};
+    for (size_t i = 0; i < sizeof(delays) / sizeof(delays[0]); i++) {
+        int rc = tc_timer_start(t, count_cb, delays[i], delays[i]);
+
+        if (rc != 0) {
+            ASSERT_RC(rc, -EINVAL);
+            continue;
+        }
+        uint64_t r = tc_timer_remaining(t);
+        if (r < 86400000 - 1000) {
+            fail_msg("a %llu ms timer reports %llu ms remaining",
+                     (unsigned long long)delays[i], (unsigned long long)r);
+        }
+        int timeout = tc_loop_backend_timeout(loop);
+        assert_true(timeout > 86400000 - 1000);
+        run_nowait(loop, 2);
+        assert_int_equal(c.fired, 0);
+    }
+    ASSERT_RC(tc_close(tc_timer_handle(t), NULL), 0);
+    close_loop_clean(loop);
+}
+
 int
 main(void)
 {
@@ -502,6 +536,7 @@ main(void)
         cmocka_unit_test(test_close_inside_callback),
         cmocka_unit_test(test_close_active),
         cmocka_unit_test(test_many_timers_cancel_half),
+        cmocka_unit_test(test_huge_delays),
     };
 
     return cmocka_run_group_tests_name("timer", tests, NULL, NULL);

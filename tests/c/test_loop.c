@@ -671,6 +671,51 @@ test_handle_type_names(void **state)
     assert_non_null(tc_handle_type_name((tc_handle_type_t)999));
 }
 
+/* tc_loop_close from inside a callback is refused; the walk lets its
+ * callback close the handle it is given. */
+static void
+close_from_callback(void *arg)
+{
+    closing_ctx_t *c = arg;
+
+    c->rc = tc_loop_close(c->loop);
+    c->ran++;
+}
+
+static void
+close_walked(tc_handle_t *h, void *arg)
+{
+    /* Closing handles are walked too (the helpers' watchdog may be one). */
+    if (!tc_handle_is_closing(h)) {
+        (*(int *)arg)++;
+        ASSERT_RC(tc_close(h, NULL), 0);
+    }
+}
+
+static void
+test_close_from_callback_and_walk(void **state)
+{
+    tc_loop_t *loop;
+    closing_ctx_t c = {0};
+    tc_timer_t *t[5];
+    int walked = 0;
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    c.loop = loop;
+    ASSERT_RC(tc_loop_call_soon(loop, close_from_callback, &c), 0);
+    RUN_UNTIL(loop, c.ran == 1, 5000);
+    ASSERT_RC(c.rc, -EBUSY);
+    for (int i = 0; i < 5; i++) {
+        ASSERT_RC(tc_timer_new(loop, NULL, &t[i]), 0);
+        ASSERT_RC(tc_timer_start(t[i], noop_timer, 60000, 0), 0);
+    }
+    tc_loop_walk(loop, close_walked, &walked);
+    assert_int_equal(walked, 5);
+    assert_int_equal(tc_loop_open_handles(loop), 0);
+    close_loop_clean(loop);
+}
+
 /* ---- embedding -------------------------------------------------------- */
 
 typedef struct embed_ctx {
@@ -833,6 +878,7 @@ main(void)
         cmocka_unit_test(test_close_callback_later),
         cmocka_unit_test(test_loop_close_runs_due_callbacks),
         cmocka_unit_test(test_handle_type_names),
+        cmocka_unit_test(test_close_from_callback_and_walk),
         cmocka_unit_test(test_embedding),
         cmocka_unit_test(test_embedding_timeout_zero_when_work_is_due),
         cmocka_unit_test(test_embedding_cross_thread_wakeup),

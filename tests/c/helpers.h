@@ -70,7 +70,8 @@ bool watchdog_expired(const watchdog_t *wd);
 void watchdog_stop(watchdog_t *wd);
 
 /* RUN_UNTIL(loop, cond, ms): iterate until cond holds; fail the test
- * naming cond when the deadline passes first. */
+ * naming cond when the deadline passes first.  The watchdog is an open
+ * timer handle while it waits: cond must not count open handles. */
 #define RUN_UNTIL(loop, cond, ms)                                           \
     do {                                                                    \
         watchdog_t wd__;                                                    \

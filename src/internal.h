@@ -54,6 +54,8 @@ struct tc_handle_s {
     uint64_t closed_at_iteration;
 };
 
+#define TC__SIGNAL_WORDS 2   /* bits for signal numbers below 128 */
+
 typedef struct tc__call {
     tc_call_cb fn;
     void *arg;
@@ -79,10 +81,14 @@ struct tc_loop_s {
 
     tc__callvec_t soon, soon_spare;
     ev_idle soon_idle;             /* keeps epoll from blocking */
-    ev_check check;                /* runs call-soon, closes, hook */
     ev_prepare prepare;            /* re-evaluates soon_idle */
+    bool in_prepare_phase;         /* invoke_pending: no after-phase */
 
-    ev_async wakeup;               /* shared by all cross-thread calls */
+    /* Cross-thread calls wake the loop through an eventfd of our own, not
+     * ev_async: libev writes an async's fd only while blocked inside
+     * ev_run(), and an embedding host polls the backend fd itself. */
+    int wakeup_fd;
+    ev_io wakeup_io;
     pthread_mutex_t xlock;         /* guards: xcalls, xclosed */
     tc__callvec_t xcalls, xspare;
     bool xclosed;
@@ -94,6 +100,9 @@ struct tc_loop_s {
     char *read_buf;                /* shared by all streams' reads */
     size_t read_buf_size;
 
+    bool fd_changes;               /* io watchers changed since prepare */
+    struct tc_signal_s *signals;   /* started signal handles */
+    _Atomic uint64_t signals_pending[TC__SIGNAL_WORDS];  /* set in handler */
     struct tc_server_s *starved;   /* servers waiting for descriptors */
     double now_mono;               /* cached, seconds */
     int backend_fd;                /* -2: not looked up yet */
@@ -105,6 +114,11 @@ struct tc_loop_s {
     _Atomic(struct tc_work_s *) pool_done;
     atomic_size_t pool_pending;
 };
+
+/* Run queued cross-thread calls now (loop.c).  Thread: loop. */
+void tc__loop_run_thread_calls(tc_loop_t *loop);
+/* Call the handles of signals that arrived (signal.c).  Thread: loop. */
+void tc__signal_dispatch(tc_loop_t *loop);
 
 /* Keep tc_loop_run(TC_RUN_DEFAULT) from returning while the caller has
  * work outstanding (pool tasks, name lookups).  Thread: loop. */
@@ -124,6 +138,27 @@ int tc__resolve_one(tc_loop_t *loop, const char *host, int port,
                     tc__resolve_cb cb, void *arg, tc__resolve_req_t **out);
 /* Forget a lookup: its cb is never called.  Thread: loop. */
 void tc__resolve_cancel(tc__resolve_req_t *req);
+
+/* libev applies io watcher changes to epoll only inside ev_run(); an
+ * embedding host must not block on the backend fd while some are pending,
+ * so every start/stop goes through these and marks the loop. */
+static inline void
+tc__io_start(struct ev_loop *ev, ev_io *w)
+{
+    if (!ev_is_active(w)) {
+        ((tc_loop_t *)ev_userdata(ev))->fd_changes = true;
+        ev_io_start(ev, w);
+    }
+}
+
+static inline void
+tc__io_stop(struct ev_loop *ev, ev_io *w)
+{
+    if (ev_is_active(w)) {
+        ((tc_loop_t *)ev_userdata(ev))->fd_changes = true;
+    }
+    ev_io_stop(ev, w);   /* also drops a pending event */
+}
 
 /* Register a freshly allocated handle (zeroed by the caller). */
 void tc__handle_init(tc_loop_t *loop, tc_handle_t *h, tc_handle_type_t type,

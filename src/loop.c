@@ -1,12 +1,17 @@
 /* The loop: a libev loop plus the queues twincore adds to it.
  *
  * Each iteration: prepare (decide whether epoll may block) -> epoll -> IO,
- * timer and wakeup callbacks -> check (call-soon queue, close callbacks,
- * the after-iteration hook).  Our own watchers are unref'd so that only
- * user handles keep tc_loop_run(TC_RUN_DEFAULT) going, except the idle
- * watcher, which is started only while queued work must run. */
+ * timer and wakeup callbacks -> our after-callbacks phase (call-soon queue,
+ * close callbacks, the after-iteration hook).  That phase hangs on libev's
+ * invoke-pending callback, not on an ev_check watcher: libev runs check
+ * watchers *before* the IO and timer callbacks of the same iteration.
+ * Our own watchers are unref'd so that only user handles keep
+ * tc_loop_run(TC_RUN_DEFAULT) going, except the idle watcher, which is
+ * started only while queued work must run. */
 #include <math.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -70,6 +75,8 @@ prepare_cb(struct ev_loop *ev, ev_prepare *w, int revents)
     (void)w;
     (void)revents;
     tc_loop_t *loop = loop_of(ev);
+    loop->in_prepare_phase = true;
+    loop->fd_changes = false;   /* libev applies them right after this */
     /* An active idle watcher makes libev poll with a zero timeout. */
     if (has_queued_work(loop)) {
         if (!ev_is_active(&loop->soon_idle)) {
@@ -122,12 +129,17 @@ run_closing(tc_loop_t *loop, bool all)
     }
 }
 
+/* libev calls this once for the prepare watchers and once for everything
+ * the poll produced; only the second is followed by our phase. */
 static void
-check_cb(struct ev_loop *ev, ev_check *w, int revents)
+invoke_pending(struct ev_loop *ev)
 {
-    (void)w;
-    (void)revents;
     tc_loop_t *loop = loop_of(ev);
+    ev_invoke_pending(ev);
+    if (loop->in_prepare_phase) {
+        loop->in_prepare_phase = false;
+        return;
+    }
     run_soon(loop);
     run_closing(loop, false);
     if (loop->after_iteration != NULL) {
@@ -136,19 +148,15 @@ check_cb(struct ev_loop *ev, ev_check *w, int revents)
     loop->stats.iterations++;
 }
 
-static void
-wakeup_cb(struct ev_loop *ev, ev_async *w, int revents)
+void
+tc__loop_run_thread_calls(tc_loop_t *loop)
 {
-    (void)w;
-    (void)revents;
-    tc_loop_t *loop = loop_of(ev);
     pthread_mutex_lock(&loop->xlock);
     tc__callvec_t batch = loop->xcalls;
     loop->xcalls = loop->xspare;
     loop->xcalls.len = 0;
     pthread_mutex_unlock(&loop->xlock);
 
-    loop->stats.wakeups++;
     for (size_t i = 0; i < batch.len; i++) {
         batch.items[i].fn(batch.items[i].arg);
     }
@@ -159,6 +167,21 @@ wakeup_cb(struct ev_loop *ev, ev_async *w, int revents)
     pthread_mutex_lock(&loop->xlock);
     loop->xspare = batch;
     pthread_mutex_unlock(&loop->xlock);
+}
+
+static void
+wakeup_cb(struct ev_loop *ev, ev_io *w, int revents)
+{
+    (void)revents;
+    tc_loop_t *loop = loop_of(ev);
+    uint64_t count;
+    /* Reset the eventfd before taking the queue: a call pushed after the
+     * swap writes it again. */
+    while (read(w->fd, &count, sizeof(count)) < 0 && errno == EINTR) {
+    }
+    loop->stats.wakeups++;
+    tc__signal_dispatch(loop);
+    tc__loop_run_thread_calls(loop);
 }
 
 int
@@ -185,8 +208,13 @@ tc_loop_new(tc_loop_t **out)
         err = errno ? -errno : -ENOMEM;
         goto fail;
     }
-    if (pthread_mutex_init(&loop->xlock, NULL) != 0) {
+    loop->wakeup_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (loop->wakeup_fd < 0) {
+        err = tc__neg_errno();
         goto fail_ev;
+    }
+    if (pthread_mutex_init(&loop->xlock, NULL) != 0) {
+        goto fail_fd;
     }
     loop->owner = pthread_self();
     loop->backend_fd = -2;
@@ -197,16 +225,22 @@ tc_loop_new(tc_loop_t **out)
     ev_prepare_init(&loop->prepare, prepare_cb);
     ev_prepare_start(loop->ev, &loop->prepare);
     ev_unref(loop->ev);
-    ev_check_init(&loop->check, check_cb);
-    ev_check_start(loop->ev, &loop->check);
-    ev_unref(loop->ev);
-    ev_async_init(&loop->wakeup, wakeup_cb);
-    ev_async_start(loop->ev, &loop->wakeup);
+    ev_set_invoke_pending_cb(loop->ev, invoke_pending);
+    ev_io_init(&loop->wakeup_io, wakeup_cb, loop->wakeup_fd, EV_READ);
+    tc__io_start(loop->ev, &loop->wakeup_io);
     ev_unref(loop->ev);
     ev_idle_init(&loop->soon_idle, idle_cb);
+    /* Register the wakeup fd with epoll now (libev does so only inside
+     * ev_run): an embedding host may poll the backend fd first. */
+    loop->in_prepare_phase = true;
+    ev_run(loop->ev, EVRUN_NOWAIT);
+    loop->stats.iterations = 0;
+    loop->fd_changes = false;
     *out = loop;
     return 0;
 
+fail_fd:
+    close(loop->wakeup_fd);
 fail_ev:
     ev_loop_destroy(loop->ev);
 fail:
@@ -235,7 +269,7 @@ tc_loop_close(tc_loop_t *loop)
     pthread_mutex_unlock(&loop->xlock);
     while (loop->soon.len > 0 || loop->closing_head != NULL ||
            loop->xcalls.len > 0) {
-        wakeup_cb(loop->ev, &loop->wakeup, 0);
+        tc__loop_run_thread_calls(loop);
         run_soon(loop);
         run_closing(loop, true);
     }
@@ -249,9 +283,8 @@ tc_loop_close(tc_loop_t *loop)
     ev_ref(loop->ev);
     ev_prepare_stop(loop->ev, &loop->prepare);
     ev_ref(loop->ev);
-    ev_check_stop(loop->ev, &loop->check);
-    ev_ref(loop->ev);
-    ev_async_stop(loop->ev, &loop->wakeup);
+    tc__io_stop(loop->ev, &loop->wakeup_io);
+    close(loop->wakeup_fd);
     ev_idle_stop(loop->ev, &loop->soon_idle);
     ev_loop_destroy(loop->ev);
     pthread_mutex_destroy(&loop->xlock);
@@ -293,6 +326,8 @@ tc_loop_run(tc_loop_t *loop, tc_run_mode_t mode)
     loop->now_mono = monotonic_s();
     /* Queued work left from before the run must not wait on epoll. */
     prepare_cb(loop->ev, &loop->prepare, 0);
+    /* ev_run() starts with an invoke-pending of its own: not the end of an
+     * iteration, so the flag prepare_cb set stays for it. */
     bool alive = ev_run(loop->ev, flags);
     loop->running = false;
     return alive ? 1 : 0;
@@ -351,9 +386,12 @@ tc_loop_call_from_thread(tc_loop_t *loop, tc_call_cb fn, void *arg)
     }
     int err = tc__callvec_push(&loop->xcalls, fn, arg);
     /* The first call of a batch sends the wakeup; the rest ride on it.
-     * Sending under the lock keeps the loop alive while we touch it. */
+     * Writing under the lock keeps the loop alive while we touch it. */
     if (err == 0 && loop->xcalls.len == 1) {
-        ev_async_send(loop->ev, &loop->wakeup);
+        uint64_t one = 1;
+        while (write(loop->wakeup_fd, &one, sizeof(one)) < 0 &&
+               errno == EINTR) {
+        }
     }
     pthread_mutex_unlock(&loop->xlock);
     return err;
@@ -424,7 +462,8 @@ tc_loop_backend_timeout(tc_loop_t *loop)
         return -1;
     }
     TC__ASSERT_LOOP_THREAD(loop);
-    if (has_queued_work(loop) || ev_pending_count(loop->ev) > 0) {
+    if (has_queued_work(loop) || loop->fd_changes ||
+        ev_pending_count(loop->ev) > 0) {
         return 0;
     }
     double best = -1.0;

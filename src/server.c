@@ -58,7 +58,7 @@ static void
 starve(tc_server_t *s, int err)
 {
     struct ev_loop *ev = s->h.loop->ev;
-    ev_io_stop(ev, &s->io);
+    tc__io_stop(ev, &s->io);
     if (!s->starved) {
         s->starved = true;
         s->next_starved = s->h.loop->starved;
@@ -84,7 +84,7 @@ retry(tc_server_t *s)
     ev_timer_stop(s->h.loop->ev, &s->backoff);
     unlink_starved(s);
     if (!s->paused) {
-        ev_io_start(s->h.loop->ev, &s->io);
+        tc__io_start(s->h.loop->ev, &s->io);
     }
 }
 
@@ -164,7 +164,7 @@ static void
 server_close(tc_handle_t *h)
 {
     tc_server_t *s = TC__CONTAINER_OF(h, tc_server_t, h);
-    ev_io_stop(h->loop->ev, &s->io);
+    tc__io_stop(h->loop->ev, &s->io);
     ev_timer_stop(h->loop->ev, &s->backoff);
     if (s->starved) {
         unlink_starved(s);
@@ -225,7 +225,7 @@ tc__server_new(tc_loop_t *loop, int fd, bool is_unix, bool nodelay,
     s->nodelay = nodelay;
     ev_io_init(&s->io, accept_ready, fd, EV_READ);
     ev_init(&s->backoff, backoff_fire);
-    ev_io_start(loop->ev, &s->io);
+    tc__io_start(loop->ev, &s->io);
     *out = s;
     return 0;
 }
@@ -278,7 +278,7 @@ tc_server_pause(tc_server_t *s)
     }
     TC__ASSERT_LOOP_THREAD(s->h.loop);
     s->paused = true;
-    ev_io_stop(s->h.loop->ev, &s->io);
+    tc__io_stop(s->h.loop->ev, &s->io);
     return 0;
 }
 
@@ -291,7 +291,7 @@ tc_server_resume(tc_server_t *s)
     TC__ASSERT_LOOP_THREAD(s->h.loop);
     s->paused = false;
     if (!s->starved) {
-        ev_io_start(s->h.loop->ev, &s->io);
+        tc__io_start(s->h.loop->ev, &s->io);
     }
     return 0;
 }

@@ -1,49 +1,91 @@
-/* Signal handlers on the loop thread, over ev_signal.  libev lets one loop
- * at a time own a signal; a second claim would abort inside libev, so this
- * file keeps its own table of owners and answers -EBUSY instead. */
+/* Signal handlers that run on the loop thread, not in signal context.
+ *
+ * Our own sigaction handler marks the signal pending in its loop's bitmask
+ * and writes the loop's wakeup eventfd (both async-signal-safe); the loop
+ * then calls every started handle for that signal.  libev's ev_signal is
+ * not used: its wakeup reaches epoll only while ev_run() blocks, so an
+ * embedding host would not wake.  One loop at a time owns a signal; the
+ * handler that was installed before the first start is restored after the
+ * last stop (Python's, for instance). */
 #include <signal.h>
+#include <unistd.h>
 
 #include "internal.h"
 
 struct tc_signal_s {
     tc_handle_t h;
-    ev_signal w;
     tc_signal_cb cb;
-    int signum;
+    int signum;                 /* 0 while stopped */
+    tc_signal_t *next_active;   /* loop->signals */
 };
 
 static pthread_mutex_t owners_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
-    tc_loop_t *loop;      /* guarded by owners_lock */
-    unsigned watchers;
+    _Atomic(tc_loop_t *) loop;  /* read by the handler, lock-free */
+    unsigned watchers;          /* guarded by owners_lock */
+    struct sigaction previous;  /* guarded by owners_lock */
 } owners[NSIG];
 
+/* Signal context: only atomics and write(2). */
 static void
-signal_fire(struct ev_loop *ev, ev_signal *w, int revents)
+on_signal(int signum)
 {
-    (void)ev;
-    (void)revents;
-    tc_signal_t *s = TC__CONTAINER_OF(w, tc_signal_t, w);
-    s->cb(s, s->signum);
+    int saved_errno = errno;
+    tc_loop_t *loop = atomic_load(&owners[signum].loop);
+    if (loop != NULL) {
+        atomic_fetch_or(&loop->signals_pending[signum / 64],
+                        (uint64_t)1 << (signum % 64));
+        uint64_t one = 1;
+        ssize_t rc = write(loop->wakeup_fd, &one, sizeof(one));
+        (void)rc;   /* a full eventfd is already readable */
+    }
+    errno = saved_errno;
 }
 
-static void
-release_owner(int signum)
+void
+tc__signal_dispatch(tc_loop_t *loop)
 {
-    pthread_mutex_lock(&owners_lock);
-    if (--owners[signum].watchers == 0) {
-        owners[signum].loop = NULL;
+    for (int word = 0; word < TC__SIGNAL_WORDS; word++) {
+        uint64_t bits = atomic_exchange(&loop->signals_pending[word], 0);
+        while (bits != 0) {
+            int bit = __builtin_ctzll(bits);
+            bits &= bits - 1;
+            int signum = word * 64 + bit;
+            /* A callback may stop or close handles: take the next first. */
+            tc_signal_t *s = loop->signals;
+            while (s != NULL) {
+                tc_signal_t *next = s->next_active;
+                if (s->signum == signum) {
+                    s->cb(s, signum);
+                }
+                s = next;
+            }
+        }
     }
-    pthread_mutex_unlock(&owners_lock);
 }
 
 static void
 stop_quietly(tc_signal_t *s)
 {
-    if (ev_is_active(&s->w)) {
-        ev_signal_stop(s->h.loop->ev, &s->w);
-        release_owner(s->signum);
+    if (s->signum == 0) {
+        return;
     }
+    tc_signal_t **p = &s->h.loop->signals;
+    while (*p != NULL && *p != s) {
+        p = &(*p)->next_active;
+    }
+    if (*p == s) {
+        *p = s->next_active;
+    }
+    s->next_active = NULL;
+    tc__loop_unref(s->h.loop);
+    pthread_mutex_lock(&owners_lock);
+    if (--owners[s->signum].watchers == 0) {
+        sigaction(s->signum, &owners[s->signum].previous, NULL);
+        atomic_store(&owners[s->signum].loop, NULL);
+    }
+    pthread_mutex_unlock(&owners_lock);
+    s->signum = 0;
 }
 
 static void
@@ -55,7 +97,7 @@ signal_close(tc_handle_t *h)
 static bool
 signal_is_active(const tc_handle_t *h)
 {
-    return ev_is_active(&TC__CONTAINER_OF(h, tc_signal_t, h)->w);
+    return TC__CONTAINER_OF(h, tc_signal_t, h)->signum != 0;
 }
 
 static const tc__handle_vtable_t signal_vt = {
@@ -80,7 +122,6 @@ tc_signal_new(tc_loop_t *loop, void *data, tc_signal_t **out)
         return -ENOMEM;
     }
     tc__handle_init(loop, &s->h, TC_HANDLE_SIGNAL, &signal_vt, data);
-    ev_init(&s->w, signal_fire);
     *out = s;
     return 0;
 }
@@ -92,20 +133,40 @@ tc_signal_start(tc_signal_t *s, tc_signal_cb cb, int signum)
         signum == SIGKILL || signum == SIGSTOP || tc__handle_closing(&s->h)) {
         return -EINVAL;
     }
-    TC__ASSERT_LOOP_THREAD(s->h.loop);
+    tc_loop_t *loop = s->h.loop;
+    TC__ASSERT_LOOP_THREAD(loop);
+    if (s->signum == signum) {
+        s->cb = cb;
+        return 0;
+    }
     stop_quietly(s);
     pthread_mutex_lock(&owners_lock);
-    if (owners[signum].loop != NULL && owners[signum].loop != s->h.loop) {
+    tc_loop_t *owner = atomic_load(&owners[signum].loop);
+    if (owner != NULL && owner != loop) {
         pthread_mutex_unlock(&owners_lock);
         return -EBUSY;
     }
-    owners[signum].loop = s->h.loop;
+    if (owners[signum].watchers == 0) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = on_signal;
+        sa.sa_flags = SA_RESTART;
+        sigfillset(&sa.sa_mask);
+        atomic_store(&owners[signum].loop, loop);
+        if (sigaction(signum, &sa, &owners[signum].previous) != 0) {
+            int err = tc__neg_errno();
+            atomic_store(&owners[signum].loop, NULL);
+            pthread_mutex_unlock(&owners_lock);
+            return err;
+        }
+    }
     owners[signum].watchers++;
     pthread_mutex_unlock(&owners_lock);
     s->cb = cb;
     s->signum = signum;
-    ev_signal_set(&s->w, signum);
-    ev_signal_start(s->h.loop->ev, &s->w);
+    s->next_active = loop->signals;
+    loop->signals = s;
+    tc__loop_ref(loop);   /* a watched signal keeps the loop running */
     return 0;
 }
 

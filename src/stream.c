@@ -99,8 +99,8 @@ discard_queue(tc_stream_t *s, int status)
 static void
 stop_io(tc_stream_t *s)
 {
-    ev_io_stop(ev_of(s), &s->rio);
-    ev_io_stop(ev_of(s), &s->wio);
+    tc__io_stop(ev_of(s), &s->rio);
+    tc__io_stop(ev_of(s), &s->wio);
     ev_timer_stop(ev_of(s), &s->connect_timer);
 }
 
@@ -139,6 +139,19 @@ fail_later(tc_stream_t *s, int err)
     ev_feed_event(ev_of(s), &s->notify, EV_CUSTOM);
 }
 
+static void queue_drained(tc_stream_t *s);
+
+/* A shutdown asked for while connecting, with nothing to flush first. */
+static void
+shutdown_if_drained(tc_stream_t *s)
+{
+    if (!tc__handle_closing(&s->h) && !(s->flags & S_FAILED) &&
+        s->head == NULL && (s->flags & S_SHUT_PENDING) &&
+        !(s->flags & S_SHUT_DONE)) {
+        queue_drained(s);
+    }
+}
+
 static void
 notify_cb(struct ev_loop *ev, ev_idle *w, int revents)
 {
@@ -153,12 +166,13 @@ notify_cb(struct ev_loop *ev, ev_idle *w, int revents)
         tc_connect_cb cb = s->connect_cb;
         s->connect_cb = NULL;
         if (s->flags & S_READING) {
-            ev_io_start(ev_of(s), &s->rio);
+            tc__io_start(ev_of(s), &s->rio);
         }
         if (s->head != NULL) {
             start_writing(s);
         }
         cb(s, 0);
+        shutdown_if_drained(s);
     }
 }
 
@@ -184,7 +198,7 @@ static void
 start_writing(tc_stream_t *s)
 {
     if (!ev_is_active(&s->wio)) {
-        ev_io_start(ev_of(s), &s->wio);
+        tc__io_start(ev_of(s), &s->wio);
     }
 }
 
@@ -193,7 +207,7 @@ start_writing(tc_stream_t *s)
 static void
 queue_drained(tc_stream_t *s)
 {
-    ev_io_stop(ev_of(s), &s->wio);
+    tc__io_stop(ev_of(s), &s->wio);
     if ((s->flags & S_SHUT_PENDING) && !(s->flags & S_SHUT_DONE)) {
         s->flags |= S_SHUT_DONE;
         if (shutdown(s->fd, SHUT_WR) != 0 && errno != ENOTCONN) {
@@ -277,14 +291,17 @@ finish_connect(tc_stream_t *s, int status)
         discard_queue(s, status);
     } else {
         if (s->flags & S_READING) {
-            ev_io_start(ev_of(s), &s->rio);
+            tc__io_start(ev_of(s), &s->rio);
         }
         if (s->head == NULL) {
-            ev_io_stop(ev_of(s), &s->wio);
+            tc__io_stop(ev_of(s), &s->wio);
         }
     }
     if (cb != NULL) {
         cb(s, status);
+    }
+    if (status == 0) {
+        shutdown_if_drained(s);
     }
 }
 
@@ -323,7 +340,7 @@ read_ready(struct ev_loop *ev, ev_io *w, int revents)
     if (n == 0) {
         s->flags |= S_EOF;
         s->flags &= ~S_READING;
-        ev_io_stop(ev, &s->rio);
+        tc__io_stop(ev, &s->rio);
         if (s->cbs.on_eof != NULL) {
             s->cbs.on_eof(s);
         } else if (!(s->flags & S_SHUT_PENDING)) {
@@ -352,6 +369,11 @@ static void
 stream_close(tc_handle_t *h)
 {
     tc_stream_t *s = TC__CONTAINER_OF(h, tc_stream_t, h);
+    /* tc_close() during a graceful close cuts the flush short; the close
+     * callback given to tc_stream_close() still runs unless replaced. */
+    if ((s->flags & S_CLOSE_PENDING) && h->close_cb == NULL) {
+        h->close_cb = s->graceful_cb;
+    }
     stop_io(s);
     ev_idle_stop(ev_of(s), &s->notify);   /* drops a fed event */
     if (s->fd >= 0) {
@@ -425,7 +447,7 @@ tc__stream_connect_begin(tc_stream_t *s, tc_connect_cb cb,
 {
     s->connect_cb = cb;
     if (s->flags & S_CONNECTING) {
-        ev_io_start(ev_of(s), &s->wio);
+        tc__io_start(ev_of(s), &s->wio);
         if (timeout_ms > 0) {
             ev_timer_set(&s->connect_timer, (double)timeout_ms / 1000.0, 0.);
             ev_timer_start(ev_of(s), &s->connect_timer);
@@ -489,7 +511,7 @@ tc_stream_read_start(tc_stream_t *s)
     }
     s->flags |= S_READING;
     if (!(s->flags & S_CONNECTING) && s->connect_cb == NULL) {
-        ev_io_start(ev_of(s), &s->rio);
+        tc__io_start(ev_of(s), &s->rio);
     }
     return 0;
 }
@@ -502,7 +524,7 @@ tc_stream_read_stop(tc_stream_t *s)
     }
     TC__ASSERT_LOOP_THREAD(s->h.loop);
     s->flags &= ~S_READING;
-    ev_io_stop(ev_of(s), &s->rio);
+    tc__io_stop(ev_of(s), &s->rio);
     return 0;
 }
 
@@ -784,7 +806,7 @@ tc_stream_close(tc_stream_t *s, tc_close_cb cb)
     s->flags |= S_CLOSE_PENDING;
     s->flags &= ~S_READING;
     s->graceful_cb = cb;
-    ev_io_stop(ev_of(s), &s->rio);
+    tc__io_stop(ev_of(s), &s->rio);
     return 0;
 }
 

@@ -3,6 +3,8 @@
  * that iteration, as libev's do. */
 #include "internal.h"
 
+#define TC__TIMER_MAX_S (100.0 * 365 * 86400)
+
 struct tc_timer_s {
     tc_handle_t h;
     ev_timer w;
@@ -75,8 +77,11 @@ int
 tc_timer_start_s(tc_timer_t *t, tc_timer_cb cb, double after_s,
                  double repeat_s)
 {
-    if (t == NULL || cb == NULL || !(after_s >= 0.0) || !(repeat_s >= 0.0)) {
-        return -EINVAL;   /* the negated tests also reject NaN */
+    /* The negated tests also reject NaN; a century caps what epoll and
+     * libev's double arithmetic can take without losing precision. */
+    if (t == NULL || cb == NULL || !(after_s >= 0.0) || !(repeat_s >= 0.0) ||
+        after_s > TC__TIMER_MAX_S || repeat_s > TC__TIMER_MAX_S) {
+        return -EINVAL;
     }
     if (tc__handle_closing(&t->h)) {
         return -EINVAL;
@@ -115,6 +120,9 @@ tc_timer_remaining(const tc_timer_t *t)
     if (t == NULL) {
         return 0;
     }
-    double left = timer_next(&t->h);
-    return left > 0.0 ? (uint64_t)(left * 1000.0 + 0.5) : 0;
+    double left_ms = timer_next(&t->h) * 1000.0 + 0.5;
+    if (left_ms >= 18446744073709551615.0) {
+        return UINT64_MAX;   /* the conversion would overflow */
+    }
+    return left_ms > 0.5 ? (uint64_t)left_ms : 0;
 }

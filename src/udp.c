@@ -106,15 +106,15 @@ send_ready(struct ev_loop *ev, ev_io *w, int revents)
             }
         }
     }
-    ev_io_stop(ev, &u->wio);
+    tc__io_stop(ev, &u->wio);
 }
 
 static void
 udp_close(tc_handle_t *h)
 {
     tc_udp_t *u = TC__CONTAINER_OF(h, tc_udp_t, h);
-    ev_io_stop(h->loop->ev, &u->rio);
-    ev_io_stop(h->loop->ev, &u->wio);
+    tc__io_stop(h->loop->ev, &u->rio);
+    tc__io_stop(h->loop->ev, &u->wio);
     if (u->fd >= 0) {
         close(u->fd);
         u->fd = -1;
@@ -217,7 +217,7 @@ tc_udp_recv_start(tc_udp_t *u, tc_udp_recv_cb cb)
     }
     TC__ASSERT_LOOP_THREAD(u->h.loop);
     u->cb = cb;
-    ev_io_start(u->h.loop->ev, &u->rio);
+    tc__io_start(u->h.loop->ev, &u->rio);
     return 0;
 }
 
@@ -228,7 +228,7 @@ tc_udp_recv_stop(tc_udp_t *u)
         return -EINVAL;
     }
     TC__ASSERT_LOOP_THREAD(u->h.loop);
-    ev_io_stop(u->h.loop->ev, &u->rio);
+    tc__io_stop(u->h.loop->ev, &u->rio);
     return 0;
 }
 
@@ -277,7 +277,7 @@ tc_udp_send(tc_udp_t *u, const void *buf, size_t len,
     }
     u->tail = d;
     u->queued += len;
-    ev_io_start(u->h.loop->ev, &u->wio);
+    tc__io_start(u->h.loop->ev, &u->wio);
     return 0;
 }
 

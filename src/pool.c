@@ -2,19 +2,26 @@
  * the loops.
  *
  * One mutex per pool guards the queues and the counters; idle workers wait
- * on work_cond, submitters of a full bounded queue on space_cond.  A submit
- * signals a sleeping worker only when no signal is already on its way, so a
- * burst of submits to a busy pool costs no futex calls.  Finished work is
- * pushed, without a lock, on its loop's pool_done stack; the push that finds
- * the stack empty queues one drain_done() call to the loop, which takes the
- * whole stack, runs the done callbacks oldest first, and puts the work
- * records back on their pool's freelist under one lock per batch.
+ * on work_cond, submitters of a full bounded queue on space_cond.  A worker
+ * that runs out of work first polls for a few microseconds (one at a time)
+ * before it sleeps, and submits signal a sleeping worker only when no
+ * signal is already on its way, so a busy pool costs few futex calls.
  *
- * Invariants: a work record is QUEUED (on a queue), RUNNING (a worker took
- * it; it stays RUNNING once finished) or CANCELLED; its done callback runs
- * exactly once, from drain_done().  pool->outstanding counts records handed
- * out and not yet recycled; a freed pool is released when it drops to 0.
- * At most one drain_done() is queued per loop at any time. */
+ * Finished work is pushed, without a lock, on its loop's pool_done stack;
+ * the push that finds the stack empty queues one drain_done() call to the
+ * loop, which takes the whole stack and runs the done callbacks oldest
+ * first.  Submits those callbacks make to the same pool are staged and
+ * queued under one lock per STAGE_MAX, reusing the records just delivered;
+ * the rest go back to the pool's freelist under that same lock.
+ *
+ * Invariants: a work record is STAGED (in a drain's private list), QUEUED
+ * (on a queue), RUNNING (a worker took it; it stays RUNNING once finished)
+ * or CANCELLED; its done callback runs exactly once, from drain_done().
+ * pool->outstanding counts records handed out and not yet recycled; a freed
+ * pool is released when it drops to 0.  At most one drain_done() is queued
+ * per loop at any time.  The wait and run times of one task in
+ * TIMING_SAMPLE are measured: three clock reads per task would cost more
+ * than a tiny task itself. */
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,9 +30,13 @@
 
 #define FREELIST_MAX 4096
 #define MAX_THREADS 1024
+#define STAGE_MAX 32            /* staged submits queued per lock */
+#define TIMING_SAMPLE 8         /* a power of two */
+#define SPIN_NS 20000u          /* how long an idle worker polls */
 
 enum work_state {
-    W_QUEUED = 0,
+    W_STAGED = 0,
+    W_QUEUED,
     W_RUNNING,
     W_CANCELLED,
 };
@@ -39,7 +50,7 @@ struct tc_work_s {
     tc_work_fn work_fn;
     tc_work_done_cb done_cb;
     void *arg;
-    uint64_t submit_ns;
+    uint64_t submit_ns;         /* 0: not timed */
     unsigned generation;        /* pool generation at submit (see fork) */
     int status;                 /* written by whoever finishes the work */
     unsigned char priority;
@@ -52,7 +63,7 @@ struct tc_work_s {
 typedef struct worker {
     pthread_t tid;
     tc_pool_t *pool;
-    atomic_uint_fast64_t completed, failed;
+    atomic_uint_fast64_t completed, failed, timed;
     atomic_uint_fast64_t wait_ns[TC_POOL_HIST_BUCKETS];
     atomic_uint_fast64_t run_ns[TC_POOL_HIST_BUCKETS];
     char pad[64];               /* keep neighbours off our cache lines */
@@ -60,6 +71,7 @@ typedef struct worker {
 
 typedef struct queue {
     tc_work_t *head, *tail;
+    size_t len;
 } queue_t;
 
 struct tc_pool_s {
@@ -70,6 +82,7 @@ struct tc_pool_s {
     size_t queued, running, running_low;
     unsigned idle;              /* workers waiting on work_cond */
     unsigned wakes_pending;     /* signalled, not yet awake */
+    bool spinning;              /* a worker polls work_seq before sleeping */
     unsigned space_waiters;
     unsigned nstarted;          /* workers[0..nstarted) are running */
     bool start_failed;          /* do not retry pthread_create each time */
@@ -84,12 +97,17 @@ struct tc_pool_s {
     tc_pool_t *reg_prev, *reg_next;     /* guards: registry_lock */
 
     atomic_bool cancel_all;     /* a cancelling shutdown flags all work */
+    atomic_uint work_seq;       /* bumped by each submit, for the spinner */
+    /* Workers run, no shutdown, no bound: submits from a drain may be
+     * staged without the lock.  Written under the lock. */
+    atomic_bool stage_ok;
     /* Fixed at tc_pool_new. */
     unsigned nthreads;
     unsigned low_cap;           /* workers LOW work may occupy */
     size_t max_queued;
     bool block_when_full;
     size_t stack_size;
+    uint64_t spin_ns;           /* 0 on a single CPU */
     worker_t *workers;
 };
 
@@ -102,6 +120,22 @@ static int atfork_err;
 
 /* The pool whose worker this thread is, to refuse a self-join. */
 static _Thread_local tc_pool_t *current_pool;
+
+/* A drain_done() running on this thread, for one pool at a time: records
+ * its done callbacks released (cache) and the submits they made (staged),
+ * put back and queued together by flush_drain(). */
+typedef struct drain_ctx {
+    tc_loop_t *loop;
+    tc_pool_t *pool;
+    tc_work_t *cache;
+    size_t delivered;           /* records of pool delivered so far */
+    tc_work_t *staged_head, *staged_tail;
+    size_t nstaged;
+} drain_ctx_t;
+
+static _Thread_local drain_ctx_t *current_drain;
+/* Which submits of this thread are timed. */
+static _Thread_local unsigned timing_tick;
 
 static inline uint64_t
 now_ns(void)
@@ -142,6 +176,7 @@ queue_push(queue_t *q, tc_work_t *w)
         q->head = w;
     }
     q->tail = w;
+    q->len++;
 }
 
 static void
@@ -158,6 +193,7 @@ queue_unlink(queue_t *q, tc_work_t *w)
         q->tail = w->prev;
     }
     w->prev = w->next = NULL;
+    q->len--;
 }
 
 /* The next work a worker may run, marked RUNNING, or NULL. */
@@ -183,6 +219,35 @@ take_work(tc_pool_t *pool)
         return w;
     }
     return NULL;
+}
+
+/* Let spinning and sleeping workers know about new work.  Pool lock held.
+ * The spinner takes one item; sleepers are signalled for the rest, never
+ * twice for the same item. */
+static void
+wake_workers(tc_pool_t *pool)
+{
+    atomic_store_explicit(&pool->work_seq,
+                          atomic_load_explicit(&pool->work_seq,
+                                               memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    /* Work a worker may take now: LOW work beyond its cap waits for a
+     * LOW task to end, and that worker goes on with it. */
+    size_t want = pool->queues[TC_PRIORITY_HIGH].len +
+                  pool->queues[TC_PRIORITY_NORMAL].len;
+    size_t low = pool->queues[TC_PRIORITY_LOW].len;
+    if (pool->stopping || pool->running_low + low <= pool->low_cap) {
+        want += low;
+    } else if (pool->running_low < pool->low_cap) {
+        want += pool->low_cap - pool->running_low;
+    }
+    if (pool->spinning && want > 0) {
+        want--;
+    }
+    while (pool->wakes_pending < want && pool->idle > pool->wakes_pending) {
+        pool->wakes_pending++;
+        pthread_cond_signal(&pool->work_cond);
+    }
 }
 
 /* ---- the way back to the loop ---- */
@@ -241,20 +306,55 @@ pool_destroy(tc_pool_t *pool)
     free(pool);
 }
 
-/* Put n delivered records of one pool back on its freelist. */
 static void
-recycle(tc_pool_t *pool, tc_work_t *list)
+free_list(tc_work_t *w)
 {
-    tc_work_t *spill = NULL;
+    while (w != NULL) {
+        tc_work_t *next = w->next;
+        free(w);
+        w = next;
+    }
+}
+
+/* Queue the drain's staged submits and, unless keep_cache, put its spare
+ * records back, under one lock.  Staged work meeting a shutdown is
+ * cancelled.  Thread: loop. */
+static void
+flush_drain(drain_ctx_t *ctx, bool keep_cache)
+{
+    tc_pool_t *pool = ctx->pool;
+    if (pool == NULL) {
+        return;
+    }
+    tc_work_t *cancelled = NULL, *spill = NULL;
+    size_t ncancelled = 0;
     pthread_mutex_lock(&pool->lock);
-    while (list != NULL) {
-        tc_work_t *w = list;
-        list = w->next;
-        bool current = w->generation == pool->generation;
-        if (current) {
-            pool->outstanding--;
+    tc_work_t *w = ctx->staged_head;
+    while (w != NULL) {
+        tc_work_t *next = w->next;
+        if (w->state == W_STAGED && !pool->stopping) {
+            w->state = W_QUEUED;
+            queue_push(&pool->queues[w->priority], w);
+            pool->queued++;
+        } else {
+            w->state = W_CANCELLED;
+            w->status = -ECANCELED;
+            atomic_store_explicit(&w->cancel_flag, true,
+                                  memory_order_relaxed);
+            w->next = cancelled;
+            cancelled = w;
+            ncancelled++;
         }
-        if (current && !pool->freed && pool->nfree < FREELIST_MAX) {
+        w = next;
+    }
+    pool->submitted += ctx->nstaged;
+    pool->cancelled += ncancelled;
+    pool->outstanding += ctx->nstaged;
+    pool->outstanding -= ctx->delivered;
+    while (!keep_cache && ctx->cache != NULL) {
+        w = ctx->cache;
+        ctx->cache = w->next;
+        if (!pool->freed && pool->nfree < FREELIST_MAX) {
             w->next = pool->freelist;
             pool->freelist = w;
             pool->nfree++;
@@ -263,13 +363,21 @@ recycle(tc_pool_t *pool, tc_work_t *list)
             spill = w;
         }
     }
+    if (ctx->nstaged > ncancelled) {
+        wake_workers(pool);
+    }
     bool last = pool->freed && pool->outstanding == 0;
     pthread_mutex_unlock(&pool->lock);
-    while (spill != NULL) {
-        tc_work_t *next = spill->next;
-        free(spill);
-        spill = next;
+
+    ctx->staged_head = ctx->staged_tail = NULL;
+    ctx->nstaged = 0;
+    ctx->delivered = 0;
+    while (cancelled != NULL) {
+        w = cancelled->next;
+        push_done(cancelled);
+        cancelled = w;
     }
+    free_list(spill);
     if (last) {
         pool_destroy(pool);
     }
@@ -291,12 +399,17 @@ drain_done(void *arg)
         list = next;
     }
 
+    drain_ctx_t ctx = {.loop = loop};
+    drain_ctx_t *outer = current_drain;  /* a callback may run another loop */
+    current_drain = &ctx;
     size_t n = 0;
-    tc_pool_t *batch_pool = NULL;
-    tc_work_t *batch = NULL;
     while (fifo != NULL) {
         tc_work_t *w = fifo;
         fifo = w->next;
+        if (w->pool != ctx.pool) {
+            flush_drain(&ctx, false);
+            ctx.pool = w->pool;
+        }
         if (w->done_cb != NULL) {
             w->done_cb(w, w->status, w->arg);
         }
@@ -304,32 +417,50 @@ drain_done(void *arg)
             tc__loop_unref(loop);
         }
         n++;
-        /* Records go back in runs of one pool: one lock per run. */
-        if (w->pool != batch_pool && batch != NULL) {
-            recycle(batch_pool, batch);
-            batch = NULL;
+        if (w->generation != ctx.pool->generation) {
+            free(w);    /* a parent's record in a child: never counted */
+        } else {
+            w->next = ctx.cache;
+            ctx.cache = w;
+            ctx.delivered++;
         }
-        batch_pool = w->pool;
-        w->next = batch;
-        batch = w;
     }
-    if (batch != NULL) {
-        recycle(batch_pool, batch);
-    }
+    flush_drain(&ctx, false);
+    current_drain = outer;
     atomic_fetch_sub_explicit(&loop->pool_pending, n, memory_order_release);
 }
 
 /* ---- workers ---- */
 
 static void
-record_run(worker_t *me, int status, uint64_t submit_ns, uint64_t start_ns,
+record_run(worker_t *me, uint64_t submit_ns, uint64_t start_ns,
            uint64_t end_ns)
 {
-    counter_bump(status == 0 ? &me->completed : &me->failed);
     uint64_t wait = start_ns > submit_ns ? start_ns - submit_ns : 0;
     uint64_t run = end_ns > start_ns ? end_ns - start_ns : 0;
+    counter_bump(&me->timed);
     counter_bump(&me->wait_ns[hist_bucket(wait)]);
     counter_bump(&me->run_ns[hist_bucket(run)]);
+}
+
+/* Poll for a submit for a few microseconds: a worker that finds work this
+ * way costs the submitter no futex wake and itself no sleep. */
+static void
+spin_for_work(tc_pool_t *pool, unsigned seq)
+{
+    uint64_t deadline = now_ns() + pool->spin_ns;
+    for (unsigned i = 1;; i++) {
+        if (atomic_load_explicit(&pool->work_seq, memory_order_relaxed) !=
+            seq) {
+            return;
+        }
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        if ((i & 63) == 0 && now_ns() > deadline) {
+            return;
+        }
+    }
 }
 
 /* Thread: worker.  A finished work is handed to its loop only after the
@@ -341,6 +472,7 @@ worker_main(void *arg)
     worker_t *me = arg;
     tc_pool_t *pool = me->pool;
     tc_work_t *finished = NULL;
+    bool spun = false;
 
     current_pool = pool;
     pthread_mutex_lock(&pool->lock);
@@ -357,6 +489,18 @@ worker_main(void *arg)
             if (pool->stopping) {
                 break;
             }
+            if (!spun && !pool->spinning && pool->spin_ns > 0) {
+                spun = true;
+                pool->spinning = true;
+                unsigned seq = atomic_load_explicit(&pool->work_seq,
+                                                    memory_order_relaxed);
+                pthread_mutex_unlock(&pool->lock);
+                spin_for_work(pool, seq);
+                pthread_mutex_lock(&pool->lock);
+                pool->spinning = false;
+                continue;
+            }
+            spun = false;
             pool->idle++;
             pthread_cond_wait(&pool->work_cond, &pool->lock);
             pool->idle--;
@@ -365,6 +509,7 @@ worker_main(void *arg)
             }
             continue;
         }
+        spun = false;
         if (pool->space_waiters > 0) {
             pthread_cond_signal(&pool->space_cond);
         }
@@ -373,11 +518,16 @@ worker_main(void *arg)
             push_done(finished);    /* from now on it is its loop's */
         }
 
-        uint64_t start_ns = now_ns();
-        int status = w->work_fn(w, w->arg);
-        uint64_t end_ns = now_ns();
+        int status;
+        if (w->submit_ns != 0) {
+            uint64_t start_ns = now_ns();
+            status = w->work_fn(w, w->arg);
+            record_run(me, w->submit_ns, start_ns, now_ns());
+        } else {
+            status = w->work_fn(w, w->arg);
+        }
         w->status = status;
-        record_run(me, status, w->submit_ns, start_ns, end_ns);
+        counter_bump(status == 0 ? &me->completed : &me->failed);
         finished = w;
 
         pthread_mutex_lock(&pool->lock);
@@ -464,12 +614,15 @@ reset_in_child(tc_pool_t *pool)
             w = next;
         }
         pool->queues[p].head = pool->queues[p].tail = NULL;
+        pool->queues[p].len = 0;
     }
     pool->generation++;
     pool->queued = pool->running = pool->running_low = 0;
     pool->idle = pool->wakes_pending = pool->space_waiters = 0;
     pool->nstarted = 0;
     pool->start_failed = false;
+    pool->spinning = false;
+    atomic_store_explicit(&pool->stage_ok, false, memory_order_relaxed);
     pool->outstanding = 0;
     pool->submitted = pool->cancelled = 0;
     memset(pool->workers, 0, pool->nthreads * sizeof(*pool->workers));
@@ -528,6 +681,7 @@ tc_pool_new(const tc_pool_opts_t *opts, tc_pool_t **out)
     pool->max_queued = o.max_queued;
     pool->block_when_full = o.block_when_full;
     pool->stack_size = o.stack_size;
+    pool->spin_ns = sysconf(_SC_NPROCESSORS_ONLN) > 1 ? SPIN_NS : 0;
     pool->workers = calloc(o.threads, sizeof(*pool->workers));
     if (pool->workers == NULL) {
         goto fail;
@@ -589,9 +743,96 @@ admit(tc_pool_t *pool)
         pool->space_waiters--;
     }
     if (pool->nstarted < pool->nthreads && !pool->start_failed) {
-        return start_workers(pool);
+        int err = start_workers(pool);
+        if (err != 0) {
+            return err;
+        }
+        atomic_store_explicit(&pool->stage_ok, pool->max_queued == 0,
+                              memory_order_relaxed);
     }
     return 0;
+}
+
+static void
+fill_work(tc_work_t *w, tc_pool_t *pool, tc_loop_t *loop, tc_work_fn work_fn,
+          tc_work_done_cb done_cb, void *arg, tc_priority_t priority,
+          bool on_loop)
+{
+    w->prev = w->next = NULL;
+    w->pool = pool;
+    w->loop = loop;
+    w->work_fn = work_fn;
+    w->done_cb = done_cb;
+    w->arg = arg;
+    w->submit_ns = (timing_tick++ & (TIMING_SAMPLE - 1)) == 0 ? now_ns() : 0;
+    w->generation = pool->generation;
+    w->status = 0;
+    w->priority = (unsigned char)priority;
+    w->state = W_STAGED;
+    w->loop_ref = on_loop;
+    atomic_init(&w->cancel_flag, false);
+}
+
+/* Take a few records off the freelist for staged submits.  They count as
+ * delivered: the flush counts them again as staged or puts them back. */
+static void
+refill_cache(drain_ctx_t *ctx)
+{
+    tc_pool_t *pool = ctx->pool;
+    pthread_mutex_lock(&pool->lock);
+    for (int i = 0; i < STAGE_MAX && pool->freelist != NULL; i++) {
+        tc_work_t *w = pool->freelist;
+        pool->freelist = w->next;
+        pool->nfree--;
+        pool->outstanding++;
+        ctx->delivered++;
+        w->next = ctx->cache;
+        ctx->cache = w;
+    }
+    pthread_mutex_unlock(&pool->lock);
+}
+
+/* A submit from a done callback: no lock, a record the drain released.
+ * Returns false when the submit must take the locked path. */
+static bool
+stage(tc_pool_t *pool, tc_loop_t *loop, tc_work_fn work_fn,
+      tc_work_done_cb done_cb, void *arg, tc_priority_t priority,
+      tc_work_t **out)
+{
+    drain_ctx_t *ctx = current_drain;
+    if (ctx == NULL || ctx->pool != pool || ctx->loop != loop ||
+        !atomic_load_explicit(&pool->stage_ok, memory_order_relaxed)) {
+        return false;
+    }
+    if (ctx->nstaged == STAGE_MAX) {
+        flush_drain(ctx, true);     /* keep the workers fed meanwhile */
+    }
+    if (ctx->cache == NULL) {
+        refill_cache(ctx);
+    }
+    tc_work_t *w = ctx->cache;
+    if (w != NULL) {
+        ctx->cache = w->next;
+    } else {
+        w = malloc(sizeof(*w));
+        if (w == NULL) {
+            return false;
+        }
+    }
+    fill_work(w, pool, loop, work_fn, done_cb, arg, priority, true);
+    if (ctx->staged_tail != NULL) {
+        ctx->staged_tail->next = w;
+    } else {
+        ctx->staged_head = w;
+    }
+    ctx->staged_tail = w;
+    ctx->nstaged++;
+    atomic_fetch_add_explicit(&loop->pool_pending, 1, memory_order_relaxed);
+    tc__loop_ref(loop);
+    if (out != NULL) {
+        *out = w;
+    }
+    return true;
 }
 
 int
@@ -603,8 +844,10 @@ tc_pool_submit(tc_pool_t *pool, tc_loop_t *loop, tc_work_fn work_fn,
         (unsigned)priority >= TC_PRIORITY_COUNT) {
         return -EINVAL;
     }
+    if (stage(pool, loop, work_fn, done_cb, arg, priority, out)) {
+        return 0;
+    }
     bool on_loop = tc_loop_is_owner_thread(loop);
-    uint64_t submit_ns = now_ns();
 
     pthread_mutex_lock(&pool->lock);
     int err = admit(pool);
@@ -623,27 +866,14 @@ tc_pool_submit(tc_pool_t *pool, tc_loop_t *loop, tc_work_fn work_fn,
             return -ENOMEM;
         }
     }
-    w->pool = pool;
-    w->loop = loop;
-    w->work_fn = work_fn;
-    w->done_cb = done_cb;
-    w->arg = arg;
-    w->submit_ns = submit_ns;
-    w->generation = pool->generation;
-    w->status = 0;
-    w->priority = (unsigned char)priority;
+    fill_work(w, pool, loop, work_fn, done_cb, arg, priority, on_loop);
     w->state = W_QUEUED;
-    w->loop_ref = on_loop;
-    atomic_init(&w->cancel_flag, false);
     queue_push(&pool->queues[priority], w);
     pool->queued++;
     pool->submitted++;
     pool->outstanding++;
     atomic_fetch_add_explicit(&loop->pool_pending, 1, memory_order_relaxed);
-    if (pool->idle > pool->wakes_pending) {
-        pool->wakes_pending++;
-        pthread_cond_signal(&pool->work_cond);
-    }
+    wake_workers(pool);
     if (out != NULL) {
         *out = w;
     }
@@ -670,6 +900,12 @@ tc_pool_cancel(tc_work_t *w)
         return -EALREADY;
     }
     atomic_store_explicit(&w->cancel_flag, true, memory_order_relaxed);
+    if (w->state == W_STAGED) {
+        /* This thread's drain still holds it: its flush reports it. */
+        w->state = W_CANCELLED;
+        pthread_mutex_unlock(&pool->lock);
+        return 0;
+    }
     if (w->state != W_QUEUED) {
         pthread_mutex_unlock(&pool->lock);
         return -EBUSY;
@@ -719,6 +955,7 @@ tc_pool_shutdown(tc_pool_t *pool, tc_pool_shutdown_mode_t mode)
         return -EALREADY;
     }
     pool->stopping = true;
+    atomic_store_explicit(&pool->stage_ok, false, memory_order_relaxed);
     if (mode == TC_POOL_CANCEL) {
         atomic_store_explicit(&pool->cancel_all, true, memory_order_relaxed);
         /* Walk backwards so the list comes out oldest first, by priority. */
@@ -738,9 +975,11 @@ tc_pool_shutdown(tc_pool_t *pool, tc_pool_shutdown_mode_t mode)
                 w = prev;
             }
             pool->queues[p].head = pool->queues[p].tail = NULL;
+            pool->queues[p].len = 0;
         }
     }
     unsigned n = pool->nstarted;
+    wake_workers(pool);     /* the spinner stops spinning */
     pthread_cond_broadcast(&pool->work_cond);
     pthread_cond_broadcast(&pool->space_cond);
     pthread_mutex_unlock(&pool->lock);
@@ -810,6 +1049,7 @@ tc_pool_stats(tc_pool_t *pool, tc_pool_stats_t *out)
                                                memory_order_relaxed);
         out->failed += atomic_load_explicit(&wk->failed,
                                             memory_order_relaxed);
+        out->timed += atomic_load_explicit(&wk->timed, memory_order_relaxed);
         for (unsigned b = 0; b < TC_POOL_HIST_BUCKETS; b++) {
             out->wait_ns[b] += atomic_load_explicit(&wk->wait_ns[b],
                                                     memory_order_relaxed);

@@ -600,7 +600,9 @@ atfork_parent(void)
 
 /* The child has no workers: forget them and the parent's queued work, so
  * the next submit starts a fresh set.  Records the parent's workers or
- * loops still hold belong to an older generation and are never counted. */
+ * loops still hold belong to an older generation and are never counted;
+ * the ones the workers were running are abandoned (nothing points to them
+ * that the child may touch, and the fork could not wait for them). */
 static void
 reset_in_child(tc_pool_t *pool)
 {

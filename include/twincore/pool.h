@@ -8,7 +8,10 @@
  * one cross-thread wakeup per batch, however many there are.  Work submitted
  * from the loop's own thread keeps tc_loop_run(TC_RUN_DEFAULT) going until
  * its done callback has run.  After fork(), the child finds each pool empty
- * and usable: its workers start again on the next submit. */
+ * and usable: its workers start again on the next submit, the parent's
+ * queued work is discarded (no callback), and the child submits from loops
+ * of its own (the parent's loops and their completions stay the parent's).
+ */
 #ifndef TWINCORE_POOL_H
 #define TWINCORE_POOL_H
 

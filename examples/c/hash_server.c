@@ -221,6 +221,9 @@ submit_line(conn_t *c, char *data, size_t len)
 static bool
 append_line(conn_t *c, const char *buf, size_t len)
 {
+    if (len == 0) {
+        return true;
+    }
     if (c->len + len > MAX_LINE + 1) {    /* + 1: a trailing '\r' */
         return false;
     }

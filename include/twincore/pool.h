@@ -85,7 +85,10 @@ TC_EXTERN int tc_pool_new(const tc_pool_opts_t *opts, tc_pool_t **out);
  * -ENOMEM, -ESHUTDOWN after tc_pool_shutdown(), -EAGAIN when the queue is
  * full (or, with block_when_full, waits for room), or a negated errno when
  * no worker could be started.  On failure done_cb is never called.
- * Thread: any. */
+ * Work submitted from another thread does not keep the loop running; do
+ * not close the loop before its done callback ran.  Submits made inside
+ * done callbacks reach the workers in groups of up to 32, or when the
+ * batch of callbacks ends.  Thread: any. */
 TC_EXTERN int tc_pool_submit(tc_pool_t *pool, tc_loop_t *loop,
                              tc_work_fn work_fn, tc_work_done_cb done_cb,
                              void *arg, tc_priority_t priority,

@@ -16,6 +16,7 @@
 #define TWINCORE_POOL_H
 
 #include "common.h"
+#include "future.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -23,7 +24,6 @@ extern "C" {
 
 typedef struct tc_pool_s tc_pool_t;
 typedef struct tc_work_s tc_work_t;
-typedef struct tc_future_s tc_future_t;
 
 /* Queued work runs highest priority first, FIFO within a priority.  LOW is
  * for bulk work: with two or more workers it never occupies all of them,

@@ -14,6 +14,9 @@
 extern "C" {
 #endif
 
+/* <netdb.h> defines it only with POSIX features on (_POSIX_C_SOURCE). */
+struct addrinfo;
+
 /* status is 0 and res the list of addresses (borrowed: freed after the
  * callback returns), or res is NULL and status one of TC_ENONAME (no such
  * name), TC_EAGAIN_NAME (try again later), TC_ENAMEFAIL, -ENOMEM, a

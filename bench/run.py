@@ -152,9 +152,11 @@ def build(build_dir, log):
         if os.path.exists(os.path.join(ROOT, t + ".c"))]
     have = lambda t: os.access(os.path.join(build_dir, t), os.X_OK)
     configured = os.path.exists(os.path.join(build_dir, "build.ninja"))
-    if not configured and all(have(t) for t in targets):
-        pass
-    elif configured or run_quietly(["meson", "setup", build_dir], log):
+    if not configured and not all(have(t) for t in targets):
+        configured = run_quietly(["meson", "setup", build_dir], log)
+        if not configured:
+            note(f"meson setup {build_dir} failed (see {log})")
+    if configured:
         print(f"building with meson in {build_dir} (log: {log})", flush=True)
         if not run_quietly(["meson", "compile", "-C", build_dir] + targets,
                            log):
@@ -162,8 +164,6 @@ def build(build_dir, log):
             # not stop the others: build them one by one.
             for t in targets:
                 run_quietly(["meson", "compile", "-C", build_dir, t], log)
-    else:
-        note(f"meson setup {build_dir} failed (see {log})")
     found = {t: os.path.join(build_dir, t) for t in targets if have(t)}
     missing = [t for t in BENCH_PROGRAMS if t not in found]
     if missing:
@@ -428,13 +428,15 @@ class NetworkSection(Section):
                         if name in failed:
                             continue
                         if proc.poll() is not None:
-                            failed[name] = "server exited: " + tail(log)
+                            failed[name] = (f"server exited with status "
+                                            f"{proc.returncode}: {tail(log)}")
                             note(f"{name}: {failed[name]}")
                             continue
                         res, err = ctx.measure(port, scenario, proc.pid)
                         if res is None:
                             note(f"{name}: {err}")
                             continue
+                        res["round"] = rep
                         raw[(scenario.name, name)].append(res)
                         print(f"[{done:3}/{total}] {scenario.name:24} "
                               f"{name:11} {res['msgs_per_s']:>11,.0f} msg/s"
@@ -463,7 +465,10 @@ class NetworkSection(Section):
             f"Messages per second are echo round trips completed in the "
             f"window; *per server-CPU-s* divides them by the CPU time "
             f"(user+system) the server process used in that same window. "
-            f"Ratios are to {ref} (1.00 = as fast as {ref}). Server on CPU "
+            f"Ratios are to {ref} (1.00 = as fast as {ref}), the median of "
+            f"the ratios within each round of back-to-back runs"
+            f"{'' if ref in result['peers'] else ', which was not measured'}"
+            f". Server on CPU "
             f"{result['server_cpu']}, load generator on CPU "
             f"{result['client_cpu']}. † = client-bound: the load "
             f"generator used ≥{CLIENT_BOUND_SHARE:.0%} of its CPU, so "
@@ -499,6 +504,7 @@ class NetworkSection(Section):
             lines.append("")
         for name, why in result["skipped"].items():
             lines.append(f"- {name}: not measured ({why})")
+        lines.append("")
         return lines
 
     def charts(self, result, out_dir, plt, caption):
@@ -563,12 +569,14 @@ def summarize(scenario, peers, raw):
         runs = raw.get((scenario.name, name), [])
         if not runs:
             continue
-        per_cpu = [r["msgs"] / r["server_cpu_s"]
-                   if r["server_cpu_s"] > 0 else None for r in runs]
+        for r in runs:
+            r["msgs_per_server_cpu_s"] = (r["msgs"] / r["server_cpu_s"]
+                                          if r["server_cpu_s"] > 0 else None)
         med = {k: median([r[k] for r in runs])
                for k in ("msgs_per_s", "mb_per_s", "p50_us", "p99_us",
                          "p999_us")}
-        med["msgs_per_server_cpu_s"] = median(per_cpu)
+        med["msgs_per_server_cpu_s"] = median(
+            [r["msgs_per_server_cpu_s"] for r in runs])
         med["server_cpu_share"] = median([share(r, "server") for r in runs])
         med["client_cpu_share"] = median([share(r, "client") for r in runs])
         med["other_cpu_share"] = median([r["other_cpu_share"] for r in runs])
@@ -579,10 +587,17 @@ def summarize(scenario, peers, raw):
             "errors": sum(r["errors"] for r in runs),
             "runs": runs,
         }
-    ref = results.get(REFERENCE_PEER, {}).get("median", {})
+    # The machine's speed drifts (other virtual machines on the host, for
+    # one, which nothing inside this one can see), and a round measures
+    # every peer back to back within seconds: so a ratio is the median of
+    # the per-round ratios, not the ratio of medians taken across rounds.
+    ref_runs = {r["round"]: r for r in
+                results.get(REFERENCE_PEER, {}).get("runs", [])}
     for r in results.values():
-        r["ratio"] = {k: ratio(r["median"][k], ref.get(k))
-                      for k in ("msgs_per_s", "msgs_per_server_cpu_s")}
+        r["ratio"] = {
+            k: median([ratio(run[k], ref_runs[run["round"]][k])
+                       for run in r["runs"] if run["round"] in ref_runs])
+            for k in ("msgs_per_s", "msgs_per_server_cpu_s")}
     return {**dataclasses.asdict(scenario), "results": results}
 
 
@@ -630,7 +645,8 @@ class OffloadSection(Section):
                                      timeout=4 * duration + 30, cwd=ROOT,
                                      preexec_fn=pinned(ALL_CPUS))
                 if res.returncode == 0 and res.stdout.strip():
-                    runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+                    last = res.stdout.strip().splitlines()[-1]
+                    runs.append(json.loads(last))
                 else:
                     note(f"{bench.name}: {res.stderr.strip()}")
             if runs:
@@ -649,9 +665,10 @@ class OffloadSection(Section):
 
     def markdown(self, result):
         ref = result["reference"]
+        missing = "" if ref in result["results"] else " (not measured yet)"
         lines = [f"Tiny tasks: throughput with 1,000 in flight, and the "
                  f"round trip of one task at a time. Ratios are to {ref}"
-                 f"{'' if ref in result['results'] else ' (not measured yet)'}.",
+                 f"{missing}.",
                  "",
                  f"| peer | tasks/s | × {ref} | p50 µs | p99 µs |",
                  "|---|--:|--:|--:|--:|"]
@@ -663,6 +680,7 @@ class OffloadSection(Section):
         lines.append("")
         for name, why in result["skipped"].items():
             lines.append(f"- {name}: not measured ({why})")
+        lines.append("")
         return lines
 
 
@@ -809,7 +827,7 @@ def main():
         .strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "mode": args.mode,
-        "command": "/usr/bin/python3 bench/run.py --" + args.mode,
+        "command": shlex.join([sys.executable, "bench/run.py"] + sys.argv[1:]),
         "settings": dataclasses.asdict(ctx.mode),
         "sections": {},
     }

@@ -262,6 +262,11 @@ tc_loop_close(tc_loop_t *loop)
     if (loop->open_handles > 0) {
         return -EBUSY;
     }
+    /* Pool work for this loop whose completion is not delivered yet: a
+     * worker would write into the freed loop. */
+    if (atomic_load(&loop->pool_pending) != 0) {
+        return -EBUSY;
+    }
     /* Refuse new cross-thread calls, then run the ones already queued:
      * nothing that was accepted is dropped. */
     pthread_mutex_lock(&loop->xlock);
@@ -509,6 +514,19 @@ bool
 tc_loop_is_owner_thread(const tc_loop_t *loop)
 {
     return loop != NULL && pthread_equal(loop->owner, pthread_self());
+}
+
+int
+tc_loop_adopt(tc_loop_t *loop)
+{
+    if (loop == NULL) {
+        return -EINVAL;
+    }
+    if (loop->running) {
+        return -EBUSY;
+    }
+    loop->owner = pthread_self();
+    return 0;
 }
 
 void

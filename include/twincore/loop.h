@@ -32,8 +32,9 @@ typedef struct tc_loop_stats {
 TC_EXTERN int tc_loop_new(tc_loop_t **out);
 
 /* Free the loop.  Runs close callbacks still due; returns -EBUSY (and frees
- * nothing) while handles are open that tc_close() was not called on: list
- * them with tc_loop_walk(). */
+ * nothing) while handles are open that tc_close() was not called on (list
+ * them with tc_loop_walk()) or while pool work submitted for this loop has
+ * not completed (run the loop until it has). */
 TC_EXTERN int tc_loop_close(tc_loop_t *loop);
 
 /* Run the loop.  Returns 0 when nothing is left active, 1 when it stopped or
@@ -77,6 +78,11 @@ TC_EXTERN void *tc_loop_data(const tc_loop_t *loop);
 TC_EXTERN void tc_loop_set_data(tc_loop_t *loop, void *data);
 /* True when the calling thread owns the loop.  Thread: any. */
 TC_EXTERN bool tc_loop_is_owner_thread(const tc_loop_t *loop);
+/* Make the calling thread the loop's owner: for a loop handed over to
+ * another thread, or closed by a thread other than the one that made it
+ * (a garbage collector's).  No other thread may use the loop meanwhile.
+ * Returns 0, -EINVAL, or -EBUSY while the loop runs.  Thread: any. */
+TC_EXTERN int tc_loop_adopt(tc_loop_t *loop);
 
 /* A hook run after each iteration's IO and timer callbacks and call-soon
  * queue (libev's check phase); the Python layer batches its work here.

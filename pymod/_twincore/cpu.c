@@ -1,27 +1,53 @@
 /* CpuPool and CpuTask: Python callables on the native pool.
  *
- * A worker takes the GIL only around the call and the capture of its
- * outcome (run_python_task); a callable that releases the GIL (hashlib,
- * zlib) therefore runs on every core at once.  The completion crosses back
- * through the pool's batched wakeup and is delivered in the reactor's batch
- * as on_done(kind, value): kind 0 result, 1 exception, 2 cancelled. */
+ * Python tasks wait in the CpuPool's own queues (one per priority); the
+ * native pool runs "drainers", at most one per worker thread, submitted
+ * when a task arrives and fewer are running.  A drainer takes the GIL once
+ * and runs queued tasks one after another (run_python_task), handing the
+ * GIL back between batches: tiny tasks then cost no GIL hand-off each, and
+ * a callable that releases the GIL (hashlib, zlib) still lets the other
+ * drainers run, on every core.  Finished tasks cross back to their reactor
+ * in one tc_loop_call_from_thread per batch and are delivered in the
+ * reactor's batch as on_done(kind, value): 0 result, 1 exception,
+ * 2 cancelled. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
 #include "state.h"
 
-typedef struct {
+#define NPRIO 3
+#define BATCH_TASKS 64          /* tasks between GIL hand-backs, at most */
+#define BATCH_NS 200000         /* ... or this long */
+
+typedef struct CpuTaskObject CpuTaskObject;
+
+struct CpuTaskObject {
     PyObject_HEAD
     ReactorObject *reactor;
     PyObject *fn, *args, *kwargs, *on_done;
     PyObject *outcome;      /* result or exception, set by the worker */
     bool failed;
-    bool done;
+    bool done;              /* delivered (or discarded) on the loop */
     bool started;           /* set by the worker, under the GIL */
-    tc_work_t *work;        /* valid until done */
-} CpuTaskObject;
+    bool queued;            /* guards: the pool's qlock */
+    int priority;
+    int status;             /* 0, or -ECANCELED */
+    CpuTaskObject *qprev, *qnext;   /* queue, then a finished batch */
+    struct CpuPoolObject *pool;     /* borrowed: outlives its tasks */
+};
 
-typedef struct {
+typedef struct CpuPoolObject {
     PyObject_HEAD
     tc_pool_t *pool;        /* NULL once closed */
     unsigned workers;
+    pthread_mutex_t qlock;  /* guards: head, tail, queued, drainers */
+    CpuTaskObject *head[NPRIO], *tail[NPRIO];
+    size_t queued, max_queued;
+    unsigned drainers;      /* submitted and not yet finished */
+    bool qlock_ready;
+    uint64_t submitted, cancelled;         /* guards: qlock */
+    atomic_uint_fast64_t completed, failed, running;
     PyObject *weakreflist;
 } CpuPoolObject;
 
@@ -31,39 +57,173 @@ cpupool_native(PyObject *pool)
     return ((CpuPoolObject *)pool)->pool;
 }
 
-/* Thread: worker, GIL: takes.  Only around the call itself. */
-static int
-run_python_task(tc_work_t *work, void *arg)
+static uint64_t
+now_ns(void)
 {
-    (void)work;
-    CpuTaskObject *task = arg;
-    PyGILState_STATE gil = PyGILState_Ensure();
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Queue operations: under p->qlock. */
+static void
+enqueue(CpuPoolObject *p, CpuTaskObject *t)
+{
+    t->qnext = NULL;
+    t->qprev = p->tail[t->priority];
+    if (t->qprev != NULL) {
+        t->qprev->qnext = t;
+    } else {
+        p->head[t->priority] = t;
+    }
+    p->tail[t->priority] = t;
+    t->queued = true;
+    p->queued++;
+}
+
+static void
+unlink_task(CpuPoolObject *p, CpuTaskObject *t)
+{
+    if (t->qprev != NULL) {
+        t->qprev->qnext = t->qnext;
+    } else {
+        p->head[t->priority] = t->qnext;
+    }
+    if (t->qnext != NULL) {
+        t->qnext->qprev = t->qprev;
+    } else {
+        p->tail[t->priority] = t->qprev;
+    }
+    t->qprev = t->qnext = NULL;
+    t->queued = false;
+    p->queued--;
+}
+
+static CpuTaskObject *
+dequeue(CpuPoolObject *p)
+{
+    for (int prio = 0; prio < NPRIO; prio++) {
+        CpuTaskObject *t = p->head[prio];
+        if (t != NULL) {
+            unlink_task(p, t);
+            return t;
+        }
+    }
+    return NULL;
+}
+
+/* Thread: worker, GIL: held.  One call and the capture of its outcome. */
+static void
+run_python_task(CpuPoolObject *p, CpuTaskObject *task)
+{
     task->started = true;
+    atomic_fetch_add(&p->running, 1);
     PyObject *res = PyObject_Call(task->fn, task->args, task->kwargs);
     if (res != NULL) {
         task->outcome = res;
+        atomic_fetch_add(&p->completed, 1);
     } else {
         task->outcome = tcpy_fetch_exception();
         task->failed = true;
+        atomic_fetch_add(&p->failed, 1);
+    }
+    atomic_fetch_sub(&p->running, 1);
+}
+
+/* Thread: loop, GIL: none.  A finished batch enters the reactor's batch. */
+static void
+deliver_batch(void *arg)
+{
+    CpuTaskObject *t = arg;
+    while (t != NULL) {
+        CpuTaskObject *next = t->qnext;
+        t->qnext = NULL;
+        pyevents_push(t->reactor, PYEV_TASK_DONE, NULL, t, t->status);
+        t = next;
+    }
+}
+
+/* Thread: any, GIL: none.  Send a finished list back, one cross-thread
+ * call per run of tasks of the same reactor. */
+static void
+send_back(CpuTaskObject *list)
+{
+    while (list != NULL) {
+        CpuTaskObject *run_end = list;
+        while (run_end->qnext != NULL &&
+               run_end->qnext->reactor == list->reactor) {
+            run_end = run_end->qnext;
+        }
+        CpuTaskObject *rest = run_end->qnext;
+        run_end->qnext = NULL;
+        /* The loop outlives its reactor's tasks: they hold the reactor. */
+        if (tc_loop_call_from_thread(list->reactor->loop, deliver_batch,
+                                     list) != 0) {
+            /* The loop is closing; nobody is left to deliver to. */
+        }
+        list = rest;
+    }
+}
+
+/* Thread: worker, GIL: takes.  Runs queued tasks until none is left,
+ * handing the GIL back between batches. */
+static int
+drain_work(tc_work_t *work, void *arg)
+{
+    (void)work;
+    CpuPoolObject *p = arg;
+    CpuTaskObject *done_head = NULL, *done_tail = NULL;
+    unsigned in_batch = 0;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    uint64_t batch_start = now_ns();
+    for (;;) {
+        pthread_mutex_lock(&p->qlock);
+        CpuTaskObject *t = dequeue(p);
+        if (t == NULL) {
+            p->drainers--;
+            pthread_mutex_unlock(&p->qlock);
+            break;
+        }
+        pthread_mutex_unlock(&p->qlock);
+        run_python_task(p, t);
+        if (done_tail != NULL) {
+            done_tail->qnext = t;
+        } else {
+            done_head = t;
+        }
+        done_tail = t;
+        if (++in_batch >= BATCH_TASKS || now_ns() - batch_start > BATCH_NS) {
+            PyGILState_Release(gil);
+            send_back(done_head);
+            done_head = done_tail = NULL;
+            in_batch = 0;
+            gil = PyGILState_Ensure();
+            batch_start = now_ns();
+        }
     }
     PyGILState_Release(gil);
+    send_back(done_head);
     return 0;
 }
 
-/* Thread: loop, GIL: none. */
+/* Thread: loop.  Nothing to do: tasks report through deliver_batch. */
 static void
-python_task_done(tc_work_t *work, int status, void *arg)
+drain_done(tc_work_t *work, int status, void *arg)
 {
     (void)work;
-    CpuTaskObject *task = arg;
-    pyevents_push(task->reactor, PYEV_TASK_DONE, NULL, task, status);
+    CpuPoolObject *p = arg;
+    if (status == -ECANCELED) {
+        /* Cancelled by a shutdown before it ran. */
+        pthread_mutex_lock(&p->qlock);
+        p->drainers--;
+        pthread_mutex_unlock(&p->qlock);
+    }
 }
 
 void
 cpu_task_dispatch(ReactorObject *r, pyevent_t *ev)
 {
     CpuTaskObject *task = ev->ptr;
-    task->work = NULL;
     task->done = true;
     int kind;
     PyObject *value;
@@ -109,7 +269,6 @@ void
 cpu_task_discard(void *arg)
 {
     CpuTaskObject *task = arg;
-    task->work = NULL;
     task->done = true;
     Py_DECREF(task);
 }
@@ -120,15 +279,28 @@ static PyObject *
 CpuTask_cancel(CpuTaskObject *task, PyObject *unused)
 {
     (void)unused;
-    if (task->done || task->work == NULL) {
-        Py_RETURN_FALSE;
-    }
     if (reactor_check_thread(task->reactor) < 0) {
         return NULL;
     }
-    int err = tc_pool_cancel(task->work);
-    /* 0: it will complete as cancelled; -EBUSY: already running. */
-    return PyBool_FromLong(err == 0);
+    CpuPoolObject *p = task->pool;
+    bool removed = false;
+    if (!task->done && p != NULL) {
+        pthread_mutex_lock(&p->qlock);
+        if (task->queued) {
+            unlink_task(p, task);
+            p->cancelled++;
+            removed = true;
+        }
+        pthread_mutex_unlock(&p->qlock);
+    }
+    if (!removed) {
+        return Py_NewRef(Py_False);   /* running or finished */
+    }
+    /* Completes as cancelled in the reactor's next batch. */
+    task->status = -ECANCELED;
+    pyevents_push(task->reactor, PYEV_TASK_DONE, NULL, task, -ECANCELED);
+    reactor_wake(task->reactor);
+    return Py_NewRef(Py_True);
 }
 
 static PyObject *
@@ -236,8 +408,9 @@ CpuPool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (p == NULL) {
         return NULL;
     }
-    tc_pool_opts_t opts = {.threads = (unsigned)workers,
-                           .max_queued = (size_t)max_queued};
+    /* The bound applies to Python tasks, in our own queue; the native
+     * queue only ever holds one drainer per worker. */
+    tc_pool_opts_t opts = {.threads = (unsigned)workers};
     int err = tc_pool_new(&opts, &p->pool);
     if (err != 0) {
         p->pool = NULL;
@@ -245,6 +418,9 @@ CpuPool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return tcpy_raise(state_of_type(type), err);
     }
     p->workers = tc_pool_threads(p->pool);
+    p->max_queued = (size_t)max_queued;
+    pthread_mutex_init(&p->qlock, NULL);
+    p->qlock_ready = true;
     return (PyObject *)p;
 }
 
@@ -257,6 +433,25 @@ close_pool(CpuPoolObject *p, tc_pool_shutdown_mode_t mode)
     if (pool == NULL) {
         return;
     }
+    if (mode == TC_POOL_CANCEL) {
+        /* Queued tasks complete as cancelled on their reactors. */
+        CpuTaskObject *head = NULL, *tail = NULL, *t;
+        pthread_mutex_lock(&p->qlock);
+        while ((t = dequeue(p)) != NULL) {
+            t->status = -ECANCELED;
+            p->cancelled++;
+            if (tail != NULL) {
+                tail->qnext = t;
+            } else {
+                head = t;
+            }
+            tail = t;
+        }
+        pthread_mutex_unlock(&p->qlock);
+        send_back(head);
+    }
+    /* Drainers finish what they run (and, draining, what is queued); they
+     * need the GIL for it. */
     Py_BEGIN_ALLOW_THREADS
     tc_pool_shutdown(pool, mode);
     tc_pool_free(pool);
@@ -325,22 +520,50 @@ CpuPool_submit(CpuPoolObject *p, PyObject *const *args, Py_ssize_t nargs)
     task->failed = false;
     task->done = false;
     task->started = false;
-    task->work = NULL;
+    task->queued = false;
+    task->priority = (int)prio;
+    task->status = 0;
+    task->qprev = task->qnext = NULL;
+    task->pool = p;
     PyObject_GC_Track(task);
-    Py_INCREF(task);   /* the pool's reference, dropped on completion */
-    int err = tc_pool_submit(p->pool, r->loop, run_python_task,
-                             python_task_done, task, (tc_priority_t)prio,
-                             &task->work);
-    if (err != 0) {
+
+    pthread_mutex_lock(&p->qlock);
+    if (p->max_queued > 0 && p->queued >= p->max_queued) {
+        pthread_mutex_unlock(&p->qlock);
         task->done = true;
         Py_DECREF(task);
-        Py_DECREF(task);
-        if (err == -EAGAIN) {
-            PyErr_SetString(PyExc_BlockingIOError,
-                            "defer_to_cpu(): the pool's queue is full");
-            return NULL;
+        PyErr_SetString(PyExc_BlockingIOError,
+                        "defer_to_cpu(): the pool's queue is full");
+        return NULL;
+    }
+    Py_INCREF(task);   /* the queue's reference, dropped on delivery */
+    enqueue(p, task);
+    p->submitted++;
+    bool need_drainer = p->drainers < p->workers;
+    if (need_drainer) {
+        p->drainers++;
+    }
+    pthread_mutex_unlock(&p->qlock);
+    if (need_drainer) {
+        int err = tc_pool_submit(p->pool, r->loop, drain_work, drain_done,
+                                 p, (tc_priority_t)prio, NULL);
+        if (err != 0) {
+            pthread_mutex_lock(&p->qlock);
+            p->drainers--;
+            bool orphan = p->drainers == 0 && task->queued;
+            if (orphan) {
+                unlink_task(p, task);
+                p->submitted--;
+            }
+            pthread_mutex_unlock(&p->qlock);
+            if (orphan) {
+                task->done = true;
+                Py_DECREF(task);   /* the queue's */
+                Py_DECREF(task);
+                return tcpy_raise(st, err);
+            }
+            /* Another drainer is running and will take it. */
         }
-        return tcpy_raise(st, err);
     }
     return (PyObject *)task;
 }
@@ -355,6 +578,10 @@ CpuPool_stats(CpuPoolObject *p, PyObject *unused)
     }
     tc_pool_stats_t s;
     tc_pool_stats(p->pool, &s);
+    pthread_mutex_lock(&p->qlock);
+    uint64_t submitted = p->submitted, cancelled = p->cancelled;
+    size_t queued = p->queued;
+    pthread_mutex_unlock(&p->qlock);
     PyObject *wait = PyList_New(TC_POOL_HIST_BUCKETS);
     PyObject *run = PyList_New(TC_POOL_HIST_BUCKETS);
     if (wait == NULL || run == NULL) {
@@ -367,13 +594,12 @@ CpuPool_stats(CpuPoolObject *p, PyObject *unused)
         PyList_SET_ITEM(run, i, PyLong_FromUnsignedLongLong(s.run_ns[i]));
     }
     return Py_BuildValue(
-        "{sKsKsKsKsKsKsIsNsN}", "submitted",
-        (unsigned long long)s.submitted, "completed",
-        (unsigned long long)s.completed, "failed",
-        (unsigned long long)s.failed, "cancelled",
-        (unsigned long long)s.cancelled, "queued",
-        (unsigned long long)s.queued, "running", (unsigned long long)s.running,
-        "workers", s.threads, "wait_ns_log2", wait, "run_ns_log2", run);
+        "{sKsKsKsKsKsKsIsNsN}", "submitted", (unsigned long long)submitted,
+        "completed", (unsigned long long)atomic_load(&p->completed),
+        "failed", (unsigned long long)atomic_load(&p->failed), "cancelled",
+        (unsigned long long)cancelled, "queued", (unsigned long long)queued,
+        "running", (unsigned long long)atomic_load(&p->running), "workers",
+        s.threads, "drainer_wait_ns_log2", wait, "drainer_run_ns_log2", run);
 }
 
 static PyObject *
@@ -433,7 +659,10 @@ CpuPool_dealloc(CpuPoolObject *p)
     if (p->weakreflist != NULL) {
         PyObject_ClearWeakRefs((PyObject *)p);
     }
-    close_pool(p, TC_POOL_CANCEL);
+    if (p->qlock_ready) {
+        close_pool(p, TC_POOL_CANCEL);
+        pthread_mutex_destroy(&p->qlock);
+    }
     tp->tp_free((PyObject *)p);
     Py_DECREF(tp);
 }

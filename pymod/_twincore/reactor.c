@@ -167,9 +167,18 @@ Reactor_dealloc(ReactorObject *r)
         PyObject_ClearWeakRefs((PyObject *)r);
     }
     Reactor_clear(r);
+    if (r->loop != NULL && !tc_loop_is_owner_thread(r->loop) &&
+        tc_loop_adopt(r->loop) != 0) {
+        /* Not reached: a running reactor is referenced by run(). */
+        PyErr_WarnEx(PyExc_ResourceWarning,
+                     "twincore: reactor freed while running", 1);
+        r->loop = NULL;
+    }
     if (r->loop != NULL) {
         /* Only handles without Python owners are left (the keepalive, and
-         * timers whose TimerHandle died): close them and the loop. */
+         * timers whose TimerHandle died): close them and the loop.  A GC
+         * pass on another thread may free a reactor nothing uses any
+         * more; that thread has adopted the idle loop above. */
         tc_loop_walk(r->loop, close_any, NULL);
         dispatch_discard(r);
         int err = tc_loop_close(r->loop);

@@ -105,6 +105,64 @@ test_owner_thread(void **state)
     close_loop_clean(loop);
 }
 
+/* A thread adopts a loop made on another and runs and closes it there, as
+ * a garbage collector's thread does with a Python reactor nobody uses. */
+typedef struct adopt_ctx {
+    tc_loop_t *loop;
+    int fired;
+    int busy_rc;            /* tc_loop_adopt from inside run() */
+} adopt_ctx_t;
+
+static void
+adopt_fire(tc_timer_t *t)
+{
+    adopt_ctx_t *ctx = tc_handle_data(tc_timer_handle(t));
+    ctx->fired++;
+    ctx->busy_rc = tc_loop_adopt(ctx->loop);
+    tc_close(tc_timer_handle(t), NULL);
+}
+
+static void *
+adopt_thread(void *arg)
+{
+    adopt_ctx_t *ctx = arg;
+    tc_timer_t *t;
+    intptr_t rc = tc_loop_adopt(ctx->loop);
+    if (rc == 0 && !tc_loop_is_owner_thread(ctx->loop)) {
+        rc = -EPERM;
+    }
+    if (rc == 0) {
+        rc = tc_timer_new(ctx->loop, ctx, &t);
+    }
+    if (rc == 0) {
+        rc = tc_timer_start(t, adopt_fire, 1, 0);
+    }
+    if (rc == 0) {
+        rc = tc_loop_run(ctx->loop, TC_RUN_DEFAULT);
+    }
+    if (rc == 0) {
+        rc = tc_loop_close(ctx->loop);
+    }
+    return (void *)rc;
+}
+
+static void
+test_adopt_on_another_thread(void **state)
+{
+    adopt_ctx_t ctx = {0};
+    pthread_t th;
+    void *res;
+
+    (void)state;
+    ASSERT_RC(tc_loop_adopt(NULL), -EINVAL);
+    ASSERT_RC(tc_loop_new(&ctx.loop), 0);
+    assert_int_equal(pthread_create(&th, NULL, adopt_thread, &ctx), 0);
+    assert_int_equal(pthread_join(th, &res), 0);
+    ASSERT_RC((intptr_t)res, 0);
+    assert_int_equal(ctx.fired, 1);
+    ASSERT_RC(ctx.busy_rc, -EBUSY);
+}
+
 /* ---- stop and nesting ------------------------------------------------- */
 
 typedef struct stopper {
@@ -866,6 +924,7 @@ main(void)
         cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_data_and_time),
         cmocka_unit_test(test_owner_thread),
+        cmocka_unit_test(test_adopt_on_another_thread),
         cmocka_unit_test(test_stop),
         cmocka_unit_test(test_no_nesting),
         cmocka_unit_test(test_call_soon_fifo),

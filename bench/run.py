@@ -69,6 +69,10 @@ PEERS = [
     Peer("gevent", "{py} {bench}/servers/gevent_echo.py {port}", ("gevent",)),
 ]
 REFERENCE_PEER = "uvloop"
+# Pairs also compared directly (per server-CPU-s, per-round medians) under
+# each table: issue #2's goal is twincore-c at 0.95x raw-epoll or better.
+COMPARISONS = [("twincore-c", "raw-epoll"), ("libev", "raw-epoll"),
+               ("twincore-c", "libev")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -502,6 +506,10 @@ class NetworkSection(Section):
                     f"| {num(m['p50_us'])} | {num(m['p99_us'])} "
                     f"| {num(m['p999_us'])} | {r['errors']} |")
             lines.append("")
+            if sc["comparisons"]:
+                lines += ["Msgs per server-CPU-s, " + ", ".join(
+                    f"{k}: **{fmt_ratio(v)}**"
+                    for k, v in sc["comparisons"].items()) + ".", ""]
         for name, why in result["skipped"].items():
             lines.append(f"- {name}: not measured ({why})")
         lines.append("")
@@ -591,14 +599,20 @@ def summarize(scenario, peers, raw):
     # one, which nothing inside this one can see), and a round measures
     # every peer back to back within seconds: so a ratio is the median of
     # the per-round ratios, not the ratio of medians taken across rounds.
-    ref_runs = {r["round"]: r for r in
-                results.get(REFERENCE_PEER, {}).get("runs", [])}
-    for r in results.values():
-        r["ratio"] = {
-            k: median([ratio(run[k], ref_runs[run["round"]][k])
-                       for run in r["runs"] if run["round"] in ref_runs])
-            for k in ("msgs_per_s", "msgs_per_server_cpu_s")}
-    return {**dataclasses.asdict(scenario), "results": results}
+    def round_ratio(name, ref, key):
+        ref_runs = {r["round"]: r for r in results.get(ref, {}).get("runs",
+                                                                     [])}
+        return median([ratio(run[key], ref_runs[run["round"]][key])
+                       for run in results.get(name, {}).get("runs", [])
+                       if run["round"] in ref_runs])
+
+    for name, r in results.items():
+        r["ratio"] = {k: round_ratio(name, REFERENCE_PEER, k)
+                      for k in ("msgs_per_s", "msgs_per_server_cpu_s")}
+    pairs = {f"{a} / {b}": round_ratio(a, b, "msgs_per_server_cpu_s")
+             for a, b in COMPARISONS if a in results and b in results}
+    return {**dataclasses.asdict(scenario), "results": results,
+            "comparisons": pairs}
 
 
 @dataclasses.dataclass(frozen=True)

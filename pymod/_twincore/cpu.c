@@ -250,7 +250,20 @@ cpu_task_dispatch(ReactorObject *r, pyevent_t *ev)
         reactor_report(r, "a defer_to_cpu completion");
         value = Py_NewRef(Py_None);
     }
-    if (on_done != NULL) {
+    tc_state *st = reactor_state(r);
+    if (on_done != NULL && future_check(st, on_done)) {
+        /* The fast path: settle the Future here, unless it was cancelled
+         * or timed out meanwhile. */
+        int rc = 0;
+        if (future_is_pending(on_done)) {
+            rc = kind == 0   ? future_set_result(on_done, value)
+                 : kind == 1 ? future_set_exception(on_done, value)
+                             : future_cancel(on_done, NULL);
+        }
+        if (rc < 0) {
+            reactor_report(r, "a defer_to_cpu callback");
+        }
+    } else if (on_done != NULL) {
         PyObject *k = PyLong_FromLong(kind);
         PyObject *argv[] = {k, value};
         PyObject *res = k ? PyObject_Vectorcall(on_done, argv, 2, NULL) : NULL;
@@ -259,8 +272,8 @@ cpu_task_dispatch(ReactorObject *r, pyevent_t *ev)
         }
         Py_XDECREF(res);
         Py_XDECREF(k);
-        Py_DECREF(on_done);
     }
+    Py_XDECREF(on_done);
     Py_DECREF(value);
     Py_DECREF(task);   /* the pool's reference */
 }
@@ -275,13 +288,28 @@ cpu_task_discard(void *arg)
 
 /* ---- CpuTask ------------------------------------------------------------ */
 
-static PyObject *
-CpuTask_cancel(CpuTaskObject *task, PyObject *unused)
+bool
+cputask_check(PyObject *obj)
 {
-    (void)unused;
-    if (reactor_check_thread(task->reactor) < 0) {
-        return NULL;
+    tc_state *st = state_of_type(Py_TYPE(obj));
+    if (st == NULL) {
+        PyErr_Clear();
+        return false;
     }
+    return Py_IS_TYPE(obj, st->CpuTask_type);
+}
+
+bool
+cputask_started(PyObject *obj)
+{
+    return cputask_check(obj) && ((CpuTaskObject *)obj)->started;
+}
+
+/* Loop thread, GIL held.  True when it was still queued: it then completes
+ * as cancelled in the reactor's next batch. */
+static bool
+cancel_queued(CpuTaskObject *task)
+{
     CpuPoolObject *p = task->pool;
     bool removed = false;
     if (!task->done && p != NULL) {
@@ -294,13 +322,32 @@ CpuTask_cancel(CpuTaskObject *task, PyObject *unused)
         pthread_mutex_unlock(&p->qlock);
     }
     if (!removed) {
-        return Py_NewRef(Py_False);   /* running or finished */
+        return false;   /* running or finished */
     }
-    /* Completes as cancelled in the reactor's next batch. */
     task->status = -ECANCELED;
     pyevents_push(task->reactor, PYEV_TASK_DONE, NULL, task, -ECANCELED);
     reactor_wake(task->reactor);
-    return Py_NewRef(Py_True);
+    return true;
+}
+
+void
+cputask_cancel(PyObject *obj)
+{
+    CpuTaskObject *task = (CpuTaskObject *)obj;
+    if (task->reactor->loop != NULL &&
+        tc_loop_is_owner_thread(task->reactor->loop)) {
+        cancel_queued(task);
+    }
+}
+
+static PyObject *
+CpuTask_cancel(CpuTaskObject *task, PyObject *unused)
+{
+    (void)unused;
+    if (reactor_check_thread(task->reactor) < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(cancel_queued(task));
 }
 
 static PyObject *
@@ -458,64 +505,64 @@ close_pool(CpuPoolObject *p, tc_pool_shutdown_mode_t mode)
     Py_END_ALLOW_THREADS
 }
 
-static PyObject *
-CpuPool_submit(CpuPoolObject *p, PyObject *const *args, Py_ssize_t nargs)
+/* Validate (reactor, fn, args, kwargs, priority) in args[0..4]. */
+static int
+check_submit(CpuPoolObject *p, tc_state *st, PyObject *const *args,
+             long *prio_out)
 {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError,
-                        "_submit(reactor, fn, args, kwargs, priority, "
-                        "on_done)");
-        return NULL;
-    }
-    tc_state *st = state_of_type(Py_TYPE(p));
-    if (st == NULL) {
-        return NULL;
-    }
     if (!PyObject_TypeCheck(args[0], st->Reactor_type)) {
         PyErr_SetString(PyExc_TypeError, "_submit(): 'reactor' must be a "
                                          "Reactor");
-        return NULL;
+        return -1;
     }
-    ReactorObject *r = (ReactorObject *)args[0];
     if (!PyCallable_Check(args[1])) {
         PyErr_Format(PyExc_TypeError,
                      "defer_to_cpu(): 'fn' must be callable, got %.100s",
                      Py_TYPE(args[1])->tp_name);
-        return NULL;
+        return -1;
     }
     if (!PyTuple_Check(args[2]) ||
         (args[3] != Py_None && !PyDict_Check(args[3]))) {
         PyErr_SetString(PyExc_TypeError, "_submit(): bad args or kwargs");
-        return NULL;
+        return -1;
     }
     long prio = PyLong_AsLong(args[4]);
     if (prio == -1 && PyErr_Occurred()) {
-        return NULL;
+        return -1;
     }
     if (prio < TC_PRIORITY_HIGH || prio > TC_PRIORITY_LOW) {
         PyErr_Format(PyExc_ValueError,
                      "defer_to_cpu(): 'priority' must be PRIORITY_HIGH, "
                      "PRIORITY_NORMAL or PRIORITY_LOW, got %ld", prio);
-        return NULL;
+        return -1;
     }
     if (p->pool == NULL) {
         PyErr_SetString(PyExc_RuntimeError,
                         "defer_to_cpu(): the CpuPool is closed");
-        return NULL;
+        return -1;
     }
-    if (r->loop == NULL) {
+    if (((ReactorObject *)args[0])->loop == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "the reactor is closed");
-        return NULL;
+        return -1;
     }
+    *prio_out = prio;
+    return 0;
+}
+
+/* Queue fn(*args, **kwargs); on_done gets the outcome.  New ref. */
+static CpuTaskObject *
+submit_task(CpuPoolObject *p, tc_state *st, ReactorObject *r, PyObject *fn,
+            PyObject *args, PyObject *kwargs, long prio, PyObject *on_done)
+{
     CpuTaskObject *task = PyObject_GC_New(CpuTaskObject, st->CpuTask_type);
     if (task == NULL) {
         return NULL;
     }
     task->reactor = (ReactorObject *)Py_NewRef(r);
-    task->fn = Py_NewRef(args[1]);
-    task->args = Py_NewRef(args[2]);
-    task->kwargs = args[3] == Py_None ? NULL : Py_NewRef(args[3]);
-    task->on_done = Py_NewRef(args[5]);
+    task->fn = Py_NewRef(fn);
+    task->args = Py_NewRef(args);
+    task->kwargs = kwargs == Py_None ? NULL : Py_XNewRef(kwargs);
+    task->on_done = Py_NewRef(on_done);
     task->outcome = NULL;
     task->failed = false;
     task->done = false;
@@ -560,12 +607,61 @@ CpuPool_submit(CpuPoolObject *p, PyObject *const *args, Py_ssize_t nargs)
                 task->done = true;
                 Py_DECREF(task);   /* the queue's */
                 Py_DECREF(task);
-                return tcpy_raise(st, err);
+                tcpy_raise(st, err);
+                return NULL;
             }
             /* Another drainer is running and will take it. */
         }
     }
-    return (PyObject *)task;
+    return task;
+}
+
+static PyObject *
+CpuPool_submit(CpuPoolObject *p, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_submit(reactor, fn, args, kwargs, priority, "
+                        "on_done)");
+        return NULL;
+    }
+    tc_state *st = state_of_type(Py_TYPE(p));
+    long prio;
+    if (st == NULL || check_submit(p, st, args, &prio) < 0) {
+        return NULL;
+    }
+    return (PyObject *)submit_task(p, st, (ReactorObject *)args[0], args[1],
+                                   args[2], args[3], prio, args[5]);
+}
+
+/* The fast path of CpuPool.defer(): a Future settled in C. */
+static PyObject *
+CpuPool_defer_future(CpuPoolObject *p, PyObject *const *args,
+                     Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_defer(reactor, fn, args, kwargs, priority)");
+        return NULL;
+    }
+    tc_state *st = state_of_type(Py_TYPE(p));
+    long prio;
+    if (st == NULL || check_submit(p, st, args, &prio) < 0) {
+        return NULL;
+    }
+    PyObject *fut = future_new(st, args[0]);
+    if (fut == NULL) {
+        return NULL;
+    }
+    CpuTaskObject *task = submit_task(p, st, (ReactorObject *)args[0],
+                                      args[1], args[2], args[3], prio, fut);
+    if (task == NULL) {
+        Py_DECREF(fut);
+        return NULL;
+    }
+    future_set_task(fut, (PyObject *)task, NULL);
+    Py_DECREF(task);
+    return fut;
 }
 
 static PyObject *
@@ -671,6 +767,10 @@ static PyMethodDef CpuPool_methods[] = {
     {"_submit", (PyCFunction)(void (*)(void))CpuPool_submit, METH_FASTCALL,
      "_submit($self, reactor, fn, args, kwargs, priority, on_done, /)\n--\n\n"
      "Low level; use CpuPool.defer() or twincore.defer_to_cpu()."},
+    {"_defer", (PyCFunction)(void (*)(void))CpuPool_defer_future,
+     METH_FASTCALL,
+     "_defer($self, reactor, fn, args, kwargs, priority, /)\n--\n\nLow "
+     "level: a Future of fn(*args, **kwargs) on a worker."},
     {"stats", (PyCFunction)CpuPool_stats, METH_NOARGS,
      "stats($self, /)\n--\n\nCounters and log2 histograms (ns) of queue "
      "wait and run time."},

@@ -72,7 +72,9 @@ module_exec(PyObject *module)
         add_type(module, &DatagramTransport_spec,
                  &st->DatagramTransport_type) < 0 ||
         add_type(module, &CpuPool_spec, &st->CpuPool_type) < 0 ||
-        add_type(module, &CpuTask_spec, &st->CpuTask_type) < 0) {
+        add_type(module, &CpuTask_spec, &st->CpuTask_type) < 0 ||
+        add_type(module, &Future_spec, &st->Future_type) < 0 ||
+        add_type(module, &FutureIter_spec, &st->FutureIter_type) < 0) {
         return -1;
     }
     st->Error = PyErr_NewExceptionWithDoc(
@@ -82,6 +84,21 @@ module_exec(PyObject *module)
         PyExc_OSError, NULL);
     if (st->Error == NULL || PyModule_AddObjectRef(module, "Error",
                                                    st->Error) < 0) {
+        return -1;
+    }
+    PyObject *asyncio = PyImport_ImportModule("asyncio");
+    if (asyncio == NULL) {
+        return -1;
+    }
+    st->CancelledError = PyObject_GetAttrString(asyncio, "CancelledError");
+    st->InvalidStateError = PyObject_GetAttrString(asyncio,
+                                                   "InvalidStateError");
+    Py_DECREF(asyncio);
+    if (st->CancelledError == NULL || st->InvalidStateError == NULL ||
+        PyModule_AddObjectRef(module, "CancelledError",
+                              st->CancelledError) < 0 ||
+        PyModule_AddObjectRef(module, "InvalidStateError",
+                              st->InvalidStateError) < 0) {
         return -1;
     }
     PyObject *logging = PyImport_ImportModule("logging");
@@ -150,6 +167,10 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->DatagramTransport_type);
     Py_VISIT(st->CpuPool_type);
     Py_VISIT(st->CpuTask_type);
+    Py_VISIT(st->Future_type);
+    Py_VISIT(st->FutureIter_type);
+    Py_VISIT(st->CancelledError);
+    Py_VISIT(st->InvalidStateError);
     Py_VISIT(st->Error);
     Py_VISIT(st->logger);
     Py_VISIT(st->str_data_received);
@@ -175,6 +196,10 @@ module_clear(PyObject *module)
     Py_CLEAR(st->DatagramTransport_type);
     Py_CLEAR(st->CpuPool_type);
     Py_CLEAR(st->CpuTask_type);
+    Py_CLEAR(st->Future_type);
+    Py_CLEAR(st->FutureIter_type);
+    Py_CLEAR(st->CancelledError);
+    Py_CLEAR(st->InvalidStateError);
     Py_CLEAR(st->Error);
     Py_CLEAR(st->logger);
     Py_CLEAR(st->str_data_received);

@@ -25,6 +25,10 @@ typedef struct tc_state {
     PyTypeObject *DatagramTransport_type;
     PyTypeObject *CpuPool_type;
     PyTypeObject *CpuTask_type;
+    PyTypeObject *Future_type;
+    PyTypeObject *FutureIter_type;
+    PyObject *CancelledError;   /* asyncio's, so both kinds of code catch it */
+    PyObject *InvalidStateError;
     PyObject *Error;            /* twincore.Error(OSError): codes errno lacks */
     PyObject *logger;           /* logging.getLogger("twincore") */
     /* Interned method names for the hot paths. */
@@ -206,5 +210,21 @@ extern PyType_Spec TimerHandle_spec;
 extern PyType_Spec DatagramTransport_spec;
 extern PyType_Spec CpuPool_spec;
 extern PyType_Spec CpuTask_spec;
+extern PyType_Spec Future_spec;
+extern PyType_Spec FutureIter_spec;
+
+/* Futures (future.c).  GIL: held.  The setters return -1 only when a
+ * callback raised KeyboardInterrupt or SystemExit. */
+PyObject *future_new(tc_state *st, PyObject *reactor);
+bool future_check(tc_state *st, PyObject *obj);
+bool future_is_pending(PyObject *fut);
+int future_set_result(PyObject *fut, PyObject *value);
+int future_set_exception(PyObject *fut, PyObject *exc);
+int future_cancel(PyObject *fut, PyObject *msg);
+void future_set_task(PyObject *fut, PyObject *task, PyObject *cancel_hook);
+/* CpuTask helpers (cpu.c). */
+bool cputask_check(PyObject *obj);
+bool cputask_started(PyObject *task);
+void cputask_cancel(PyObject *task);
 
 #endif

@@ -94,6 +94,21 @@ transport_on_connect(tc_stream_t *s, int status)
     pyevents_push(t->reactor, PYEV_CONNECTED, (PyObject *)t, NULL, status);
 }
 
+/* GIL: none.  The protocol was told pause_writing(): make sure something
+ * reports the drain to the low watermark.  The stream itself reports only
+ * when it had passed its own high watermark, which the bytes still in the
+ * socket's queue may not have; lowering its high watermark to the low one
+ * makes it pause now and call back at the low watermark. */
+static void
+expect_drain(TransportObject *t)
+{
+    if (tc_stream_write_queue_size(t->stream) <= t->low_water) {
+        pyevents_push(t->reactor, PYEV_RESUME, (PyObject *)t, NULL, 0);
+    } else {
+        tc_stream_set_watermarks(t->stream, t->low_water, t->low_water);
+    }
+}
+
 /* GIL: none.  Hand outbuf to the stream. */
 void
 transport_flush(TransportObject *t)
@@ -104,9 +119,8 @@ transport_flush(TransportObject *t)
     if (t->stream != NULL) {
         /* A failure is reported through on_error -> connection_lost. */
         tc_stream_write(t->stream, t->outbuf.data, t->outbuf.len);
-        if (t->writing_paused &&
-            tc_stream_write_queue_size(t->stream) <= t->low_water) {
-            pyevents_push(t->reactor, PYEV_RESUME, (PyObject *)t, NULL, 0);
+        if (t->writing_paused) {
+            expect_drain(t);
         }
     }
     t->outbuf.len = 0;
@@ -306,6 +320,10 @@ transport_dispatch(ReactorObject *r, pyevent_t *ev)
         if (t->writing_paused && !t->closed &&
             pending_writes(t) <= t->low_water) {
             t->writing_paused = false;
+            if (t->stream != NULL) {   /* undo expect_drain() */
+                tc_stream_set_watermarks(t->stream, t->low_water,
+                                         t->high_water);
+            }
             call_protocol(t, st->str_resume_writing, NULL, "resume_writing");
         }
         break;

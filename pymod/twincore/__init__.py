@@ -41,7 +41,6 @@ __all__ = [
     "from_deferred", "PENDING", "RUNNING", "DONE", "FAILED", "CANCELLED",
 ]
 
-_KINDS_OK, _KINDS_FAILED, _KINDS_CANCELLED = 0, 1, 2
 
 
 class CpuPool(_CCpuPool):
@@ -55,25 +54,10 @@ class CpuPool(_CCpuPool):
         the reactor's thread with the result or the exception (traceback
         kept). ``timeout`` (seconds) fails it with TimeoutError."""
         r = reactor if reactor is not None else globals()["reactor"]
-        fut = Future(r)
-        fut._task = self._submit(r, fn, args, kwargs or None, priority,
-                                 lambda kind, value: _complete(fut, kind,
-                                                               value))
-        fut._cancel_hook = fut._task.cancel
+        fut = self._defer(r, fn, args, kwargs or None, priority)
         if timeout is not None:
             _apply_timeout(r, fut, timeout, "defer_to_cpu")
         return fut
-
-
-def _complete(fut, kind, value):
-    if fut._state != PENDING:
-        return   # cancelled or timed out meanwhile
-    if kind == _KINDS_OK:
-        fut.set_result(value)
-    elif kind == _KINDS_FAILED:
-        fut.set_exception(value)
-    else:
-        fut.cancel()
 
 
 def _apply_timeout(r, fut, timeout, what):
@@ -82,11 +66,14 @@ def _apply_timeout(r, fut, timeout, what):
                          f"got {timeout!r}")
 
     def expire():
-        if fut._state == PENDING:
+        if not fut.done():
+            task = fut._task
+            if task is not None:
+                task.cancel()   # still queued: it never runs
             hook, fut._cancel_hook = fut._cancel_hook, None
             if hook is not None:
                 hook()
-            if fut._state == PENDING:
+            if not fut.done():
                 fut.set_exception(TimeoutError(
                     f"{what}() timed out after {timeout} s"))
     handle = r.call_later(timeout, expire)
@@ -258,7 +245,7 @@ class _Task(Future):
         reactor.call_soon(self._step, None, None)
 
     def cancel(self, msg=None):
-        if self._state != PENDING:
+        if self.done():
             return False
         if self._waiting is not None:
             return self._waiting.cancel(msg)
@@ -266,7 +253,7 @@ class _Task(Future):
         return True
 
     def _step(self, value, exc):
-        if self._state != PENDING:
+        if self.done():
             return
         self._waiting = None
         if self._must_cancel:
@@ -362,7 +349,7 @@ async def sleep(seconds, result=None, *, reactor=None):
 
 
 def _set_if_pending(fut, value):
-    if fut._state == PENDING:
+    if not fut.done():
         fut.set_result(value)
 
 

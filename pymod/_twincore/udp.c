@@ -17,6 +17,7 @@ typedef struct {
     ReactorObject *reactor;
     tc_udp_t *udp;            /* NULL once closed */
     PyObject *protocol;
+    bool made;                /* connection_made was called */
     PyObject *weakreflist;
 } DatagramObject;
 
@@ -97,6 +98,7 @@ udp_dispatch(ReactorObject *r, pyevent_t *ev)
         }
         break;
     case PYEV_UDP_CLOSED: {
+        announce(d);   /* closed before the first batch: made, then lost */
         PyObject *proto = d->protocol;
         d->protocol = NULL;
         if (proto != NULL) {
@@ -129,21 +131,55 @@ datagram_new(ReactorObject *r, tc_udp_t *udp, PyObject *protocol)
     d->reactor = (ReactorObject *)Py_NewRef(r);
     d->udp = udp;
     d->protocol = Py_NewRef(protocol);
+    d->made = false;
     d->weakreflist = NULL;
     tc_handle_set_data(tc_udp_handle(udp), Py_NewRef(d));
     PyObject_GC_Track(d);
-    tc_udp_recv_start(udp, udp_on_recv);
-    /* connection_made runs on the next batch, as asyncio's does. */
-    PyObject *made = PyObject_GetAttr(protocol, st->str_connection_made);
-    PyObject *args = made ? PyTuple_Pack(1, (PyObject *)d) : NULL;
-    int rc = args ? reactor_call_soon_obj(r, made, args) : -1;
-    Py_XDECREF(made);
+    /* connection_made runs on the next batch, as asyncio's does, and
+     * receiving starts only after it: no datagram_received comes first. */
+    PyObject *start = PyObject_GetAttrString((PyObject *)d, "_start");
+    PyObject *args = start ? PyTuple_New(0) : NULL;
+    int rc = args ? reactor_call_soon_obj(r, start, args) : -1;
+    Py_XDECREF(start);
     Py_XDECREF(args);
     if (rc < 0) {
-        PyErr_Clear();   /* protocols without connection_made are fine */
+        tc_close(tc_udp_handle(udp), d_on_closed);
+        d->udp = NULL;
+        Py_DECREF(d);
+        return NULL;
     }
     reactor_wake(r);
     return (PyObject *)d;
+}
+
+/* connection_made, once, before anything else reaches the protocol. */
+static void
+announce(DatagramObject *d)
+{
+    if (d->made || d->protocol == NULL) {
+        return;
+    }
+    d->made = true;
+    tc_state *st = reactor_state(d->reactor);
+    PyObject *proto = Py_NewRef(d->protocol);
+    PyObject *res = PyObject_CallMethodOneArg(proto, st->str_connection_made,
+                                              (PyObject *)d);
+    Py_DECREF(proto);
+    if (res == NULL) {
+        reactor_report(d->reactor, "connection_made");
+    }
+    Py_XDECREF(res);
+}
+
+static PyObject *
+Datagram_start(DatagramObject *d, PyObject *unused)
+{
+    (void)unused;
+    announce(d);
+    if (d->udp != NULL) {
+        tc_udp_recv_start(d->udp, udp_on_recv);
+    }
+    Py_RETURN_NONE;
 }
 
 static int
@@ -180,8 +216,14 @@ Datagram_sendto(DatagramObject *d, PyObject *args, PyObject *kwargs)
     } else {
         const char *host;
         int port;
-        if (!PyTuple_Check(addr) ||
-            !PyArg_ParseTuple(addr, "si", &host, &port)) {
+        PyObject *pair = PyTuple_Check(addr) && PyTuple_GET_SIZE(addr) >= 2 &&
+                                 PyTuple_GET_SIZE(addr) <= 4
+                             ? PyTuple_GetSlice(addr, 0, 2)
+                             : NULL;
+        int ok = pair != NULL && PyArg_ParseTuple(pair, "si", &host, &port);
+        Py_XDECREF(pair);
+        if (!ok) {
+            PyErr_Clear();
             PyBuffer_Release(&view);
             PyErr_Format(PyExc_TypeError,
                          "sendto(): 'addr' must be a (host, port) tuple, got "
@@ -310,6 +352,8 @@ static PyMethodDef Datagram_methods[] = {
      "write($self, data, addr=None)\n--\n\nThe same as sendto()."},
     {"close", (PyCFunction)Datagram_close, METH_NOARGS,
      "close($self, /)\n--\n\nClose; connection_lost(None) follows."},
+    {"_start", (PyCFunction)Datagram_start, METH_NOARGS,
+     "_start($self, /)\n--\n\nInternal: connection_made, then receive."},
     {"get_host", (PyCFunction)Datagram_get_host, METH_NOARGS,
      "get_host($self, /)\n--\n\nThe bound (host, port)."},
     {"pause_reading", (PyCFunction)Datagram_pause_reading, METH_NOARGS,

@@ -21,6 +21,8 @@ typedef struct {
     PyObject *weakreflist;
 } DatagramObject;
 
+static void announce(DatagramObject *d);
+
 static void
 d_on_closed(tc_handle_t *h)
 {

@@ -34,6 +34,11 @@ tc_close(tc_handle_t *h, tc_close_cb cb)
     }
     h->flags |= TC__H_CLOSING;
     h->close_cb = cb;
+    if (h->close_hook != NULL) {
+        void (*hook)(void *) = h->close_hook;
+        h->close_hook = NULL;
+        hook(h->close_hook_arg);
+    }
     loop->open_handles--;
     h->vt->close_impl(h);
 

@@ -52,6 +52,10 @@ struct tc_handle_s {
     tc_handle_t *prev, *next;     /* loop's list of all handles */
     tc_handle_t *next_closing;    /* loop's list of pending close cbs */
     uint64_t closed_at_iteration;
+    /* Called first thing in tc_close(), for work another file keeps on the
+     * handle's behalf (a name lookup in tcp.c). */
+    void (*close_hook)(void *arg);
+    void *close_hook_arg;
 };
 
 #define TC__SIGNAL_WORDS 2   /* bits for signal numbers below 128 */
@@ -191,6 +195,51 @@ int tc__stream_new(tc_loop_t *loop, int fd, bool is_unix, bool connecting,
                    void *data, tc_stream_t **out);
 void tc__stream_connect_begin(tc_stream_t *s, tc_connect_cb cb,
                               uint64_t timeout_ms);
+
+/* A codec is a filter inside a stream (TLS, tls.c): the socket carries its
+ * wire format, the user reads and writes plaintext, and everything else of
+ * the stream (queue, watermarks, half-close, pause, close) stays the same.
+ * The stream calls these on the loop thread; the codec hands wire bytes to
+ * the write queue with tc__stream_emit() and reads wire bytes from what
+ * input() lent it.  Codes are 0 or negative (TC_ETLS_*, -ENOMEM). */
+typedef struct tc__stream_codec {
+    /* Advance the handshake: 1 done, 0 needs more input, or a code. */
+    int (*handshake)(void *st);
+    /* Plaintext into buf: bytes (> 0), 0 when more input is needed, TC_EOF
+     * after the peer's close message, or a code. */
+    ssize_t (*read)(void *st, char *buf, size_t cap);
+    /* Wire bytes from the socket, lent until input_end(). */
+    void (*input)(void *st, const char *buf, size_t len);
+    /* Forget the lent bytes, copying those not yet read when keep (then
+     * 0 or -ENOMEM). */
+    int (*input_end)(void *st, bool keep);
+    /* Input is buffered that read() can use without the socket. */
+    bool (*has_pending)(void *st);
+    /* Turn plaintext into emitted wire bytes: 0 or a code. */
+    int (*encode)(void *st, const struct iovec *iov, int iovcnt);
+    /* Emit the close message (close_notify): 0 or a code. */
+    int (*close_notify)(void *st);
+    /* The socket reached EOF: 0 when the peer closed cleanly before, else
+     * the code to report (TC_ETLS_NO_CLOSE_NOTIFY). */
+    int (*eof_status)(void *st);
+    void (*free)(void *st);
+} tc__stream_codec_t;
+
+/* Put a codec on a stream; the stream owns st from then on (also on
+ * failure: codec->free).  On a stream whose connect is still pending the
+ * handshake starts once connected and that connect callback reports its
+ * outcome (cb must be NULL).  On a connected stream the handshake starts
+ * now; cb (may be NULL) runs once with its outcome, else a failure goes to
+ * on_error; timeout_ms (0: none) bounds it with -ETIMEDOUT.  Returns 0,
+ * -EINVAL, -EALREADY (a codec is set) or -EPIPE (closed, failed, EOF). */
+int tc__stream_set_codec(tc_stream_t *s, const tc__stream_codec_t *codec,
+                         void *st, tc_connect_cb cb, uint64_t timeout_ms);
+/* The codec state when s carries this codec, else NULL. */
+void *tc__stream_codec_state(const tc_stream_t *s,
+                             const tc__stream_codec_t *codec);
+/* Append wire bytes to the write queue (copied); the stream sends them
+ * after what is queued.  Returns 0 or -ENOMEM. */
+int tc__stream_emit(tc_stream_t *s, const void *buf, size_t len);
 
 /* Server internals shared with tcp.c / unix.c. */
 int tc__server_new(tc_loop_t *loop, int fd, bool is_unix, bool nodelay,

@@ -1,5 +1,6 @@
 /* TCP: listening sockets and outgoing connections.  TCP_NODELAY is on by
  * default both ways, since the transport already coalesces small writes. */
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -105,6 +106,104 @@ connect_addr(tc_loop_t *loop, const struct sockaddr *sa, socklen_t len,
     return 0;
 }
 
+/* A connect that waits for its host name: the stream exists at once, on a
+ * placeholder IPv4 socket whose descriptor number the real socket takes
+ * over (dup3) if the name resolves to IPv6.  Its io watchers are not
+ * started before, so libev never saw the placeholder. */
+typedef struct pending_connect {
+    tc_stream_t *s;
+    tc__resolve_req_t *req;
+    tc_connect_cb cb;
+    tc_tcp_connect_opts_t opts;
+} pending_connect_t;
+
+static void
+forget_lookup(void *arg)
+{
+    pending_connect_t *p = arg;
+    tc__resolve_cancel(p->req);
+    free(p);
+}
+
+static void
+name_resolved(void *arg, int status, const struct sockaddr *sa,
+              socklen_t len)
+{
+    pending_connect_t *p = arg;
+    tc_stream_t *s = p->s;
+    tc_handle_t *h = tc_stream_handle(s);
+    h->close_hook = NULL;
+    tc_connect_cb cb = p->cb;
+    tc_tcp_connect_opts_t opts = p->opts;
+    free(p);
+    if (status != 0) {
+        cb(s, status);
+        return;
+    }
+    int fd = tc_stream_fd(s);
+    if (sa->sa_family != AF_INET) {
+        int fd6 = tc__socket(sa->sa_family, SOCK_STREAM);
+        if (fd6 < 0 || dup3(fd6, fd, O_CLOEXEC) < 0) {
+            int err = fd6 < 0 ? fd6 : tc__neg_errno();
+            if (fd6 >= 0) {
+                close(fd6);
+            }
+            cb(s, err);
+            return;
+        }
+        close(fd6);
+    }
+    if (!opts.no_nodelay) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    if (opts.keepalive) {
+        tc_stream_set_keepalive(s, true, opts.keepalive_idle_s);
+    }
+    if (connect(fd, sa, len) != 0 && errno != EINPROGRESS) {
+        cb(s, tc__neg_errno());
+        return;
+    }
+    /* Connected or in progress: writability reports it either way. */
+    tc__stream_connect_begin(s, cb, opts.timeout_ms);
+}
+
+static int
+connect_name(tc_loop_t *loop, const char *host, int port,
+             const tc_tcp_connect_opts_t *opts, tc_connect_cb cb, void *data,
+             tc_stream_t **out)
+{
+    pending_connect_t *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        return -ENOMEM;
+    }
+    int fd = tc__socket(AF_INET, SOCK_STREAM);
+    if (fd < 0) {
+        free(p);
+        return fd;
+    }
+    tc_stream_t *s;
+    int err = tc__stream_new(loop, fd, false, true, data, &s);
+    if (err != 0) {
+        close(fd);
+        free(p);
+        return err;
+    }
+    p->s = s;
+    p->cb = cb;
+    p->opts = *opts;
+    err = tc__resolve_one(loop, host, port, name_resolved, p, &p->req);
+    if (err != 0) {
+        free(p);
+        tc_close(tc_stream_handle(s), NULL);   /* never reported */
+        return err == -ENOTSUP ? -EINVAL : err;
+    }
+    tc_stream_handle(s)->close_hook = forget_lookup;
+    tc_stream_handle(s)->close_hook_arg = p;
+    *out = s;
+    return 0;
+}
+
 int
 tc_tcp_connect(tc_loop_t *loop, const char *host, int port,
                const tc_tcp_connect_opts_t *opts, tc_connect_cb cb,
@@ -121,9 +220,9 @@ tc_tcp_connect(tc_loop_t *loop, const char *host, int port,
     }
     struct sockaddr_storage ss;
     socklen_t len;
-    int err = tc_sockaddr_from_numeric(host, port, &ss, &len);
-    if (err != 0) {
-        return err;
+    if (tc_sockaddr_from_numeric(host, port, &ss, &len) != 0) {
+        /* Not numeric: a name, resolved on the loop's resolver pool. */
+        return connect_name(loop, host, port, opts, cb, data, out);
     }
     return connect_addr(loop, (struct sockaddr *)&ss, len, opts, cb, data,
                         out);

@@ -36,10 +36,12 @@ TC_EXTERN int tc_tcp_listen(tc_loop_t *loop, const char *host, int port,
 
 /* Connect to host:port without blocking.  *out is a stream that is
  * connecting; cb runs once with 0 or a negative code (-ECONNREFUSED,
- * -ETIMEDOUT...).  host is a numeric address, or a name when the loop has a
- * resolver (tc_loop_set_resolver_pool()).  Writes made before the
- * connection completes are queued.  Returns 0 or a negative code (cb is
- * then never called and *out is not set). */
+ * -ETIMEDOUT, TC_ENONAME...).  host is a numeric address, or a name when
+ * the loop has a resolver pool (tc_loop_set_resolver_pool(); without one a
+ * name is -EINVAL); the lookup runs on the pool and timeout_ms counts from
+ * when it completes.  Writes made before the connection completes are
+ * queued.  Returns 0 or a negative code (cb is then never called and *out
+ * is not set). */
 TC_EXTERN int tc_tcp_connect(tc_loop_t *loop, const char *host, int port,
                              const tc_tcp_connect_opts_t *opts,
                              tc_connect_cb cb, void *data,

@@ -3,6 +3,9 @@
  * socket options, address helpers, and bad input refused with codes. */
 #include "helpers.h"
 
+#include <twincore/pool.h>
+#include <twincore/resolve.h>
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -737,6 +740,74 @@ test_sockaddr_helpers(void **state)
               -EAFNOSUPPORT);
 }
 
+/* ---- host names (resolved on the pool) ---------------------------------- */
+
+static void
+accept_into(tc_server_t *server, tc_stream_t *conn, int status)
+{
+    int *accepted = tc_handle_data(tc_server_handle(server));
+
+    if (status == 0) {
+        (*accepted)++;
+        tc_close(tc_stream_handle(conn), NULL);
+    }
+}
+
+static void
+test_connect_by_name(void **state)
+{
+    tc_loop_t *loop;
+    tc_pool_t *pool;
+    tc_server_t *server;
+    int accepted = 0;
+    conn_t c = {0}, bad = {0}, dropped = {0};
+    tc_tcp_listen_opts_t dual = {.ipv6_only = false};
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    ASSERT_RC(tc_pool_new(NULL, &pool), 0);
+    tc_loop_set_resolver_pool(loop, pool);
+    /* "::" with v6only off takes IPv4 too: whichever address "localhost"
+     * resolves to first, it is served. */
+    ASSERT_RC(tc_tcp_listen(loop, "::", 0, &dual, accept_into, &accepted,
+                            &server), 0);
+    int port = tc_server_port(server);
+
+    ASSERT_RC(tc_tcp_connect(loop, "localhost", port, NULL, c_connected, &c,
+                             &c.s), 0);
+    ASSERT_RC(tc_stream_set_callbacks(c.s, &conn_cbs), 0);
+    /* Written before the name is even resolved: queued, then sent. */
+    ASSERT_RC(tc_stream_write(c.s, "hi", 2), 0);
+    RUN_UNTIL(loop, c.connects > 0 && accepted > 0, 10000);
+    ASSERT_RC(c.connect_status, 0);
+
+    /* A name that cannot exist: the callback reports a lookup failure. */
+    ASSERT_RC(tc_tcp_connect(loop, "nonexistent.invalid", port, NULL,
+                             c_connected, &bad, &bad.s), 0);
+    RUN_UNTIL(loop, bad.connects > 0, 20000);
+    assert_true(bad.connect_status == TC_ENONAME ||
+                bad.connect_status == TC_EAGAIN_NAME ||
+                bad.connect_status == TC_ENAMEFAIL);
+
+    /* Closed while the lookup runs: no callback comes afterwards. */
+    ASSERT_RC(tc_tcp_connect(loop, "localhost", port, NULL, c_connected,
+                             &dropped, &dropped.s), 0);
+    ASSERT_RC(tc_close(tc_stream_handle(dropped.s), NULL), 0);
+    run_for(loop, 100);
+    assert_int_equal(dropped.connects, 0);
+
+    assert_int_equal(c.connects, 1);
+    assert_int_equal(bad.connects, 1);
+    ASSERT_RC(tc_close(tc_stream_handle(c.s), NULL), 0);
+    ASSERT_RC(tc_close(tc_stream_handle(bad.s), NULL), 0);
+    ASSERT_RC(tc_close(tc_server_handle(server), NULL), 0);
+    run_for(loop, 20);
+    tc_loop_set_resolver_pool(loop, NULL);
+    close_loop_clean(loop);
+    ASSERT_RC(tc_pool_shutdown(pool, TC_POOL_DRAIN), 0);
+    tc_pool_free(pool);
+}
+
 int
 main(void)
 {
@@ -749,6 +820,7 @@ main(void)
         cmocka_unit_test(test_nodelay_and_keepalive),
         cmocka_unit_test(test_connect_bad_args),
         cmocka_unit_test(test_connect_refused),
+        cmocka_unit_test(test_connect_by_name),
         cmocka_unit_test(test_connect_timeout),
         cmocka_unit_test(test_connect_timeout_disarmed_on_success),
         cmocka_unit_test(test_read_start_while_connecting),

@@ -77,6 +77,9 @@ run_event(ReactorObject *r, pyevent_t *ev)
     case PYEV_TASK_DONE:
         cpu_task_dispatch(r, ev);
         break;
+    case PYEV_NATIVE_DONE:
+        native_dispatch(r, ev);
+        break;
     case PYEV_CALL: {
         PyObject *fn = PyTuple_GET_ITEM(ev->obj, 0);
         PyObject *args = PyTuple_GET_ITEM(ev->obj, 1);
@@ -172,6 +175,8 @@ dispatch_discard(ReactorObject *r)
             free(ev->ptr);
         } else if (ev->kind == PYEV_TASK_DONE) {
             cpu_task_discard(ev->ptr);
+        } else if (ev->kind == PYEV_NATIVE_DONE) {
+            native_discard(ev->ptr);
         }
     }
     r->events.len = 0;

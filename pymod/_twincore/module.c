@@ -101,6 +101,11 @@ module_exec(PyObject *module)
                               st->InvalidStateError) < 0) {
         return -1;
     }
+    PyObject *capsule = capi_capsule();
+    if (capsule == NULL || PyModule_AddObject(module, "_C_API", capsule) < 0) {
+        Py_XDECREF(capsule);
+        return -1;
+    }
     PyObject *logging = PyImport_ImportModule("logging");
     if (logging == NULL) {
         return -1;

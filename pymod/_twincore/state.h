@@ -85,6 +85,7 @@ typedef enum pyevent_kind {
     PYEV_TASK_DONE,    /* ptr: pytask_t* (cpu.c) */
     PYEV_RELEASE,      /* obj: owned reference to drop */
     PYEV_LISTENER_CLOSED, /* obj: Listener */
+    PYEV_NATIVE_DONE,  /* ptr: native_task_t* (capi.c) */
 } pyevent_kind_t;
 
 typedef struct pyevent {
@@ -222,6 +223,10 @@ int future_set_result(PyObject *fut, PyObject *value);
 int future_set_exception(PyObject *fut, PyObject *exc);
 int future_cancel(PyObject *fut, PyObject *msg);
 void future_set_task(PyObject *fut, PyObject *task, PyObject *cancel_hook);
+/* The capsule C API (capi.c). */
+PyObject *capi_capsule(void);
+void native_dispatch(ReactorObject *r, pyevent_t *ev);
+void native_discard(void *task);
 /* CpuTask helpers (cpu.c). */
 bool cputask_check(PyObject *obj);
 bool cputask_started(PyObject *task);

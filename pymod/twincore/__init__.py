@@ -39,6 +39,7 @@ __all__ = [
     "sleep", "spawn", "inline_callbacks", "PRIORITY_HIGH", "PRIORITY_NORMAL",
     "PRIORITY_LOW", "to_asyncio", "from_asyncio", "to_deferred",
     "from_deferred", "PENDING", "RUNNING", "DONE", "FAILED", "CANCELLED",
+    "get_include",
 ]
 
 
@@ -320,6 +321,12 @@ def inline_callbacks(fn):
 
 
 reactor = Reactor()
+
+
+def get_include():
+    """The directory of twincore_capi.h, for C extensions that hand native
+    work to twincore's CPU pool (see that header)."""
+    return os.path.dirname(os.path.abspath(__file__))
 
 
 def defer_to_cpu(fn, *args, priority=PRIORITY_NORMAL, timeout=None,

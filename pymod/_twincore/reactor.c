@@ -865,7 +865,20 @@ reactor_stats(ReactorObject *r, PyObject *unused)
                          (Py_ssize_t)tc_loop_open_handles(r->loop));
 }
 
+static PyObject *
+reactor_check_thread_py(ReactorObject *r, PyObject *unused)
+{
+    (void)unused;
+    if (reactor_check_thread(r) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Reactor_methods[] = {
+    {"_check_thread", (PyCFunction)reactor_check_thread_py, METH_NOARGS,
+     "_check_thread($self, /)\n--\n\nRuntimeError unless called on the "
+     "reactor's thread."},
     {"run", (PyCFunction)reactor_run, METH_NOARGS,
      "run($self, /)\n--\n\nRun until stop(). Ctrl-C stops the reactor and "
      "raises KeyboardInterrupt from run()."},

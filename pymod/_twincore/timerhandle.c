@@ -115,6 +115,9 @@ TimerHandle_reset(TimerHandleObject *th, PyObject *arg)
 {
     double delay = PyFloat_AsDouble(arg);
     if (delay == -1.0 && PyErr_Occurred()) {
+        PyErr_Format(PyExc_TypeError,
+                     "reset(): 'delay' must be a number, got %.100s",
+                     Py_TYPE(arg)->tp_name);
         return NULL;
     }
     if (!(delay >= 0.0) || delay > 1e9) {

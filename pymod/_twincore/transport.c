@@ -641,21 +641,47 @@ Transport_set_write_buffer_limits(TransportObject *t, PyObject *args,
     if (reactor_check_thread(t->reactor) < 0) {
         return NULL;
     }
-    Py_ssize_t high, low;
-    if (high_obj == Py_None) {
-        high = low_obj == Py_None ? (Py_ssize_t)DEFAULT_HIGH : -1;
-        if (high < 0) {
-            high = PyNumber_AsSsize_t(low_obj, NULL) * 4;
+    Py_ssize_t high = -1, low = -1;
+    if (high_obj != Py_None) {
+        if (!PyLong_Check(high_obj)) {
+            PyErr_Format(PyExc_TypeError,
+                         "set_write_buffer_limits(): 'high' must be an int "
+                         "or None, got %.100s", Py_TYPE(high_obj)->tp_name);
+            return NULL;
         }
-    } else {
-        high = PyNumber_AsSsize_t(high_obj, NULL);
+        high = PyLong_AsSsize_t(high_obj);
+        if (high == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
     }
-    if (high == -1 && PyErr_Occurred()) {
+    if (low_obj != Py_None) {
+        if (!PyLong_Check(low_obj)) {
+            PyErr_Format(PyExc_TypeError,
+                         "set_write_buffer_limits(): 'low' must be an int "
+                         "or None, got %.100s", Py_TYPE(low_obj)->tp_name);
+            return NULL;
+        }
+        low = PyLong_AsSsize_t(low_obj);
+        if (low == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (low < 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "set_write_buffer_limits(): 'low' must be >= 0, "
+                         "got %zd", low);
+            return NULL;
+        }
+    }
+    if (high_obj == Py_None) {
+        high = low_obj == Py_None ? (Py_ssize_t)DEFAULT_HIGH : low * 4;
+    } else if (high < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "set_write_buffer_limits(): 'high' must be >= 0, got "
+                     "%zd", high);
         return NULL;
     }
-    low = low_obj == Py_None ? high / 4 : PyNumber_AsSsize_t(low_obj, NULL);
-    if (low == -1 && PyErr_Occurred()) {
-        return NULL;
+    if (low_obj == Py_None) {
+        low = high / 4;
     }
     if (high < 0 || low < 0 || low > high) {
         PyErr_Format(PyExc_ValueError,

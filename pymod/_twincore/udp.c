@@ -203,9 +203,18 @@ Datagram_sendto(DatagramObject *d, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"data", "addr", NULL};
     Py_buffer view;
+    PyObject *data;
     PyObject *addr = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*|O:sendto", kwlist,
-                                     &view, &addr)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:sendto", kwlist,
+                                     &data, &addr)) {
+        return NULL;
+    }
+    if (PyUnicode_Check(data) ||
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError,
+                     "sendto(): 'data' must be a bytes-like object, got "
+                     "%.100s", Py_TYPE(data)->tp_name);
         return NULL;
     }
     if (check_open(d, "sendto") < 0) {

@@ -105,6 +105,25 @@ def _close_default_pool():
         _default_pool.close(cancel_queued=True)
 
 
+def _check_port(port, what, low=0):
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"{what}(): 'port' must be an int, got "
+                        f"{type(port).__name__}")
+    if not low <= port <= 65535:
+        raise ValueError(f"{what}(): 'port' must be in {low}..65535, "
+                         f"got {port}")
+
+
+def _check_timeout(timeout, what):
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{what}(): 'timeout' must be a number or None, "
+                        f"got {type(timeout).__name__}")
+    if not timeout > 0:   # also NaN
+        raise ValueError(f"{what}(): 'timeout' must be > 0, got {timeout!r}")
+
+
 def _is_numeric_host(host):
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -142,8 +161,16 @@ class Reactor(_twincore.Reactor):
                    reuse_port=False):
         """Listen on host:port (port 0: any free port, see .port); returns
         a Listener. factory.build_protocol(addr) runs per connection."""
+        _check_port(port, "listen_tcp")
         return super().listen_tcp(port, _as_factory(factory, "listen_tcp"),
                                   host, backlog, reuse_port)
+
+    def listen_udp(self, port, protocol, host="127.0.0.1"):
+        """Bind a UDP socket on host:port (0: any free port); the protocol
+        gets connection_made(transport), then datagram_received(data,
+        addr) per datagram."""
+        _check_port(port, "listen_udp")
+        return super().listen_udp(port, protocol, host)
 
     def listen_unix(self, path, factory, backlog=0):
         return super().listen_unix(path, _as_factory(factory, "listen_unix"),
@@ -152,13 +179,16 @@ class Reactor(_twincore.Reactor):
     def connect_tcp(self, host, port, factory, timeout=None):
         """Connect; returns a Future of the protocol (after its
         connection_made). Host names are resolved on the CPU pool."""
+        self._check_thread()
         factory = _as_factory(factory, "connect_tcp")
         if not isinstance(host, str):
             raise TypeError("connect_tcp(): 'host' must be a str, got "
                             f"{type(host).__name__}")
-        if not isinstance(port, int) or not 0 < port < 65536:
-            raise ValueError("connect_tcp(): 'port' must be in 1..65535, "
-                             f"got {port!r}")
+        if isinstance(port, bool) or not isinstance(port, int) or \
+                not 0 < port < 65536:
+            raise ValueError("connect_tcp(): 'port' must be an int in "
+                             f"1..65535, got {port!r}")
+        _check_timeout(timeout, "connect_tcp")
         fut = Future(self)
         if _is_numeric_host(host):
             self._start_connect(fut, host.strip("[]"), port, factory,
@@ -194,13 +224,14 @@ class Reactor(_twincore.Reactor):
         try:
             transport = self._connect_tcp(host, port, factory, on_connect,
                                           timeout)
-        except BaseException as exc:
+        except OSError as exc:   # refused at once, no descriptors...
             fut.set_exception(exc)
             return
         fut._cancel_hook = transport.abort
 
     def connect_unix(self, path, factory):
         """Connect to a Unix socket; returns a Future of the protocol."""
+        self._check_thread()
         factory = _as_factory(factory, "connect_unix")
         fut = Future(self)
 
@@ -213,13 +244,18 @@ class Reactor(_twincore.Reactor):
                 fut.set_exception(exc)
             else:
                 fut.set_result(protocol)
-        transport = self._connect_unix(path, factory, on_connect)
+        try:
+            transport = self._connect_unix(path, factory, on_connect)
+        except OSError as exc:   # no such socket, refused, full backlog
+            fut.set_exception(exc)
+            return fut
         fut._cancel_hook = transport.abort
         return fut
 
     def defer_to_cpu(self, fn, *args, priority=PRIORITY_NORMAL, timeout=None,
                      **kwargs):
         """fn(*args, **kwargs) on this reactor's CPU pool; a Future."""
+        self._check_thread()
         return self.cpu_pool.defer(fn, *args, priority=priority,
                                    timeout=timeout, reactor=self, **kwargs)
 

@@ -1,0 +1,444 @@
+"""Coroutines on the reactor: spawn, await, cancel, sleep, gather,
+inline_callbacks and twincore.run."""
+
+import pytest
+
+import twincore
+from twincore import CancelledError, Future
+from conftest import run_until
+
+
+def later(reactor, delay, value=None, exc=None):
+    """A Future settled delay seconds from now."""
+    f = Future(reactor)
+    if exc is not None:
+        reactor.call_later(delay, f.set_exception, exc)
+    else:
+        reactor.call_later(delay, f.set_result, value)
+    return f
+
+
+# ---- spawn and await --------------------------------------------------
+
+def test_spawn_returns_a_future_of_the_result(reactor):
+    async def main(x):
+        return x * 2
+    task = reactor.spawn(main(21))
+    assert isinstance(task, Future)
+    assert task.state == "pending"
+    assert run_until(reactor, task) == 42
+    assert task.state == "done"
+
+
+@pytest.mark.parametrize("bad", [42, None, lambda: None])
+def test_spawn_rejects_non_coroutines(reactor, bad):
+    with pytest.raises(TypeError, match="coroutine"):
+        reactor.spawn(bad)
+
+
+def test_spawn_rejects_an_uncalled_async_function(reactor):
+    async def main():
+        return 1
+    with pytest.raises(TypeError, match="coroutine"):
+        reactor.spawn(main)
+
+
+def test_coroutine_starts_on_a_later_iteration(reactor):
+    steps = []
+
+    async def main():
+        steps.append("body")
+    task = reactor.spawn(main())
+    steps.append("after spawn")
+    run_until(reactor, task)
+    assert steps == ["after spawn", "body"]
+
+
+def test_await_a_future(reactor):
+    async def main():
+        a = await later(reactor, 0.01, "a")
+        b = await later(reactor, 0, "b")
+        return a + b
+    assert run_until(reactor, main()) == "ab"
+
+
+def test_await_an_already_done_future(reactor):
+    async def main():
+        f = Future(reactor)
+        f.set_result(5)
+        return await f
+    assert run_until(reactor, main()) == 5
+
+
+def test_await_a_failed_future_raises_in_the_coroutine(reactor):
+    async def main():
+        try:
+            await later(reactor, 0.01, exc=KeyError("k"))
+        except KeyError as exc:
+            return ("caught", exc.args)
+    assert run_until(reactor, main()) == ("caught", ("k",))
+
+
+def test_coroutine_exception_fails_its_future_with_traceback(reactor):
+    async def failing_coroutine():
+        await later(reactor, 0)
+        raise ValueError("from the coroutine")
+    task = reactor.spawn(failing_coroutine())
+    with pytest.raises(ValueError, match="from the coroutine") as info:
+        run_until(reactor, task)
+    names = [entry.name for entry in info.traceback]
+    assert "failing_coroutine" in names
+    assert task.state == "failed"
+
+
+def test_resume_happens_on_a_later_iteration_not_inside_set_result(reactor):
+    order = []
+    f = Future(reactor)
+
+    async def main():
+        await f
+        order.append("resumed")
+
+    def settle():
+        f.set_result(None)
+        order.append("set_result returned")
+    task = reactor.spawn(main())
+    reactor.call_later(0.01, settle)
+    run_until(reactor, task)
+    assert order == ["set_result returned", "resumed"]
+
+
+def test_nested_coroutines(reactor):
+    async def inner(x):
+        await twincore.sleep(0, reactor=reactor)
+        return x + 1
+
+    async def outer():
+        total = 0
+        for i in range(10):
+            total += await inner(i)
+        return total
+    assert run_until(reactor, outer()) == sum(range(1, 11))
+
+
+def test_many_awaits_do_not_grow_the_stack(reactor):
+    async def main():
+        n = 0
+        for i in range(5000):
+            f = Future(reactor)
+            f.set_result(i)
+            n += await f
+        return n
+    assert run_until(reactor, main()) == sum(range(5000))
+
+
+def test_many_concurrent_tasks(reactor):
+    async def one(i):
+        await twincore.sleep((i % 20) / 1000, reactor=reactor)
+        return i
+    tasks = [reactor.spawn(one(i)) for i in range(1000)]
+    got = run_until(reactor, twincore.gather(*tasks, reactor=reactor))
+    assert got == list(range(1000))
+
+
+def test_awaiting_something_else_raises_type_error(reactor):
+    class Odd:
+        def __await__(self):
+            yield "not a future"
+            return None
+
+    async def main():
+        try:
+            await Odd()
+        except TypeError as exc:
+            return str(exc)
+    assert "await" in run_until(reactor, main())
+
+
+def test_generator_based_coroutine_with_yield_from(reactor):
+    def gen():
+        value = yield from later(reactor, 0, 7)
+        return value * 3
+    assert run_until(reactor, reactor.spawn(gen())) == 21
+
+
+def test_module_level_spawn_and_run_use_the_default_reactor():
+    async def main():
+        await twincore.sleep(0)
+        return "default"
+    assert twincore.run(twincore.spawn(main())) == "default"
+    assert not twincore.reactor.running
+
+
+# ---- cancel ---------------------------------------------------------
+
+def test_cancel_a_task_waiting_on_sleep(reactor):
+    steps = []
+
+    async def main():
+        try:
+            await twincore.sleep(30, reactor=reactor)
+            steps.append("slept")
+        except CancelledError:
+            steps.append("cancelled")
+            raise
+        finally:
+            steps.append("finally")
+    task = reactor.spawn(main())
+    reactor.call_later(0.02, task.cancel)
+    with pytest.raises(CancelledError):
+        run_until(reactor, task, timeout=10)
+    assert steps == ["cancelled", "finally"]
+    assert task.cancelled() and task.state == "cancelled"
+
+
+def test_a_task_may_swallow_cancellation(reactor):
+    async def main():
+        try:
+            await twincore.sleep(30, reactor=reactor)
+        except CancelledError:
+            return "cleaned up"
+    task = reactor.spawn(main())
+    reactor.call_later(0.02, task.cancel)
+    assert run_until(reactor, task, timeout=10) == "cleaned up"
+    assert not task.cancelled()
+
+
+def test_cancel_before_the_first_step(reactor):
+    ran = []
+
+    async def main():
+        ran.append(True)
+    task = reactor.spawn(main())
+    assert task.cancel()
+    with pytest.raises(CancelledError):
+        run_until(reactor, task)
+    assert ran == []
+    assert task.cancelled()
+
+
+def test_cancel_a_finished_task_returns_false(reactor):
+    async def main():
+        return 1
+    task = reactor.spawn(main())
+    run_until(reactor, task)
+    assert task.cancel() is False
+    assert task.result() == 1
+
+
+def test_cancel_propagates_into_the_awaited_future(reactor):
+    inner = Future(reactor)
+
+    async def main():
+        await inner
+    task = reactor.spawn(main())
+    reactor.call_later(0.01, task.cancel)
+    with pytest.raises(CancelledError):
+        run_until(reactor, task)
+    assert inner.cancelled()
+
+
+# ---- sleep ----------------------------------------------------------
+
+def test_sleep_returns_its_result(reactor):
+    async def main():
+        t0 = reactor.time()
+        got = await twincore.sleep(0.02, "value", reactor=reactor)
+        return got, reactor.time() - t0
+    got, elapsed = run_until(reactor, main())
+    assert got == "value"
+    assert elapsed >= 0.019
+
+
+def test_sleep_zero(reactor):
+    async def main():
+        return await twincore.sleep(0, reactor=reactor)
+    assert run_until(reactor, main()) is None
+
+
+@pytest.mark.parametrize("bad", [-1, -0.5, float("nan")])
+def test_sleep_bad_value(reactor, bad):
+    async def main():
+        await twincore.sleep(bad, reactor=reactor)
+    with pytest.raises(ValueError, match="seconds"):
+        run_until(reactor, main())
+
+
+@pytest.mark.parametrize("bad", ["1", None, [1]])
+def test_sleep_bad_type(reactor, bad):
+    async def main():
+        await twincore.sleep(bad, reactor=reactor)
+    with pytest.raises(TypeError, match="seconds"):
+        run_until(reactor, main())
+
+
+# ---- gather ---------------------------------------------------------
+
+def test_gather_keeps_argument_order(reactor):
+    async def coro(v, delay):
+        await twincore.sleep(delay, reactor=reactor)
+        return v
+    g = twincore.gather(coro("slow", 0.03), later(reactor, 0.01, "fast"),
+                        coro("zero", 0), reactor=reactor)
+    assert isinstance(g, Future)
+    assert run_until(reactor, g) == ["slow", "fast", "zero"]
+
+
+def test_gather_empty(reactor):
+    g = twincore.gather(reactor=reactor)
+    assert g.done() and g.result() == []
+
+
+def test_gather_failure_fails_it_and_cancels_the_rest(reactor):
+    slow = later(reactor, 30, "never")
+
+    async def failing():
+        await twincore.sleep(0.01, reactor=reactor)
+        raise KeyError("first failure")
+    g = twincore.gather(slow, failing(), reactor=reactor)
+    with pytest.raises(KeyError, match="first failure"):
+        run_until(reactor, g)
+    assert slow.cancelled()
+
+
+def test_gather_return_exceptions(reactor):
+    async def failing():
+        raise ValueError("kept")
+    g = twincore.gather(later(reactor, 0.01, 1), failing(),
+                        later(reactor, 0, exc=KeyError("k")),
+                        return_exceptions=True, reactor=reactor)
+    res = run_until(reactor, g)
+    assert res[0] == 1
+    assert isinstance(res[1], ValueError) and isinstance(res[2], KeyError)
+
+
+def test_gather_of_any_awaitable(reactor):
+    class Awaitable:
+        def __await__(self):
+            return (yield from later(reactor, 0, "custom"))
+    g = twincore.gather(Awaitable(), reactor=reactor)
+    assert run_until(reactor, g) == ["custom"]
+
+
+def test_gather_rejects_non_awaitables(reactor):
+    with pytest.raises(TypeError):
+        twincore.gather(42, reactor=reactor)
+
+
+def test_cancel_gather_cancels_children(reactor):
+    a, b = later(reactor, 30), later(reactor, 30)
+    g = twincore.gather(a, b, reactor=reactor)
+    assert g.cancel()
+    assert a.cancelled() and b.cancelled() and g.cancelled()
+
+
+def test_gather_inside_a_coroutine(reactor):
+    async def main():
+        return await twincore.gather(later(reactor, 0, 1),
+                                     later(reactor, 0.01, 2),
+                                     reactor=reactor)
+    assert run_until(reactor, main()) == [1, 2]
+
+
+# ---- inline_callbacks -----------------------------------------------
+
+def test_inline_callbacks(reactor):
+    @twincore.inline_callbacks
+    def work(x):
+        """Docstring kept."""
+        a = yield later(reactor, 0.01, x)
+        b = yield later(reactor, 0, a + 1)
+        return a + b
+    assert work.__name__ == "work"
+    assert work.__doc__ == "Docstring kept."
+    fut = work(1, _reactor=reactor)
+    assert isinstance(fut, Future)
+    assert run_until(reactor, fut) == 3
+
+
+def test_inline_callbacks_failure_is_thrown_into_the_generator(reactor):
+    @twincore.inline_callbacks
+    def work():
+        try:
+            yield later(reactor, 0, exc=KeyError("k"))
+        except KeyError:
+            value = yield later(reactor, 0, "recovered")
+            return value
+    assert run_until(reactor, work(_reactor=reactor)) == "recovered"
+
+
+def test_inline_callbacks_exception_fails_the_future(reactor):
+    @twincore.inline_callbacks
+    def work():
+        yield later(reactor, 0)
+        raise OSError("inside")
+    with pytest.raises(OSError, match="inside"):
+        run_until(reactor, work(_reactor=reactor))
+
+
+def test_inline_callbacks_can_yield_defer_to_cpu(reactor):
+    @twincore.inline_callbacks
+    def work():
+        r = yield reactor.defer_to_cpu(pow, 2, 10)
+        return r
+    assert run_until(reactor, work(_reactor=reactor)) == 1024
+
+
+def test_inline_callbacks_rejects_plain_functions():
+    with pytest.raises(TypeError):
+        twincore.inline_callbacks(lambda: None)
+
+    async def coro():
+        return None
+    with pytest.raises(TypeError):
+        twincore.inline_callbacks(coro)
+
+
+# ---- twincore.run ---------------------------------------------------
+
+def test_run_returns_the_result(reactor):
+    async def main():
+        await twincore.sleep(0.01, reactor=reactor)
+        return "result"
+    assert twincore.run(main(), reactor=reactor) == "result"
+    assert not reactor.running
+
+
+def test_run_raises_the_exception(reactor):
+    async def main():
+        await twincore.sleep(0, reactor=reactor)
+        raise LookupError("from main")
+    with pytest.raises(LookupError, match="from main"):
+        twincore.run(main(), reactor=reactor)
+    assert not reactor.running
+
+
+def test_run_twice_on_one_reactor(reactor):
+    async def main(v):
+        await twincore.sleep(0, reactor=reactor)
+        return v
+    assert twincore.run(main(1), reactor=reactor) == 1
+    assert twincore.run(main(2), reactor=reactor) == 2
+
+
+def test_run_accepts_a_future(reactor):
+    assert twincore.run(later(reactor, 0.01, "f"), reactor=reactor) == "f"
+
+
+def test_run_rejects_other_things(reactor):
+    with pytest.raises(TypeError):
+        twincore.run(42, reactor=reactor)
+
+    async def main():
+        return None
+    with pytest.raises(TypeError):
+        twincore.run(main, reactor=reactor)
+
+
+def test_run_when_the_reactor_stops_early(reactor):
+    async def main():
+        reactor.stop()
+        await twincore.sleep(30, reactor=reactor)
+    with pytest.raises(RuntimeError, match="stopped"):
+        twincore.run(main(), reactor=reactor)
+    assert not reactor.running

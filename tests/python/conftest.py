@@ -156,3 +156,138 @@ class Collector:
         self.items.append(item)
         if len(self.items) == self.n and not self.done.done():
             self.done.set_result(self.items)
+
+
+# ---- asyncio as the oracle ----------------------------------------------
+
+class ScenarioProtocol:
+    """A protocol usable by both asyncio and twincore: it records the
+    events it sees (consecutive data merged) and runs a script of
+    reactions. `later(delay, fn)` schedules on whichever loop runs it."""
+
+    def __init__(self, name, later, on_made=None, on_data=None,
+                 on_eof=None, keep_open_on_eof=False, on_pause=None,
+                 on_resume=None, on_lost=None):
+        self.name = name
+        self.later = later
+        self.events = []
+        self.received = bytearray()
+        self.transport = None
+        self.hooks = dict(made=on_made, data=on_data, eof=on_eof,
+                          pause=on_pause, resume=on_resume, lost=on_lost)
+        self.keep_open_on_eof = keep_open_on_eof
+
+    def _hook(self, name, *args):
+        hook = self.hooks[name]
+        if hook is not None:
+            hook(self, *args)
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.events.append(("made",))
+        self._hook("made")
+
+    def data_received(self, data):
+        self.received += data
+        if self.events and self.events[-1][0] == "data":
+            self.events[-1] = ("data", self.events[-1][1] + data)
+        else:
+            self.events.append(("data", data))
+        self._hook("data", data)
+
+    def eof_received(self):
+        self.events.append(("eof",))
+        self._hook("eof")
+        return self.keep_open_on_eof
+
+    def pause_writing(self):
+        self.events.append(("pause",))
+        self._hook("pause")
+
+    def resume_writing(self):
+        self.events.append(("resume",))
+        self._hook("resume")
+
+    def connection_lost(self, exc):
+        self.events.append(("lost", None if exc is None else type(exc)))
+        self._hook("lost")
+
+
+def run_scenario(impl, kind, make_server, make_client, sock_dir,
+                 timeout=30.0):
+    """Run one server and one client connection on asyncio or twincore;
+    make_server(later, done) / make_client(later, done) build
+    ScenarioProtocols and call done() once they are finished. Returns
+    (server, client)."""
+    import asyncio
+    if impl == "asyncio":
+        loop = asyncio.new_event_loop()
+        finished = loop.create_future()
+        left = [2]
+
+        def done(_proto=None):
+            left[0] -= 1
+            if left[0] == 0 and not finished.done():
+                finished.set_result(None)
+
+        def later(delay, fn, *args):
+            loop.call_later(delay, fn, *args)
+        server_box = []
+
+        def server_factory():
+            p = make_server(later, done)
+            server_box.append(p)
+            return p
+
+        async def main():
+            if kind == "tcp":
+                srv = await loop.create_server(server_factory, "127.0.0.1",
+                                               0)
+                port = srv.sockets[0].getsockname()[1]
+                _, client = await loop.create_connection(
+                    lambda: make_client(later, done), "127.0.0.1", port)
+            else:
+                path = os.path.join(sock_dir, "oracle.sock")
+                srv = await loop.create_unix_server(server_factory, path)
+                _, client = await loop.create_unix_connection(
+                    lambda: make_client(later, done), path)
+            await asyncio.wait_for(finished, timeout)
+            srv.close()
+            await srv.wait_closed()
+            return client
+        try:
+            client = loop.run_until_complete(main())
+        finally:
+            loop.close()
+        return server_box[0], client
+
+    reactor = twincore.Reactor()
+    reactor.cpu_pool = twincore.CpuPool(workers=1)
+    try:
+        finished = twincore.Future(reactor)
+        left = [2]
+
+        def done(_proto=None):
+            left[0] -= 1
+            if left[0] == 0 and not finished.done():
+                finished.set_result(None)
+
+        def later(delay, fn, *args):
+            reactor.call_later(delay, fn, *args)
+        server_box = []
+
+        def server_factory():
+            p = make_server(later, done)
+            server_box.append(p)
+            return p
+        listener, connect = listen(reactor, kind, server_factory, sock_dir)
+
+        async def main():
+            client = await connect(lambda: make_client(later, done))
+            await finished
+            listener.close()
+            return client
+        client = run_until(reactor, main(), timeout)
+        return server_box[0], client
+    finally:
+        reactor.cpu_pool.close(cancel_queued=True)

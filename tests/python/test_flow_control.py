@@ -8,7 +8,8 @@ import os
 import pytest
 
 import twincore
-from conftest import (RecordingProtocol, STREAM_KINDS, listen, run_until)
+from conftest import (RecordingProtocol, STREAM_KINDS, ScenarioProtocol,
+                      listen, run_scenario, run_until)
 
 
 async def wait_for(reactor, predicate, what="condition", timeout=20.0):
@@ -381,3 +382,81 @@ def test_pause_reading_inside_data_received(reactor, kind, sock_dir):
     assert b"".join(got) == payload
     assert server.events == ["made", "data", "eof", "lost"]
     listener.close()
+
+
+# ---- the same flow-control scenario on asyncio (the oracle) ------------
+
+def _flow_scenario(total, shared):
+    """A writer against a reader that starts paused and is resumed when
+    the writer reports pause_writing; the writer half-closes at the end."""
+    block = b"z" * 16384
+
+    def make_server(later, done):
+        def on_made(p):
+            shared["server"] = p
+            p.transport.pause_reading()
+        return ScenarioProtocol("server", later, on_made=on_made,
+                                on_lost=done)
+
+    def make_client(later, done):
+        state = {"sent": 0, "paused": False, "eof": False}
+
+        def produce(p):
+            while not state["paused"] and state["sent"] < total:
+                state["sent"] += len(block)
+                p.transport.write(block)
+            if state["sent"] >= total and not state["paused"] and \
+                    not state["eof"]:
+                state["eof"] = True
+                p.transport.write_eof()
+
+        def on_made(p):
+            p.transport.set_write_buffer_limits(high=65536, low=16384)
+            later(0, produce, p)
+
+        def on_pause(p):
+            state["paused"] = True
+            later(0.005, shared["server"].transport.resume_reading)
+
+        def on_resume(p):
+            state["paused"] = False
+            later(0, produce, p)
+        return ScenarioProtocol("client", later, on_made=on_made,
+                                on_pause=on_pause, on_resume=on_resume,
+                                on_lost=done)
+    return make_server, make_client
+
+
+def _collapse_flow(events):
+    """Runs of pause/resume become one ("flow",) after checking that they
+    alternate, starting with pause and ending with resume."""
+    out, run = [], []
+    for ev in events + [("end",)]:
+        if ev[0] in ("pause", "resume"):
+            run.append(ev[0])
+            continue
+        if run:
+            assert run == ["pause", "resume"] * (len(run) // 2), run
+            out.append(("flow",))
+            run = []
+        if ev[0] != "end":
+            out.append(ev if ev[0] != "data" else ("data", len(ev[1])))
+    return out
+
+
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+def test_flow_control_events_match_asyncio(kind, sock_dir):
+    total = 16 << 20   # more than the kernel buffers hold
+    results = {}
+    for impl in ("asyncio", "twincore"):
+        shared = {}
+        make_server, make_client = _flow_scenario(total, shared)
+        server, client = run_scenario(impl, kind, make_server, make_client,
+                                      sock_dir, timeout=25)
+        assert len(server.received) == total
+        results[impl] = (_collapse_flow(server.events),
+                         _collapse_flow(client.events))
+    assert results["twincore"] == results["asyncio"]
+    assert results["asyncio"] == (
+        [("made",), ("data", total), ("eof",), ("lost", None)],
+        [("made",), ("flow",), ("eof",), ("lost", None)])

@@ -9,7 +9,8 @@ import socket
 import pytest
 
 import twincore
-from conftest import (RecordingProtocol, STREAM_KINDS, listen, run_until)
+from conftest import (RecordingProtocol, STREAM_KINDS, ScenarioProtocol,
+                      listen, run_scenario, run_until)
 
 
 def sleep(reactor, seconds=0):
@@ -808,3 +809,95 @@ def test_listener_close_keeps_connections_and_context_manager(reactor):
     fut = reactor.connect_tcp("127.0.0.1", port, RecordingProtocol)
     with pytest.raises(ConnectionRefusedError):
         run_until(reactor, fut)
+
+
+# ---- the same scenarios on asyncio (the oracle) and twincore -------------
+
+def _echo_half_close(keep_open):
+    def make_server(later, done):
+        def on_data(p, data):
+            p.transport.write(data)
+
+        def on_eof(p):
+            if keep_open:
+                p.transport.write(b"bye")   # writing after EOF
+                later(0.02, p.transport.close)
+        return ScenarioProtocol("server", later, on_data=on_data,
+                                on_eof=on_eof, keep_open_on_eof=keep_open,
+                                on_lost=done)
+
+    def make_client(later, done):
+        def on_made(p):
+            p.transport.write(b"hello")
+            later(0.01, p.transport.write, b" world")
+            later(0.03, p.transport.write_eof)
+        return ScenarioProtocol("client", later, on_made=on_made,
+                                on_lost=done)
+    return make_server, make_client
+
+
+def _server_closes_first():
+    def make_server(later, done):
+        def on_made(p):
+            p.transport.write(b"greeting")
+            p.transport.close()
+        return ScenarioProtocol("server", later, on_made=on_made,
+                                on_lost=done)
+
+    def make_client(later, done):
+        return ScenarioProtocol("client", later, on_lost=done)
+    return make_server, make_client
+
+
+def _client_pauses_reading():
+    def make_server(later, done):
+        def on_made(p):
+            for i in range(5):
+                later(0.005 * i, p.transport.write, b"%d" % i)
+            later(0.05, p.transport.close)
+        return ScenarioProtocol("server", later, on_made=on_made,
+                                on_lost=done)
+
+    def make_client(later, done):
+        def on_made(p):
+            p.transport.pause_reading()
+            later(0.1, p.transport.resume_reading)
+        return ScenarioProtocol("client", later, on_made=on_made,
+                                on_lost=done)
+    return make_server, make_client
+
+
+SCENARIOS = {
+    "echo, eof kept open": lambda: _echo_half_close(True),
+    "echo, eof closes": lambda: _echo_half_close(False),
+    "server closes first": _server_closes_first,
+    "client pauses reading": _client_pauses_reading,
+}
+EXPECTED = {
+    "echo, eof kept open": (
+        [("made",), ("data", b"hello world"), ("eof",), ("lost", None)],
+        [("made",), ("data", b"hello worldbye"), ("eof",), ("lost", None)]),
+    "echo, eof closes": (
+        [("made",), ("data", b"hello world"), ("eof",), ("lost", None)],
+        [("made",), ("data", b"hello world"), ("eof",), ("lost", None)]),
+    "server closes first": (
+        [("made",), ("lost", None)],
+        [("made",), ("data", b"greeting"), ("eof",), ("lost", None)]),
+    "client pauses reading": (
+        [("made",), ("lost", None)],
+        [("made",), ("data", b"01234"), ("eof",), ("lost", None)]),
+}
+
+
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_same_events_as_asyncio(kind, scenario, sock_dir):
+    results = {}
+    for impl in ("asyncio", "twincore"):
+        make_server, make_client = SCENARIOS[scenario]()
+        server, client = run_scenario(impl, kind, make_server, make_client,
+                                      sock_dir)
+        results[impl] = (server.events, client.events)
+    assert results["twincore"] == results["asyncio"]
+    # And asyncio did what the scenario means (the oracle is sane).
+    assert results["asyncio"] == EXPECTED[scenario]

@@ -227,11 +227,12 @@ typedef struct tc__stream_codec {
 
 /* Put a codec on a stream; the stream owns st from then on (also on
  * failure: codec->free).  On a stream whose connect is still pending the
- * handshake starts once connected and that connect callback reports its
- * outcome (cb must be NULL).  On a connected stream the handshake starts
- * now; cb (may be NULL) runs once with its outcome, else a failure goes to
- * on_error; timeout_ms (0: none) bounds it with -ETIMEDOUT.  Returns 0,
- * -EINVAL, -EALREADY (a codec is set) or -EPIPE (closed, failed, EOF). */
+ * handshake starts once connected, that connect callback reports its
+ * outcome (cb must be NULL) and the connect's timeout covers it.  On a
+ * connected stream the handshake starts on the next iteration; cb (may be
+ * NULL) runs once with its outcome, else a failure goes to on_error;
+ * timeout_ms (0: none) bounds it with -ETIMEDOUT.  Returns 0, -EINVAL,
+ * -EALREADY (a codec is set) or -EPIPE (closed, failed, EOF). */
 int tc__stream_set_codec(tc_stream_t *s, const tc__stream_codec_t *codec,
                          void *st, tc_connect_cb cb, uint64_t timeout_ms);
 /* The codec state when s carries this codec, else NULL. */

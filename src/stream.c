@@ -6,7 +6,17 @@
  * SIGPIPE).  A failure is recorded once (FAILED) and reported once through
  * on_error; afterwards nothing is read or written.  Memory lent with
  * tc_stream_write_ref() goes back through its release callback exactly
- * once, whatever happens. */
+ * once, whatever happens.
+ *
+ * A codec (TLS, see tls.c) filters a stream: reads go socket -> codec ->
+ * on_read, writes go codec -> the same write queue.  Until its handshake
+ * completes, written plaintext waits in a second queue (phead) and the
+ * connect callback, if any, is held back to report the handshake.  The
+ * queue size and the watermarks count both: plaintext not yet encoded plus
+ * wire bytes not yet sent.  Shutdown and graceful close first emit the
+ * codec's close message (close_notify).  The loop's read buffer is split
+ * for a codec: wire bytes are received into its upper half and plaintext
+ * is decoded into the lower one. */
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -16,6 +26,7 @@
 #include "internal.h"
 
 #define CHUNK_MIN (16u * 1024u)   /* copy chunks are at least this big */
+#define EMIT_CHUNK (64u * 1024u)  /* codec output: a few records a chunk */
 #define FLUSH_IOV 64              /* iovecs per sendmsg() */
 
 enum {
@@ -29,6 +40,9 @@ enum {
     S_FLOW_PAUSED = 1u << 7,
     S_UNIX = 1u << 8,
     S_ERROR_PENDING = 1u << 9,  /* on_error to deliver from the loop */
+    S_HANDSHAKE = 1u << 10,     /* codec handshake not yet complete */
+    S_NOTIFY_SENT = 1u << 11,   /* codec close message emitted */
+    S_PUMP_PENDING = 1u << 12,  /* run the codec from the loop (notify) */
 };
 
 typedef struct chunk {
@@ -54,12 +68,18 @@ struct tc_stream_s {
     tc_connect_cb connect_cb;
     tc_close_cb graceful_cb;
     chunk_t *head, *tail;
-    size_t queued;
+    size_t queued;          /* unsent wire bytes + plaintext in phead */
     size_t low_water, high_water;
+    const tc__stream_codec_t *codec;   /* NULL: bytes go as they are */
+    void *codec_st;
+    chunk_t *phead, *ptail; /* plaintext waiting for the handshake */
+    chunk_t *spare;         /* a drained copy chunk kept for reuse */
 };
 
 static void start_writing(tc_stream_t *s);
 static void flush_queue(tc_stream_t *s);
+static void codec_pump(tc_stream_t *s, const char *in, size_t len);
+static void update_rio(tc_stream_t *s);
 
 tc_handle_t *
 tc_stream_handle(tc_stream_t *stream)
@@ -82,18 +102,52 @@ release_chunk(chunk_t *c, int status)
     free(c);
 }
 
-/* Give every queued chunk back with status; the queue is empty after. */
 static void
-discard_queue(tc_stream_t *s, int status)
+release_list(chunk_t *c, int status)
 {
-    chunk_t *c = s->head;
-    s->head = s->tail = NULL;
-    s->queued = 0;
     while (c != NULL) {
         chunk_t *next = c->next;
         release_chunk(c, status);
         c = next;
     }
+}
+
+/* Give every queued chunk back with status; the queues are empty after. */
+static void
+discard_queue(tc_stream_t *s, int status)
+{
+    chunk_t *c = s->head;
+    chunk_t *p = s->phead;
+    s->head = s->tail = NULL;
+    s->phead = s->ptail = NULL;
+    s->queued = 0;
+    release_list(c, status);
+    release_list(p, status);
+}
+
+/* A sent chunk: keep one small copy chunk for the next copy. */
+static void
+recycle_chunk(tc_stream_t *s, chunk_t *c)
+{
+    if (c->release == NULL && c->cap > 0 && c->cap <= EMIT_CHUNK &&
+        s->spare == NULL) {
+        s->spare = c;
+        return;
+    }
+    release_chunk(c, 0);
+}
+
+static inline bool
+is_alive(const tc_stream_t *s)
+{
+    return !tc__handle_closing(&s->h) && !(s->flags & S_FAILED);
+}
+
+/* A codec stream whose handshake is over and reported. */
+static inline bool
+codec_ready(const tc_stream_t *s)
+{
+    return !(s->flags & (S_CONNECTING | S_HANDSHAKE)) && s->connect_cb == NULL;
 }
 
 static void
@@ -112,12 +166,19 @@ fail_now(tc_stream_t *s, int err)
         return;
     }
     s->flags |= S_FAILED;
-    s->flags &= ~(S_ERROR_PENDING | S_FLOW_PAUSED);
+    s->flags &= ~(S_ERROR_PENDING | S_FLOW_PAUSED | S_HANDSHAKE);
     s->error = err;
     stop_io(s);
     discard_queue(s, err);
     if (s->flags & S_CLOSE_PENDING) {
         tc_close(&s->h, s->graceful_cb);
+        return;
+    }
+    if (s->connect_cb != NULL) {
+        /* A codec's handshake failed: its connect callback reports it. */
+        tc_connect_cb cb = s->connect_cb;
+        s->connect_cb = NULL;
+        cb(s, err);
         return;
     }
     if (s->cbs.on_error != NULL) {
@@ -141,6 +202,25 @@ fail_later(tc_stream_t *s, int err)
 
 static void queue_drained(tc_stream_t *s);
 
+/* The end of a graceful close.  A codec stream first drops input nobody
+ * will read (a TLS 1.3 client that never read still holds the server's
+ * session tickets): closing a socket with unread input sends a reset, not
+ * FIN, and a reset makes the peer lose what it has not read yet. */
+static int
+close_gracefully(tc_stream_t *s, tc_close_cb cb)
+{
+    if (s->codec != NULL && s->fd >= 0) {
+        tc_loop_t *loop = s->h.loop;
+        for (int i = 0; i < 16; i++) {
+            if (recv(s->fd, loop->read_buf, loop->read_buf_size,
+                     MSG_DONTWAIT) <= 0) {
+                break;
+            }
+        }
+    }
+    return tc_close(&s->h, cb);
+}
+
 /* A shutdown asked for while connecting, with nothing to flush first. */
 static void
 shutdown_if_drained(tc_stream_t *s)
@@ -161,7 +241,15 @@ notify_cb(struct ev_loop *ev, ev_idle *w, int revents)
     if (s->flags & S_ERROR_PENDING) {
         s->flags &= ~S_ERROR_PENDING;
         fail_now(s, s->error);
-    } else if ((s->flags & S_CONNECTING) == 0 && s->connect_cb != NULL) {
+    } else if (!(s->flags & (S_CONNECTING | S_HANDSHAKE)) &&
+               s->connect_cb != NULL) {
+        if (s->codec != NULL) {
+            /* Connected at once: the codec's handshake reports instead. */
+            s->flags |= S_HANDSHAKE;
+            s->flags &= ~S_PUMP_PENDING;
+            codec_pump(s, NULL, 0);
+            return;
+        }
         /* A connect that completed at once still reports from the loop. */
         tc_connect_cb cb = s->connect_cb;
         s->connect_cb = NULL;
@@ -173,6 +261,13 @@ notify_cb(struct ev_loop *ev, ev_idle *w, int revents)
         }
         cb(s, 0);
         shutdown_if_drained(s);
+    } else if (s->flags & S_PUMP_PENDING) {
+        /* Input the codec buffered while reading was paused, or the start
+         * of a handshake. */
+        s->flags &= ~S_PUMP_PENDING;
+        if (is_alive(s) && s->codec != NULL) {
+            codec_pump(s, NULL, 0);
+        }
     }
 }
 
@@ -202,12 +297,46 @@ start_writing(tc_stream_t *s)
     }
 }
 
+/* Watch for input while the user reads (once connected) or while a codec's
+ * handshake needs it. */
+static void
+update_rio(tc_stream_t *s)
+{
+    bool want = is_alive(s) &&
+                !(s->flags & (S_ERROR_PENDING | S_EOF | S_CONNECTING)) &&
+                ((s->flags & S_HANDSHAKE) ||
+                 ((s->flags & S_READING) && s->connect_cb == NULL));
+    if (want) {
+        tc__io_start(ev_of(s), &s->rio);
+    } else {
+        tc__io_stop(ev_of(s), &s->rio);
+    }
+}
+
 /* The queue drained: do what was waiting for it.  May free nothing but may
  * close the handle (graceful close). */
 static void
 queue_drained(tc_stream_t *s)
 {
     tc__io_stop(ev_of(s), &s->wio);
+    if (s->codec != NULL) {
+        if (!codec_ready(s)) {
+            return;   /* the handshake's records, not the user's data */
+        }
+        if ((s->flags & (S_SHUT_PENDING | S_CLOSE_PENDING)) &&
+            !(s->flags & S_NOTIFY_SENT)) {
+            s->flags |= S_NOTIFY_SENT;
+            int err = s->codec->close_notify(s->codec_st);
+            if (err != 0) {
+                fail_now(s, err);
+                return;
+            }
+            if (s->head != NULL) {
+                start_writing(s);   /* the shutdown follows the alert */
+                return;
+            }
+        }
+    }
     if ((s->flags & S_SHUT_PENDING) && !(s->flags & S_SHUT_DONE)) {
         s->flags |= S_SHUT_DONE;
         if (shutdown(s->fd, SHUT_WR) != 0 && errno != ENOTCONN) {
@@ -216,13 +345,14 @@ queue_drained(tc_stream_t *s)
         }
     }
     if (s->flags & S_CLOSE_PENDING) {
-        tc_close(&s->h, s->graceful_cb);
+        close_gracefully(s, s->graceful_cb);
     }
 }
 
-/* Send as much of the queue as the socket takes. */
-static void
-flush_queue(tc_stream_t *s)
+/* Send as much of the queue as the socket takes: 0, or a negative code for
+ * a hard error (the queue is left as it is). */
+static int
+send_queue(tc_stream_t *s)
 {
     while (s->head != NULL) {
         struct iovec iov[FLUSH_IOV];
@@ -241,8 +371,7 @@ flush_queue(tc_stream_t *s)
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 break;
             }
-            fail_now(s, tc__neg_errno());
-            return;
+            return tc__neg_errno();
         }
         size_t left = (size_t)sent;
         s->queued -= left;
@@ -258,11 +387,24 @@ flush_queue(tc_stream_t *s)
             if (s->head == NULL) {
                 s->tail = NULL;
             }
-            release_chunk(c, 0);
+            recycle_chunk(s, c);
         }
         if ((size_t)sent == 0) {
             break;
         }
+    }
+    return 0;
+}
+
+/* Send as much of the queue as the socket takes, then do what waited for
+ * the drain.  Thread: loop, inside a loop callback. */
+static void
+flush_queue(tc_stream_t *s)
+{
+    int err = send_queue(s);
+    if (err != 0) {
+        fail_now(s, err);
+        return;
     }
     if (s->flags & S_FLOW_PAUSED) {
         update_flow(s);
@@ -277,10 +419,36 @@ flush_queue(tc_stream_t *s)
     }
 }
 
+/* Send the queue from inside a user's call: a failure is reported from
+ * the loop, and what waits for the drain runs there too. */
+static void
+flush_user(tc_stream_t *s)
+{
+    if (ev_is_active(&s->wio)) {
+        return;   /* the socket was full: write_ready sends it */
+    }
+    int err = send_queue(s);
+    if (err != 0) {
+        fail_later(s, err);
+    } else if (s->head != NULL) {
+        start_writing(s);
+    }
+}
+
 static void
 finish_connect(tc_stream_t *s, int status)
 {
     s->flags &= ~S_CONNECTING;
+    if (status == 0 && s->codec != NULL) {
+        /* Connected: the handshake runs under the same timeout and the
+         * connect callback waits for its outcome. */
+        s->flags |= S_HANDSHAKE;
+        if (s->head == NULL) {
+            tc__io_stop(ev_of(s), &s->wio);
+        }
+        codec_pump(s, NULL, 0);
+        return;
+    }
     ev_timer_stop(ev_of(s), &s->connect_timer);
     tc_connect_cb cb = s->connect_cb;
     s->connect_cb = NULL;
@@ -325,12 +493,187 @@ write_ready(struct ev_loop *ev, ev_io *w, int revents)
     flush_queue(s);
 }
 
+/* The peer shut down its write side (a clean end for a codec). */
+static void
+peer_eof(tc_stream_t *s)
+{
+    s->flags |= S_EOF;
+    s->flags &= ~S_READING;
+    tc__io_stop(ev_of(s), &s->rio);
+    if (s->cbs.on_eof != NULL) {
+        s->cbs.on_eof(s);
+    } else if (!(s->flags & S_SHUT_PENDING)) {
+        tc_stream_shutdown(s);
+    }
+}
+
+/* Move the plaintext queued during the handshake through the codec. */
+static int
+encode_pending(tc_stream_t *s)
+{
+    while (s->phead != NULL) {
+        chunk_t *c = s->phead;
+        struct iovec iov = {.iov_base = (void *)c->base, .iov_len = c->len};
+        int err = s->codec->encode(s->codec_st, &iov, 1);
+        if (err != 0) {
+            return err;
+        }
+        s->phead = c->next;
+        if (s->phead == NULL) {
+            s->ptail = NULL;
+        }
+        s->queued -= c->len;
+        release_chunk(c, 0);
+    }
+    return 0;
+}
+
+/* The codec's handshake completed: send what waited for it, report it. */
+static void
+handshake_done(tc_stream_t *s)
+{
+    s->flags &= ~S_HANDSHAKE;
+    ev_timer_stop(ev_of(s), &s->connect_timer);
+    int err = encode_pending(s);
+    if (err != 0) {
+        fail_now(s, err);
+        return;
+    }
+    tc_connect_cb cb = s->connect_cb;
+    s->connect_cb = NULL;
+    update_rio(s);
+    if (cb != NULL) {
+        cb(s, 0);
+        if (!is_alive(s)) {
+            return;
+        }
+    }
+    if (s->head != NULL) {
+        flush_queue(s);
+    } else {
+        queue_drained(s);   /* a shutdown or close asked for meanwhile */
+    }
+}
+
+/* Run the codec over its buffered input plus in (len may be 0): advance
+ * the handshake, then turn input into on_read calls while the user reads.
+ * Wire bytes are in the upper half of the loop's read buffer; plaintext is
+ * decoded into its lower half (or the whole buffer when in is NULL).
+ * Thread: loop, inside a loop callback; the stream may be closed or failed
+ * when it returns. */
+static void
+codec_pump(tc_stream_t *s, const char *in, size_t len)
+{
+    const tc__stream_codec_t *c = s->codec;
+    void *st = s->codec_st;
+    tc_loop_t *loop = s->h.loop;
+    char *out = loop->read_buf;
+    size_t cap = in != NULL ? loop->read_buf_size / 2 : loop->read_buf_size;
+    if (len > 0) {
+        c->input(st, in, len);
+    }
+    if (s->flags & S_HANDSHAKE) {
+        int rc = c->handshake(st);
+        if (rc < 0) {
+            (void)send_queue(s);   /* the alert, if the socket takes it */
+            fail_now(s, rc);
+            goto done;
+        }
+        if (s->head != NULL) {
+            flush_queue(s);   /* the handshake's own records */
+        }
+        if (!is_alive(s)) {
+            goto done;
+        }
+        if (rc == 0) {
+            goto done;
+        }
+        handshake_done(s);
+        if (!is_alive(s)) {
+            goto done;
+        }
+    }
+    size_t got = 0;
+    ssize_t n = 0;
+    while ((s->flags & S_READING) && is_alive(s)) {
+        n = c->read(st, out + got, cap - got);
+        if (n <= 0) {
+            break;
+        }
+        got += (size_t)n;
+        if (got == cap) {
+            got = 0;
+            s->cbs.on_read(s, out, cap);
+        }
+    }
+    if (got > 0 && is_alive(s)) {
+        s->cbs.on_read(s, out, got);
+    }
+    if (!is_alive(s)) {
+        goto done;
+    }
+    if (n == TC_EOF) {
+        /* While reading is paused the codec keeps the close message, and
+         * has_pending() brings it back when reading resumes. */
+        if (s->flags & S_READING) {
+            peer_eof(s);
+        }
+    } else if (n < 0) {
+        (void)send_queue(s);
+        fail_now(s, (int)n);
+        goto done;
+    }
+    if (is_alive(s) && s->head != NULL) {
+        flush_queue(s);   /* records the reads produced (key updates) */
+    }
+done:;
+    int err = c->input_end(st, is_alive(s));
+    if (!is_alive(s)) {
+        return;
+    }
+    if (err != 0) {
+        fail_now(s, err);
+        return;
+    }
+    update_rio(s);
+}
+
+static void
+codec_read_ready(tc_stream_t *s)
+{
+    tc_loop_t *loop = s->h.loop;
+    size_t half = loop->read_buf_size / 2;
+    char *in = loop->read_buf + half;
+    ssize_t n = recv(s->fd, in, loop->read_buf_size - half, 0);
+    if (n > 0) {
+        codec_pump(s, in, (size_t)n);
+        return;
+    }
+    if (n == 0) {
+        int err = s->codec->eof_status(s->codec_st);
+        if (err != 0) {
+            fail_now(s, err);
+        } else {
+            peer_eof(s);
+        }
+        return;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        return;
+    }
+    fail_now(s, tc__neg_errno());
+}
+
 static void
 read_ready(struct ev_loop *ev, ev_io *w, int revents)
 {
     (void)ev;
     (void)revents;
     tc_stream_t *s = TC__CONTAINER_OF(w, tc_stream_t, rio);
+    if (s->codec != NULL) {
+        codec_read_ready(s);
+        return;
+    }
     tc_loop_t *loop = s->h.loop;
     ssize_t n = recv(s->fd, loop->read_buf, loop->read_buf_size, 0);
     if (n > 0) {
@@ -338,14 +681,7 @@ read_ready(struct ev_loop *ev, ev_io *w, int revents)
         return;
     }
     if (n == 0) {
-        s->flags |= S_EOF;
-        s->flags &= ~S_READING;
-        tc__io_stop(ev, &s->rio);
-        if (s->cbs.on_eof != NULL) {
-            s->cbs.on_eof(s);
-        } else if (!(s->flags & S_SHUT_PENDING)) {
-            tc_stream_shutdown(s);
-        }
+        peer_eof(s);
         return;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
@@ -362,6 +698,8 @@ connect_timeout(struct ev_loop *ev, ev_timer *w, int revents)
     tc_stream_t *s = TC__CONTAINER_OF(w, tc_stream_t, connect_timer);
     if (s->flags & S_CONNECTING) {
         finish_connect(s, -ETIMEDOUT);
+    } else if (s->flags & S_HANDSHAKE) {
+        fail_now(s, -ETIMEDOUT);
     }
 }
 
@@ -393,6 +731,13 @@ stream_finish(tc_handle_t *h)
         s->connect_cb = NULL;
         cb(s, -ECANCELED);
     }
+    if (s->codec != NULL) {
+        s->codec->free(s->codec_st);
+        s->codec = NULL;
+        s->codec_st = NULL;
+    }
+    free(s->spare);
+    s->spare = NULL;
 }
 
 static bool
@@ -400,7 +745,7 @@ stream_is_active(const tc_handle_t *h)
 {
     const tc_stream_t *s = TC__CONTAINER_OF(h, tc_stream_t, h);
     return ev_is_active(&s->rio) || ev_is_active(&s->wio) ||
-           (s->flags & S_CONNECTING);
+           (s->flags & (S_CONNECTING | S_HANDSHAKE));
 }
 
 static double
@@ -458,6 +803,57 @@ tc__stream_connect_begin(tc_stream_t *s, tc_connect_cb cb,
 }
 
 int
+tc__stream_set_codec(tc_stream_t *s, const tc__stream_codec_t *codec,
+                     void *st, tc_connect_cb cb, uint64_t timeout_ms)
+{
+    int err = 0;
+    if (s == NULL || codec == NULL || st == NULL ||
+        tc__handle_closing(&s->h)) {
+        err = -EINVAL;
+    } else if (s->codec != NULL) {
+        err = -EALREADY;
+    } else if (s->flags & (S_FAILED | S_ERROR_PENDING | S_EOF |
+                           S_SHUT_PENDING | S_CLOSE_PENDING)) {
+        err = -EPIPE;
+    } else if (((s->flags & S_CONNECTING) || s->connect_cb != NULL) &&
+               cb != NULL) {
+        err = -EINVAL;
+    }
+    if (err != 0) {
+        if (codec != NULL && st != NULL) {
+            codec->free(st);
+        }
+        return err;
+    }
+    TC__ASSERT_LOOP_THREAD(s->h.loop);
+    s->codec = codec;
+    s->codec_st = st;
+    /* A connect in progress (or still resolving a name) has its timer
+     * from tc__stream_connect_begin(), and it goes on over the handshake. */
+    if (timeout_ms > 0 && !(s->flags & S_CONNECTING) &&
+        !ev_is_active(&s->connect_timer)) {
+        ev_timer_set(&s->connect_timer, (double)timeout_ms / 1000.0, 0.);
+        ev_timer_start(ev_of(s), &s->connect_timer);
+    }
+    if ((s->flags & S_CONNECTING) || s->connect_cb != NULL) {
+        return 0;   /* the handshake starts once connected */
+    }
+    /* Connected: start from the loop, so that a client's first flight
+     * and any failure are never reported inside this call. */
+    s->connect_cb = cb;
+    s->flags |= S_HANDSHAKE | S_PUMP_PENDING;
+    update_rio(s);
+    ev_feed_event(ev_of(s), &s->notify, EV_CUSTOM);
+    return 0;
+}
+
+void *
+tc__stream_codec_state(const tc_stream_t *s, const tc__stream_codec_t *codec)
+{
+    return s != NULL && s->codec == codec ? s->codec_st : NULL;
+}
+
+int
 tc_stream_open(tc_loop_t *loop, int fd, void *data, tc_stream_t **out)
 {
     if (loop == NULL || out == NULL || fd < 0) {
@@ -510,8 +906,12 @@ tc_stream_read_start(tc_stream_t *s)
         return -EPIPE;
     }
     s->flags |= S_READING;
-    if (!(s->flags & S_CONNECTING) && s->connect_cb == NULL) {
-        tc__io_start(ev_of(s), &s->rio);
+    update_rio(s);
+    if (s->codec != NULL && codec_ready(s) &&
+        s->codec->has_pending(s->codec_st)) {
+        /* What the codec kept while paused does not wake epoll. */
+        s->flags |= S_PUMP_PENDING;
+        ev_feed_event(ev_of(s), &s->notify, EV_CUSTOM);
     }
     return 0;
 }
@@ -524,7 +924,7 @@ tc_stream_read_stop(tc_stream_t *s)
     }
     TC__ASSERT_LOOP_THREAD(s->h.loop);
     s->flags &= ~S_READING;
-    tc__io_stop(ev_of(s), &s->rio);
+    update_rio(s);   /* a handshake still reads */
     return 0;
 }
 
@@ -545,8 +945,10 @@ check_writable(const tc_stream_t *s)
     return 0;
 }
 
+/* Copy buf to the end of the write queue, into the tail chunk when it has
+ * room, else into a new chunk of at least min bytes (the spare if it fits). */
 static chunk_t *
-append_copy(tc_stream_t *s, const char *buf, size_t len)
+append_copy_min(tc_stream_t *s, const char *buf, size_t len, size_t min)
 {
     chunk_t *t = s->tail;
     if (t != NULL && t->cap > 0) {
@@ -557,10 +959,17 @@ append_copy(tc_stream_t *s, const char *buf, size_t len)
             return t;
         }
     }
-    size_t cap = len > CHUNK_MIN ? len : CHUNK_MIN;
-    chunk_t *c = malloc(sizeof(*c) + cap);
-    if (c == NULL) {
-        return NULL;
+    size_t cap = len > min ? len : min;
+    chunk_t *c;
+    if (s->spare != NULL && s->spare->cap >= cap) {
+        c = s->spare;
+        s->spare = NULL;
+        cap = c->cap;
+    } else {
+        c = malloc(sizeof(*c) + cap);
+        if (c == NULL) {
+            return NULL;
+        }
     }
     memcpy(c->data, buf, len);
     c->next = NULL;
@@ -577,6 +986,75 @@ append_copy(tc_stream_t *s, const char *buf, size_t len)
     }
     s->tail = c;
     return c;
+}
+
+static chunk_t *
+append_copy(tc_stream_t *s, const char *buf, size_t len)
+{
+    return append_copy_min(s, buf, len, CHUNK_MIN);
+}
+
+int
+tc__stream_emit(tc_stream_t *s, const void *buf, size_t len)
+{
+    if (len == 0) {
+        return 0;
+    }
+    if (append_copy_min(s, buf, len, EMIT_CHUNK) == NULL) {
+        return -ENOMEM;
+    }
+    s->queued += len;
+    return 0;
+}
+
+static void
+plain_append(tc_stream_t *s, chunk_t *c)
+{
+    c->next = NULL;
+    if (s->ptail != NULL) {
+        s->ptail->next = c;
+    } else {
+        s->phead = c;
+    }
+    s->ptail = c;
+    s->queued += c->len;
+}
+
+/* A write on a codec stream: encode and send now once the handshake is
+ * over, else keep one copy of the plaintext for then. */
+static int
+codec_writev(tc_stream_t *s, const struct iovec *iov, int iovcnt,
+             size_t total)
+{
+    if (!codec_ready(s)) {
+        chunk_t *c = malloc(sizeof(*c) + total);
+        if (c == NULL) {
+            return -ENOMEM;
+        }
+        size_t off = 0;
+        for (int i = 0; i < iovcnt; i++) {
+            if (iov[i].iov_len > 0) {
+                memcpy(c->data + off, iov[i].iov_base, iov[i].iov_len);
+                off += iov[i].iov_len;
+            }
+        }
+        c->base = c->data;
+        c->len = total;
+        c->cap = total;
+        c->release = NULL;
+        c->ctx = NULL;
+        c->ref_buf = NULL;
+        plain_append(s, c);
+    } else {
+        int err = s->codec->encode(s->codec_st, iov, iovcnt);
+        if (err != 0) {
+            fail_later(s, err);
+            return err == -ENOMEM ? -ENOMEM : -EPIPE;
+        }
+        flush_user(s);
+    }
+    update_flow(s);
+    return 0;
 }
 
 /* Try the socket directly while nothing is queued; returns bytes sent or a
@@ -625,6 +1103,9 @@ tc_stream_writev(tc_stream_t *s, const struct iovec *iov, int iovcnt)
     }
     if (total == 0) {
         return 0;
+    }
+    if (s->codec != NULL) {
+        return codec_writev(s, iov, iovcnt, total);
     }
     ssize_t sent = send_direct(s, iov, iovcnt);
     if (sent < 0) {
@@ -687,6 +1168,32 @@ tc_stream_write_ref(tc_stream_t *s, const void *buf, size_t len,
         return err;
     }
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    if (s->codec != NULL && codec_ready(s)) {
+        /* Encoding copies: the buffer is free as soon as it is done. */
+        err = codec_writev(s, &iov, 1, len);
+        if (release != NULL) {
+            release(ctx, buf, err);
+        }
+        return err;
+    }
+    if (s->codec != NULL) {
+        chunk_t *c = malloc(sizeof(*c));
+        if (c == NULL) {
+            if (release != NULL) {
+                release(ctx, buf, -ENOMEM);
+            }
+            return -ENOMEM;
+        }
+        c->base = buf;
+        c->len = len;
+        c->cap = 0;
+        c->release = release;
+        c->ctx = ctx;
+        c->ref_buf = buf;
+        plain_append(s, c);
+        update_flow(s);
+        return 0;
+    }
     ssize_t sent = send_direct(s, &iov, 1);
     if (sent < 0) {
         fail_later(s, (int)sent);
@@ -778,6 +1285,26 @@ tc_stream_shutdown(tc_stream_t *s)
         return 0;
     }
     s->flags |= S_SHUT_PENDING;
+    if (s->codec != NULL) {
+        /* close_notify first; without a handshake yet, handshake_done()
+         * sends it, and with a queue, queue_drained(). */
+        if (!codec_ready(s) || s->head != NULL) {
+            return 0;
+        }
+        s->flags |= S_NOTIFY_SENT;
+        int err = s->codec->close_notify(s->codec_st);
+        if (err == 0) {
+            flush_user(s);
+        } else {
+            fail_later(s, err);
+        }
+        if (s->flags & S_ERROR_PENDING) {
+            return s->error;
+        }
+        if (s->head != NULL) {
+            return 0;   /* queue_drained() shuts down after the alert */
+        }
+    }
     if (s->head == NULL && !(s->flags & S_CONNECTING) &&
         s->connect_cb == NULL) {
         s->flags |= S_SHUT_DONE;
@@ -800,13 +1327,28 @@ tc_stream_close(tc_stream_t *s, tc_close_cb cb)
         return -EALREADY;
     }
     TC__ASSERT_LOOP_THREAD(s->h.loop);
-    if (s->head == NULL || (s->flags & (S_FAILED | S_ERROR_PENDING))) {
+    if (s->codec != NULL && codec_ready(s) &&
+        !(s->flags & (S_NOTIFY_SENT | S_FAILED | S_ERROR_PENDING))) {
+        /* Say goodbye behind the queue (or at once) with close_notify. */
+        s->flags |= S_NOTIFY_SENT;
+        if (s->codec->close_notify(s->codec_st) == 0 && s->head != NULL) {
+            flush_user(s);
+        }
+    }
+    bool drained = s->head == NULL && s->phead == NULL;
+    if (s->codec != NULL && !codec_ready(s) && s->phead == NULL) {
+        drained = true;   /* nothing of the user's to wait for */
+    }
+    if (s->flags & (S_FAILED | S_ERROR_PENDING)) {
         return tc_close(&s->h, cb);
+    }
+    if (drained) {
+        return close_gracefully(s, cb);
     }
     s->flags |= S_CLOSE_PENDING;
     s->flags &= ~S_READING;
     s->graceful_cb = cb;
-    tc__io_stop(ev_of(s), &s->rio);
+    update_rio(s);   /* a handshake still reads */
     return 0;
 }
 

@@ -301,8 +301,12 @@ run_callbacks(FutureObject *f)
                 Py_DECREF(res);
                 if (prc < 0) {
                     rc = -1;
+                    break;
                 }
-                break;
+                /* Still paused: the loop ends here.  An inner Future that
+                 * was already done resumed us inside push_entry(), whose
+                 * run_callbacks() on us returned at once: go on. */
+                continue;
             }
         }
         Py_XSETREF(f->result, res);

@@ -50,7 +50,13 @@ def from_asyncio(afut, reactor):
             reactor.call_from_thread(_settle, fut, a.exception(), True)
         else:
             reactor.call_from_thread(_settle, fut, a.result(), False)
-    afut.add_done_callback(done)
+    if afut.done():
+        done(afut)   # settled for good: reading it is safe from any thread
+    else:
+        # asyncio futures are not thread-safe: attach the callback on the
+        # future's own loop, which wakes up for it (a plain
+        # add_done_callback from here could be lost or never run).
+        afut.get_loop().call_soon_threadsafe(afut.add_done_callback, done)
     return fut
 
 
@@ -85,9 +91,11 @@ def from_deferred(d, reactor=None):
     fut = Future(reactor)
 
     def ok(result):
-        fut.set_result(result)
+        if not fut.done():   # it may have been cancelled meanwhile
+            fut.set_result(result)
 
     def bad(failure):
-        fut.set_exception(failure.value)
+        if not fut.done():
+            fut.set_exception(failure.value)
     d.addCallbacks(ok, bad)
     return fut

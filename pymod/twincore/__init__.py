@@ -416,12 +416,16 @@ def gather(*aws, return_exceptions=False, reactor=None):
     out = Future(r)
     results = [None] * len(futs)
     left = [len(futs)]
+    cancelling = []
     if not futs:
         out.set_result([])
         return out
 
     def one_done(i, f):
         if out.done():
+            return
+        if cancelling:   # out.cancel() is cancelling the children
+            out.cancel()
             return
         exc = f.exception()
         if exc is not None and not return_exceptions:
@@ -436,7 +440,12 @@ def gather(*aws, return_exceptions=False, reactor=None):
 
     for i, f in enumerate(futs):
         f.add_done_callback(lambda f, i=i: one_done(i, f))
-    out._cancel_hook = lambda: [f.cancel() for f in futs]
+
+    def cancel_children():
+        cancelling.append(True)
+        for f in futs:
+            f.cancel()
+    out._cancel_hook = cancel_children
     return out
 
 

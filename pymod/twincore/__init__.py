@@ -49,12 +49,14 @@ class CpuPool(_CCpuPool):
     per CPU). A worker takes the GIL only for the call itself, so callables
     that release it (hashlib, zlib, numpy) run on every core at once."""
 
-    def defer(self, fn, *args, priority=PRIORITY_NORMAL, timeout=None,
+    def defer(self, fn, /, *args, priority=PRIORITY_NORMAL, timeout=None,
               reactor=None, **kwargs):
         """Run fn(*args, **kwargs) on a worker; returns a Future settled on
         the reactor's thread with the result or the exception (traceback
         kept). ``timeout`` (seconds) fails it with TimeoutError."""
         r = reactor if reactor is not None else globals()["reactor"]
+        # Before submitting: a bad timeout must not leave the task running.
+        _check_timeout(timeout, "defer_to_cpu")
         fut = self._defer(r, fn, args, kwargs or None, priority)
         if timeout is not None:
             _apply_timeout(r, fut, timeout, "defer_to_cpu")
@@ -252,8 +254,8 @@ class Reactor(_twincore.Reactor):
         fut._cancel_hook = transport.abort
         return fut
 
-    def defer_to_cpu(self, fn, *args, priority=PRIORITY_NORMAL, timeout=None,
-                     **kwargs):
+    def defer_to_cpu(self, fn, /, *args, priority=PRIORITY_NORMAL,
+                     timeout=None, **kwargs):
         """fn(*args, **kwargs) on this reactor's CPU pool; a Future."""
         self._check_thread()
         return self.cpu_pool.defer(fn, *args, priority=priority,
@@ -365,7 +367,7 @@ def get_include():
     return os.path.dirname(os.path.abspath(__file__))
 
 
-def defer_to_cpu(fn, *args, priority=PRIORITY_NORMAL, timeout=None,
+def defer_to_cpu(fn, /, *args, priority=PRIORITY_NORMAL, timeout=None,
                  **kwargs):
     """Run fn(*args, **kwargs) on the default reactor's CPU pool; returns a
     Future delivered on the reactor thread. Arguments are passed explicitly
@@ -381,8 +383,10 @@ def spawn(coro):
 
 async def sleep(seconds, result=None, *, reactor=None):
     """Suspend a coroutine for seconds; returns result."""
-    if not isinstance(seconds, (int, float)) or seconds != seconds or \
-            seconds < 0:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"sleep(): 'seconds' must be a number, got "
+                        f"{type(seconds).__name__}")
+    if not seconds >= 0:   # also NaN
         raise ValueError(f"sleep(): 'seconds' must be >= 0, got {seconds!r}")
     r = reactor if reactor is not None else globals()["reactor"]
     fut = Future(r)

@@ -1,0 +1,230 @@
+"""What every Python offload program in bench/offload shares.
+
+Each program (twincore_offload.py, asyncio_offload.py, twisted_offload.py,
+gevent_offload.py) runs one benchmark, chosen by its first argument, and
+prints one JSON line:
+
+- tiny: round trips of a tiny Python call through the framework's thread
+  pool (2 workers). Phase 1 keeps --inflight calls (1,000) in flight, each
+  completion submitting the next, and counts completions for --duration
+  seconds after a 0.2 s warmup: tasks_per_s. Phase 2 runs one call at a
+  time for --duration seconds: p50_us and p99_us of submit -> completion
+  seen on the loop thread. The same TinyDriver runs both phases for every
+  framework: a program says how to submit a call and how to stop, or runs
+  its coroutine or greenlet slots on the driver's ticks.
+- timer: a 1 ms timer, re-armed on every tick, on the loop while the
+  framework's pool (2 workers) hashes 1 MiB buffers with hashlib.sha256
+  (which releases the GIL), --load-inflight of them kept in flight.
+  Lateness = when the tick ran - when it was due, in ms (negative: early),
+  over a window that opens 0.2 s after the load started and closes after
+  --duration seconds once it holds --ticks samples (2,000; at most 3 x
+  --duration in all): p50_ms, p99_ms, max_ms, and hashes_per_s, the load's
+  completions in the window (2 workers on 1 MiB each: both busy).
+  TimerDriver keeps the samples and the load's count.
+
+Every program arms an alarm, so a wedged framework ends the process instead
+of hanging the runner.
+"""
+
+import argparse
+import json
+import os
+import signal
+import time
+
+WARMUP_S = 0.2
+BUFFER_SIZE = 1024 * 1024
+TIMER_INTERVAL_S = 0.001
+
+now = time.perf_counter
+
+
+def tiny(x):
+    """The work of a tiny task: one Python call doing almost nothing."""
+    return x + 1
+
+
+def buffers(n, size=BUFFER_SIZE):
+    """n distinct pseudo-random buffers of size bytes."""
+    return [os.urandom(size) for _ in range(n)]
+
+
+def parse_args(prog, modes, extra=None):
+    p = argparse.ArgumentParser(prog=prog)
+    p.add_argument("mode", choices=modes)
+    p.add_argument("--duration", type=float, default=2.0,
+                   help="seconds per measured phase")
+    p.add_argument("--inflight", type=int, default=1000,
+                   help="tiny: calls in flight in the throughput phase")
+    p.add_argument("--workers", type=int, default=2,
+                   help="threads of the framework's pool")
+    p.add_argument("--load-inflight", type=int, default=4,
+                   help="timer: sha256 calls kept in flight")
+    p.add_argument("--ticks", type=int, default=2000,
+                   help="timer: samples the window needs before it closes")
+    if extra is not None:
+        extra(p)
+    args = p.parse_args()
+    if not 0 < args.duration <= 600 or not 0 < args.inflight <= 100000:
+        p.error("bad --duration or --inflight")
+    # A hard bound: the phases, start-up, and a generous margin.
+    signal.alarm(int(5 * args.duration + 30))
+    return args
+
+
+def percentile(sorted_values, q):
+    if not sorted_values:
+        return None
+    i = int(q * (len(sorted_values) - 1) + 0.5)
+    return sorted_values[i]
+
+
+def emit(record):
+    print(json.dumps(record), flush=True)
+
+
+class TinyDriver:
+    """Both phases of the tiny benchmark. Phase 1: begin_throughput(), then
+    every completion calls throughput_tick(), which says whether to submit
+    another. Phase 2: begin_latency(), then one call at a time, each
+    completion calling latency_tick(submitted), which says whether to go
+    on. Coroutine and greenlet slots call these directly; run_callbacks()
+    drives both phases for frameworks whose calls take a done callback."""
+
+    def __init__(self, duration, inflight):
+        self.duration = duration
+        self.inflight = inflight
+        self.completed = 0
+        self.samples = []
+        self.errors = 0
+
+    def begin_throughput(self):
+        self.start = now()
+        self.end = self.start + self.duration
+        self.counting = False
+        self.count_start = self.last = self.start
+        self.active = self.inflight
+
+    def throughput_tick(self):
+        """Counts one completion; True if the caller should submit
+        another, False once the window is over (the slot ends)."""
+        t = now()
+        if not self.counting and t - self.start >= WARMUP_S:
+            self.counting = True
+            self.count_start = t
+            self.end += t - self.start
+        elif self.counting and t < self.end:
+            self.completed += 1
+            self.last = t
+        if t < self.end:
+            return True
+        self.active -= 1
+        return False
+
+    def begin_latency(self):
+        self.start = now()
+        self.end = self.start + self.duration
+
+    def latency_tick(self, submitted):
+        """Records one round trip that began at submitted; True if the
+        caller should submit the next."""
+        t = now()
+        if t - self.start >= WARMUP_S / 4:
+            self.samples.append(t - submitted)
+        return t < self.end
+
+    def run_callbacks(self, submit, finished):
+        """Both phases through submit(k, done): it starts one tiny call and
+        makes done(*anything) run on the loop thread when the call has
+        completed. finished() runs once, after phase 2."""
+        def throughput_done(*_):
+            if self.throughput_tick():
+                submit(0, throughput_done)
+            elif self.active == 0:
+                self.begin_latency()
+                latency_submit()
+
+        def latency_submit():
+            state["submitted"] = now()
+            submit(0, latency_done)
+
+        def latency_done(*_):
+            if self.latency_tick(state["submitted"]):
+                latency_submit()
+            else:
+                finished()
+
+        state = {}
+        self.begin_throughput()
+        for k in range(self.inflight):
+            submit(k, throughput_done)
+
+    def result(self, **extra):
+        span = self.last - self.count_start
+        s = sorted(self.samples)
+        return {
+            "tasks_per_s": self.completed / span if span > 0 else 0.0,
+            "tasks": self.completed,
+            "inflight": self.inflight,
+            "p50_us": percentile(s, 0.50) * 1e6 if s else None,
+            "p99_us": percentile(s, 0.99) * 1e6 if s else None,
+            "samples": len(s),
+            "errors": self.errors,
+            **extra,
+        }
+
+
+class TimerDriver:
+    """Lateness samples of a repeating timer and the count of the load's
+    completions, both only inside the measured window. The program calls
+    start() once the load is running, tick(due) from each timer callback
+    (due on the same clock as clock(), perf_counter by default), and
+    hashed() from each load completion. The window opens WARMUP_S after
+    start() and closes once it holds `ticks` samples and lasted `duration`
+    seconds, or after 3 x duration whatever the count: done() then turns
+    True and the program stops the timer and lets the load drain."""
+
+    def __init__(self, duration, ticks, clock=now):
+        self.duration = duration
+        self.ticks = ticks
+        self.clock = clock
+        self.lateness = []
+        self.hashed_count = 0
+        self.closed_at = None
+
+    def start(self):
+        self.begin = self.clock() + WARMUP_S
+        self.min_end = self.begin + self.duration
+        self.max_end = self.begin + 3 * self.duration
+
+    def tick(self, due):
+        t = self.clock()
+        if self.closed_at is None and due >= self.begin:
+            self.lateness.append(t - due)
+
+    def hashed(self):
+        t = self.clock()
+        if self.closed_at is None and t >= self.begin:
+            self.hashed_count += 1
+
+    def done(self):
+        if self.closed_at is None:
+            t = self.clock()
+            if t >= self.max_end or (t >= self.min_end and
+                                     len(self.lateness) >= self.ticks):
+                self.closed_at = t
+        return self.closed_at is not None
+
+    def result(self, **extra):
+        s = sorted(self.lateness)
+        ms = lambda v: None if v is None else v * 1e3
+        span = (self.closed_at or self.clock()) - self.begin
+        return {
+            "p50_ms": ms(percentile(s, 0.50)),
+            "p99_ms": ms(percentile(s, 0.99)),
+            "max_ms": ms(s[-1] if s else None),
+            "ticks": len(s),
+            "window_s": span,
+            "hashes_per_s": self.hashed_count / span if span > 0 else 0.0,
+            **extra,
+        }

@@ -433,17 +433,44 @@ static PyObject *
 CpuPool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"workers", "max_queued", NULL};
-    int workers = 0;
-    Py_ssize_t max_queued = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|in:CpuPool", kwlist,
-                                     &workers, &max_queued)) {
+    PyObject *workers_obj = NULL, *max_queued_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OO:CpuPool", kwlist,
+                                     &workers_obj, &max_queued_obj)) {
         return NULL;
+    }
+    /* Converted here, not by "i"/"n", so the errors name the argument. */
+    long workers = 0;
+    if (workers_obj != NULL) {
+        if (!PyLong_Check(workers_obj)) {
+            PyErr_Format(PyExc_TypeError,
+                         "CpuPool(): 'workers' must be an int, got %.100s",
+                         Py_TYPE(workers_obj)->tp_name);
+            return NULL;
+        }
+        int overflow;
+        workers = PyLong_AsLongAndOverflow(workers_obj, &overflow);
+        if (overflow != 0) {
+            workers = -1;
+        }
     }
     if (workers < 0 || workers > 1024) {
         PyErr_Format(PyExc_ValueError,
                      "CpuPool(): 'workers' must be in 0..1024 (0: one per "
-                     "CPU), got %d", workers);
+                     "CPU), got %R", workers_obj);
         return NULL;
+    }
+    Py_ssize_t max_queued = 0;
+    if (max_queued_obj != NULL) {
+        if (!PyLong_Check(max_queued_obj)) {
+            PyErr_Format(PyExc_TypeError,
+                         "CpuPool(): 'max_queued' must be an int, got %.100s",
+                         Py_TYPE(max_queued_obj)->tp_name);
+            return NULL;
+        }
+        max_queued = PyLong_AsSsize_t(max_queued_obj);
+        if (max_queued == -1 && PyErr_Occurred()) {
+            return NULL;   /* OverflowError: too large */
+        }
     }
     if (max_queued < 0) {
         PyErr_Format(PyExc_ValueError,
@@ -526,9 +553,17 @@ check_submit(CpuPoolObject *p, tc_state *st, PyObject *const *args,
         PyErr_SetString(PyExc_TypeError, "_submit(): bad args or kwargs");
         return -1;
     }
-    long prio = PyLong_AsLong(args[4]);
-    if (prio == -1 && PyErr_Occurred()) {
+    if (!PyLong_Check(args[4])) {
+        PyErr_Format(PyExc_TypeError,
+                     "defer_to_cpu(): 'priority' must be PRIORITY_HIGH, "
+                     "PRIORITY_NORMAL or PRIORITY_LOW, got %.100s",
+                     Py_TYPE(args[4])->tp_name);
         return -1;
+    }
+    int overflow;
+    long prio = PyLong_AsLongAndOverflow(args[4], &overflow);
+    if (overflow != 0) {
+        prio = LONG_MAX;   /* out of range, reported below */
     }
     if (prio < TC_PRIORITY_HIGH || prio > TC_PRIORITY_LOW) {
         PyErr_Format(PyExc_ValueError,

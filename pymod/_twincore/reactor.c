@@ -714,9 +714,16 @@ reactor_add_signal_handler(ReactorObject *r, PyObject *const *args,
                         "add_signal_handler(): expected (signum, fn, *args)");
         return NULL;
     }
-    long signum = PyLong_AsLong(args[0]);
-    if (signum == -1 && PyErr_Occurred()) {
+    if (!PyLong_Check(args[0])) {
+        PyErr_Format(PyExc_TypeError,
+                     "add_signal_handler(): 'signum' must be an int, got "
+                     "%.100s", Py_TYPE(args[0])->tp_name);
         return NULL;
+    }
+    int overflow;
+    long signum = PyLong_AsLongAndOverflow(args[0], &overflow);
+    if (overflow != 0) {
+        signum = -1;   /* invalid, reported below */
     }
     if (signum <= 0 || signum >= NSIG || signum == SIGKILL ||
         signum == SIGSTOP) {

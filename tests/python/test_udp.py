@@ -96,6 +96,7 @@ def test_datagram_sizes_including_empty_and_one_byte(reactor):
     tr = reactor.listen_udp(0, recv)
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    sender.bind(("127.0.0.1", 0))
     payloads = [os.urandom(n) for n in sizes]
     try:
         for p in payloads:

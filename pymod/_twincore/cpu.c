@@ -542,6 +542,11 @@ check_submit(CpuPoolObject *p, tc_state *st, PyObject *const *args,
                                          "Reactor");
         return -1;
     }
+    /* The Future is settled, and its callbacks run, on the reactor's
+     * thread: it must be made (and its callbacks added) there too. */
+    if (reactor_check_thread((ReactorObject *)args[0]) < 0) {
+        return -1;
+    }
     if (!PyCallable_Check(args[1])) {
         PyErr_Format(PyExc_TypeError,
                      "defer_to_cpu(): 'fn' must be callable, got %.100s",

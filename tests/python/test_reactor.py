@@ -290,13 +290,24 @@ def _ops(reactor):
         ("add_signal_handler", lambda: reactor.add_signal_handler(
             10, print)),
         ("remove_signal_handler", lambda: reactor.remove_signal_handler(10)),
-        ("spawn", lambda: reactor.spawn(_noop())),
+        ("spawn", lambda: _spawn_noop(reactor)),
+        ("CpuPool.defer", lambda: reactor.cpu_pool.defer(
+            int, 1, reactor=reactor)),
         ("defer_to_cpu", lambda: reactor.defer_to_cpu(int, 1)),
     ]
 
 
 async def _noop():
     return None
+
+
+def _spawn_noop(reactor):
+    coro = _noop()
+    try:
+        return reactor.spawn(coro)
+    except BaseException:
+        coro.close()   # never started: no "never awaited" warning
+        raise
 
 
 @pytest.mark.parametrize("name", [name for name, _ in _ops(None)])

@@ -901,3 +901,36 @@ def test_same_events_as_asyncio(kind, scenario, sock_dir):
     assert results["twincore"] == results["asyncio"]
     # And asyncio did what the scenario means (the oracle is sane).
     assert results["asyncio"] == EXPECTED[scenario]
+
+
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+def test_transport_from_a_foreign_thread_raises(reactor, kind, sock_dir):
+    from conftest import in_thread
+    Server = server_class()
+    listener, connect = listen(reactor, kind, Server, sock_dir)
+
+    async def main():
+        client = await connect(RecordingProtocol)
+        t = client.transport
+        ops = {
+            "write": lambda: t.write(b"x"),
+            "writelines": lambda: t.writelines([b"x"]),
+            "write_eof": t.write_eof,
+            "close": t.close,
+            "abort": t.abort,
+            "pause_reading": t.pause_reading,
+            "resume_reading": t.resume_reading,
+            "set_write_buffer_limits": lambda: t.set_write_buffer_limits(10),
+        }
+        for name, op in ops.items():
+            err = in_thread(op)
+            assert isinstance(err, RuntimeError), (name, err)
+        assert not t.is_closing() and t.get_write_buffer_size() == 0
+        assert t.get_write_buffer_limits() == (16384, 65536)
+        t.close()
+        await client.done
+        return client
+
+    client = run_until(reactor, main())
+    assert client.events == ["made", "lost"]
+    listener.close()

@@ -14,7 +14,8 @@ PY=/usr/bin/python3
 PKGS=(meson ninja-build pkg-config gcc libc6-dev libev-dev libcmocka-dev
       libssl-dev openssl python3 python3-dev python3-pytest python3-mesonpy
       libuv1-dev python3-uvloop python3-twisted python3-gevent
-      python3-matplotlib binutils procps util-linux)
+      python3-matplotlib binutils procps util-linux clang
+      libclang-rt-14-dev)
 
 install_missing() {
     local missing=()
@@ -49,6 +50,30 @@ setup() {
 
 PASSED=0
 FAILED=0
+TIMES=()
+# timed NAME CMD...: runs CMD and notes how long the stage took.
+timed() {
+    local name=$1 t0=$SECONDS
+    shift
+    "$@"
+    TIMES+=("$(printf '%-34s %4d s' "$name" $((SECONDS - t0)))")
+}
+# run_check NAME CMD...: one test in the tally, passed when CMD exits 0;
+# CHECK_OK tells the caller which.
+CHECK_OK=false
+run_check() {
+    local name=$1
+    shift
+    if "$@"; then
+        PASSED=$((PASSED + 1))
+        CHECK_OK=true
+        echo "-- $name: ok"
+    else
+        FAILED=$((FAILED + 1))
+        CHECK_OK=false
+        echo "-- $name: FAILED"
+    fi
+}
 # run_suite DIR [meson test args...]: runs, tallies, never exits early.
 run_suite() {
     local dir=$1
@@ -68,21 +93,71 @@ run_suite() {
     rm -f "$log"
 }
 
-run_tests() {
-    echo "== normal build"
-    run_suite build
-    echo "== ASan + UBSan build"
+asan_c() {
     configure build-asan -Db_sanitize=address,undefined -Db_lundef=false \
         -Dbench=false -Dpython_ext=false
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         run_suite build-asan --suite c
-    echo "== ThreadSanitizer build"
+}
+
+tsan_c() {
     configure build-tsan -Db_sanitize=thread -Db_lundef=false -Dbench=false \
         -Dpython_ext=false
     TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/c/tsan.supp" \
         run_suite build-tsan --suite c
+}
+
+# The pytest suite against an extension (and library) built with ASan and
+# UBSan.  CPython itself is not instrumented, so libasan is preloaded, and
+# leak detection is off: the interpreter keeps memory until exit by design
+# and LSan would report it.  Overflows, use-after-free and UB still abort.
+# allocator_may_return_null: a huge allocation is a MemoryError, as without
+# ASan (tests/python/test_faults.py asks for 4 EiB on purpose).
+asan_python() {
+    configure build-asan-py -Db_sanitize=address,undefined -Db_lundef=false \
+        -Dbench=false
+    LD_PRELOAD="$(gcc -print-file-name=libasan.so)" \
+    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        run_suite build-asan-py --suite python
+}
+
+# libFuzzer targets (tests/fuzz/README.md), each fuzzed for a bounded time;
+# a crash, leak or failed check fails it.
+FUZZ_SECONDS=(fuzz_stream:60 fuzz_udp:60 fuzz_sockaddr:30)
+fuzz() {
+    run_check "fuzz: build" bash tests/fuzz/run.sh build
+    "$CHECK_OK" || return 0
+    local t
+    for t in "${FUZZ_SECONDS[@]}"; do
+        run_check "fuzz: ${t%%:*} for ${t##*:} s" \
+            bash tests/fuzz/run.sh run "${t%%:*}" "${t##*:}"
+    done
+}
+
+# Many misbehaving clients against a Python server on twincore for a
+# bounded time (tests/chaos/soak.py says what it checks).
+chaos() {
+    run_check "chaos soak" env PYTHONPATH="$PWD/build/pymod" \
+        "$PY" tests/chaos/soak.py --seconds 60
+}
+
+run_tests() {
+    echo "== normal build"
+    timed "normal build (C + Python)" run_suite build
+    echo "== ASan + UBSan build"
+    timed "ASan + UBSan (C)" asan_c
+    echo "== ThreadSanitizer build"
+    timed "ThreadSanitizer (C)" tsan_c
+    echo "== Python suite, ASan + UBSan extension"
+    timed "ASan + UBSan (Python suite)" asan_python
+    echo "== fuzzing"
+    timed "libFuzzer targets" fuzz
+    echo "== chaos soak"
+    timed "chaos soak" chaos
     echo
+    printf '%s\n' "${TIMES[@]}"
     echo "all builds: $PASSED passed, $FAILED failed"
     [ "$FAILED" -eq 0 ]
 }

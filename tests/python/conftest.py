@@ -118,7 +118,6 @@ def listen(reactor, kind, factory, sock_dir=None):
 
         def connect(client_factory):
             return reactor.connect_unix(path, client_factory)
-        connect.path = path
     else:
         raise ValueError(kind)
     return listener, connect
@@ -127,7 +126,6 @@ def listen(reactor, kind, factory, sock_dir=None):
 def in_thread(fn, *args):
     """Run fn(*args) on a new thread; returns what it returned or the
     exception it raised."""
-    import threading
     out = []
 
     def body():
@@ -140,22 +138,6 @@ def in_thread(fn, *args):
     t.join(30)
     assert not t.is_alive()
     return out[0]
-
-
-class Collector:
-    """Settles a Future once `n` items have been added."""
-
-    def __init__(self, n):
-        self.items = []
-        self.n = n
-        self.done = twincore.Future()
-        if n == 0:
-            self.done.set_result([])
-
-    def add(self, item):
-        self.items.append(item)
-        if len(self.items) == self.n and not self.done.done():
-            self.done.set_result(self.items)
 
 
 # ---- asyncio as the oracle ----------------------------------------------
@@ -219,48 +201,56 @@ def run_scenario(impl, kind, make_server, make_client, sock_dir,
     make_server(later, done) / make_client(later, done) build
     ScenarioProtocols and call done() once they are finished. Returns
     (server, client)."""
+    runner = _scenario_on_asyncio if impl == "asyncio" else \
+        _scenario_on_twincore
+    return runner(kind, make_server, make_client, sock_dir, timeout)
+
+
+def _scenario_on_asyncio(kind, make_server, make_client, sock_dir,
+                         timeout):
     import asyncio
-    if impl == "asyncio":
-        loop = asyncio.new_event_loop()
-        finished = loop.create_future()
-        left = [2]
+    loop = asyncio.new_event_loop()
+    finished = loop.create_future()
+    left = [2]
 
-        def done(_proto=None):
-            left[0] -= 1
-            if left[0] == 0 and not finished.done():
-                finished.set_result(None)
+    def done(_proto=None):
+        left[0] -= 1
+        if left[0] == 0 and not finished.done():
+            finished.set_result(None)
 
-        def later(delay, fn, *args):
-            loop.call_later(delay, fn, *args)
-        server_box = []
+    def later(delay, fn, *args):
+        loop.call_later(delay, fn, *args)
+    server_box = []
 
-        def server_factory():
-            p = make_server(later, done)
-            server_box.append(p)
-            return p
+    def server_factory():
+        p = make_server(later, done)
+        server_box.append(p)
+        return p
 
-        async def main():
-            if kind == "tcp":
-                srv = await loop.create_server(server_factory, "127.0.0.1",
-                                               0)
-                port = srv.sockets[0].getsockname()[1]
-                _, client = await loop.create_connection(
-                    lambda: make_client(later, done), "127.0.0.1", port)
-            else:
-                path = os.path.join(sock_dir, "oracle.sock")
-                srv = await loop.create_unix_server(server_factory, path)
-                _, client = await loop.create_unix_connection(
-                    lambda: make_client(later, done), path)
-            await asyncio.wait_for(finished, timeout)
-            srv.close()
-            await srv.wait_closed()
-            return client
-        try:
-            client = loop.run_until_complete(main())
-        finally:
-            loop.close()
-        return server_box[0], client
+    async def main():
+        if kind == "tcp":
+            srv = await loop.create_server(server_factory, "127.0.0.1", 0)
+            port = srv.sockets[0].getsockname()[1]
+            _, client = await loop.create_connection(
+                lambda: make_client(later, done), "127.0.0.1", port)
+        else:
+            path = os.path.join(sock_dir, "oracle.sock")
+            srv = await loop.create_unix_server(server_factory, path)
+            _, client = await loop.create_unix_connection(
+                lambda: make_client(later, done), path)
+        await asyncio.wait_for(finished, timeout)
+        srv.close()
+        await srv.wait_closed()
+        return client
+    try:
+        client = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    return server_box[0], client
 
+
+def _scenario_on_twincore(kind, make_server, make_client, sock_dir,
+                          timeout):
     reactor = twincore.Reactor()
     reactor.cpu_pool = twincore.CpuPool(workers=1)
     try:

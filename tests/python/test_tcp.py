@@ -10,7 +10,7 @@ import pytest
 
 import twincore
 from conftest import (RecordingProtocol, STREAM_KINDS, ScenarioProtocol,
-                      listen, run_scenario, run_until)
+                      in_thread, listen, run_scenario, run_until)
 
 
 def sleep(reactor, seconds=0):
@@ -905,7 +905,6 @@ def test_same_events_as_asyncio(kind, scenario, sock_dir):
 
 @pytest.mark.parametrize("kind", STREAM_KINDS)
 def test_transport_from_a_foreign_thread_raises(reactor, kind, sock_dir):
-    from conftest import in_thread
     Server = server_class()
     listener, connect = listen(reactor, kind, Server, sock_dir)
 

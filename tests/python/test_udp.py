@@ -7,7 +7,7 @@ import socket
 import pytest
 
 import twincore
-from conftest import run_until
+from conftest import in_thread, run_until
 
 
 class RecordingDatagram(twincore.DatagramProtocol):
@@ -264,7 +264,6 @@ def test_not_instantiable():
 
 
 def test_foreign_thread(reactor):
-    from conftest import in_thread
     proto = RecordingDatagram()
     tr = reactor.listen_udp(0, proto)
     try:

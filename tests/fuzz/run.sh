@@ -23,11 +23,21 @@ CFLAGS=(-g -O1 -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -Wall -Wextra
         -Wno-unused-parameter -fno-omit-frame-pointer)
 LIBS=(-lev -lpthread)
 if [ -f src/tls.c ]; then
+    CFLAGS+=(-DTC_HAVE_TLS)
     LIBS+=(-lssl -lcrypto)
+    if [ -z "${FUZZ_TARGETS:-}" ]; then
+        TARGETS+=(fuzz_tls)
+    fi
 fi
 
 build() {
     mkdir -p "$OUT/obj"
+    # Flags changed (OpenSSL found or not): rebuild everything.
+    local flags="$CC ${CFLAGS[*]} ${SAN[*]}"
+    if [ "$(cat "$OUT/obj/flags" 2>/dev/null)" != "$flags" ]; then
+        rm -f "$OUT"/obj/*.o
+        printf '%s' "$flags" >"$OUT/obj/flags"
+    fi
     local objs=()
     for src in src/*.c; do
         local obj="$OUT/obj/$(basename "${src%.c}").o"

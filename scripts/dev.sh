@@ -126,6 +126,9 @@ asan_python() {
 # libFuzzer targets (tests/fuzz/README.md), each fuzzed for a bounded time;
 # a crash, leak or failed check fails it.
 FUZZ_SECONDS=(fuzz_stream:60 fuzz_udp:60 fuzz_sockaddr:30)
+if [ -f src/tls.c ]; then
+    FUZZ_SECONDS+=(fuzz_tls:60)
+fi
 fuzz() {
     run_check "fuzz: build" bash tests/fuzz/run.sh build
     "$CHECK_OK" || return 0

@@ -27,6 +27,8 @@
 
 #define CHUNK_MIN (16u * 1024u)   /* copy chunks are at least this big */
 #define EMIT_CHUNK (64u * 1024u)  /* codec output: a few records a chunk */
+#define LINGER_S 2.0              /* a codec's graceful close waits this
+                                   * long at most for the peer's EOF */
 #define FLUSH_IOV 64              /* iovecs per sendmsg() */
 
 enum {
@@ -43,6 +45,7 @@ enum {
     S_HANDSHAKE = 1u << 10,     /* codec handshake not yet complete */
     S_NOTIFY_SENT = 1u << 11,   /* codec close message emitted */
     S_PUMP_PENDING = 1u << 12,  /* run the codec from the loop (notify) */
+    S_LINGER = 1u << 13,        /* closing: waiting for the peer's EOF */
 };
 
 typedef struct chunk {
@@ -202,23 +205,54 @@ fail_later(tc_stream_t *s, int err)
 
 static void queue_drained(tc_stream_t *s);
 
-/* The end of a graceful close.  A codec stream first drops input nobody
- * will read (a TLS 1.3 client that never read still holds the server's
- * session tickets): closing a socket with unread input sends a reset, not
- * FIN, and a reset makes the peer lose what it has not read yet. */
+/* The end of a graceful close, once the queue (and a codec's close
+ * message) went out.  A codec stream then lingers: it shuts down its write
+ * side and drops what still arrives until the peer's EOF, for at most
+ * LINGER_S.  Closing a socket while input arrives (a TLS 1.3 server's
+ * session tickets reach a client that closes right after its handshake)
+ * sends a reset instead of FIN, and a reset makes the peer lose what it
+ * has not read yet: the tail of this very stream.  As asyncio's TLS
+ * transport does, wait for the peer to close. */
 static int
 close_gracefully(tc_stream_t *s, tc_close_cb cb)
 {
-    if (s->codec != NULL && s->fd >= 0) {
-        tc_loop_t *loop = s->h.loop;
-        for (int i = 0; i < 16; i++) {
-            if (recv(s->fd, loop->read_buf, loop->read_buf_size,
-                     MSG_DONTWAIT) <= 0) {
-                break;
-            }
+    if (s->codec == NULL || s->fd < 0 || (s->flags & S_FAILED)) {
+        return tc_close(&s->h, cb);
+    }
+    if (!(s->flags & S_SHUT_DONE)) {
+        s->flags |= S_SHUT_DONE;
+        if (shutdown(s->fd, SHUT_WR) != 0) {
+            return tc_close(&s->h, cb);
         }
     }
-    return tc_close(&s->h, cb);
+    s->flags |= S_CLOSE_PENDING | S_LINGER;
+    s->flags &= ~S_READING;
+    s->graceful_cb = cb;
+    tc__io_stop(ev_of(s), &s->wio);
+    tc__io_start(ev_of(s), &s->rio);
+    ev_timer_stop(ev_of(s), &s->connect_timer);
+    ev_timer_set(&s->connect_timer, LINGER_S, 0.);
+    ev_timer_start(ev_of(s), &s->connect_timer);
+    return 0;
+}
+
+/* Lingering: drop input until EOF (or an error), then close. */
+static void
+linger_read(tc_stream_t *s)
+{
+    tc_loop_t *loop = s->h.loop;
+    for (int i = 0; i < 16; i++) {
+        ssize_t n = recv(s->fd, loop->read_buf, loop->read_buf_size, 0);
+        if (n > 0) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+                      errno == EINTR)) {
+            return;
+        }
+        break;   /* EOF or a reset: done */
+    }
+    tc_close(&s->h, s->graceful_cb);
 }
 
 /* A shutdown asked for while connecting, with nothing to flush first. */
@@ -303,9 +337,10 @@ static void
 update_rio(tc_stream_t *s)
 {
     bool want = is_alive(s) &&
-                !(s->flags & (S_ERROR_PENDING | S_EOF | S_CONNECTING)) &&
-                ((s->flags & S_HANDSHAKE) ||
-                 ((s->flags & S_READING) && s->connect_cb == NULL));
+                ((s->flags & S_LINGER) ||
+                 (!(s->flags & (S_ERROR_PENDING | S_EOF | S_CONNECTING)) &&
+                  ((s->flags & S_HANDSHAKE) ||
+                   ((s->flags & S_READING) && s->connect_cb == NULL))));
     if (want) {
         tc__io_start(ev_of(s), &s->rio);
     } else {
@@ -670,6 +705,10 @@ read_ready(struct ev_loop *ev, ev_io *w, int revents)
     (void)ev;
     (void)revents;
     tc_stream_t *s = TC__CONTAINER_OF(w, tc_stream_t, rio);
+    if (s->flags & S_LINGER) {
+        linger_read(s);
+        return;
+    }
     if (s->codec != NULL) {
         codec_read_ready(s);
         return;
@@ -696,7 +735,9 @@ connect_timeout(struct ev_loop *ev, ev_timer *w, int revents)
     (void)ev;
     (void)revents;
     tc_stream_t *s = TC__CONTAINER_OF(w, tc_stream_t, connect_timer);
-    if (s->flags & S_CONNECTING) {
+    if (s->flags & S_LINGER) {
+        tc_close(&s->h, s->graceful_cb);
+    } else if (s->flags & S_CONNECTING) {
         finish_connect(s, -ETIMEDOUT);
     } else if (s->flags & S_HANDSHAKE) {
         fail_now(s, -ETIMEDOUT);

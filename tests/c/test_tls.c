@@ -1106,12 +1106,17 @@ ending_case(ending_t how)
     ASSERT_RC(tc_stream_write(sp->s, "last words", 10), 0);
     switch (how) {
     case END_GRACEFUL:
-        /* Flushes, then close_notify, then closes. */
+        /* Flushes, then close_notify, then waits for the client's end. */
+        c.close_on_eof = true;
         ASSERT_RC(tc_stream_close(sp->s, p_closed), 0);
+        ASSERT_RC(tc_stream_close(sp->s, p_closed), -EALREADY);
         RUN_UNTIL(loop, c.eofs == 1, 5000);
         assert_int_equal(c.errors, 0);
         assert_string_equal(c.text, "last words");
-        break;
+        RUN_UNTIL(loop, sp->closed == 1 && c.closed == 1, 5000);
+        server_stop(&ts);
+        close_loop_clean(loop);
+        return;
     case END_VANISH:
         /* tc_close discards and closes without close_notify. */
         run_for(loop, 20);
@@ -1129,7 +1134,7 @@ ending_case(ending_t how)
         break;
     }
     RUN_UNTIL(loop, sp->closed == 1, 5000);
-    ASSERT_RC(tc_stream_write(c.s, "x", 1), how == END_GRACEFUL ? 0 : -EPIPE);
+    ASSERT_RC(tc_stream_write(c.s, "x", 1), -EPIPE);
     tc_close(tc_stream_handle(c.s), p_closed);
     RUN_UNTIL(loop, c.closed == 1, 5000);
     server_stop(&ts);
@@ -1155,6 +1160,41 @@ test_abort_resets(void **state)
 {
     (void)state;
     ending_case(END_ABORT);
+}
+
+/* A graceful close waits for the peer's EOF (dropping what arrives), at
+ * most about two seconds when the peer never closes. */
+static void
+test_graceful_close_lingers_for_the_peer(void **state)
+{
+    (void)state;
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tls_server_t ts;
+    server_start(&ts, loop, server_ctx());
+    tc_tls_ctx_t *cctx = client_ctx();
+    peer_t c;
+    peer_init(&c, loop);
+    client_connect(&c, ts.port, cctx, "localhost");
+    tc_tls_ctx_free(cctx);
+    RUN_UNTIL(loop, c.hs_calls == 1 && ts.npeers == 1 &&
+                        ts.peers[0].hs_calls == 1,
+              5000);
+    peer_t *sp = &ts.peers[0];
+    /* The client closes at once; the server keeps talking, then stops
+     * reading altogether (it never closes). */
+    ASSERT_RC(tc_stream_close(c.s, p_closed), 0);
+    ASSERT_RC(tc_stream_write(sp->s, "unheard", 7), 0);
+    ASSERT_RC(tc_stream_read_stop(sp->s), 0);
+    run_for(loop, 100);
+    assert_int_equal(c.closed, 0);   /* lingering */
+    uint64_t t0 = mono_ms();
+    RUN_UNTIL(loop, c.closed == 1, 5000);
+    uint64_t waited = mono_ms() - t0;
+    assert_true(waited >= 1500 && waited < 4000);
+    assert_int_equal(sp->errors, 0);
+    server_stop(&ts);
+    close_loop(loop);
 }
 
 /* A close_notify that arrives while reading is paused is kept, and the EOF
@@ -1396,6 +1436,7 @@ main(void)
         cmocka_unit_test(test_close_notify_is_clean_eof),
         cmocka_unit_test(test_vanishing_peer_is_reported),
         cmocka_unit_test(test_abort_resets),
+        cmocka_unit_test(test_graceful_close_lingers_for_the_peer),
         cmocka_unit_test(test_eof_kept_while_paused),
         cmocka_unit_test(test_interop_openssl_s_server),
         cmocka_unit_test(test_interop_openssl_s_client),

@@ -919,6 +919,19 @@ static PyMethodDef Reactor_methods[] = {
      METH_VARARGS | METH_KEYWORDS,
      "_connect_tcp($self, host, port, factory, on_connect, timeout=None)\n"
      "--\n\nLow level; use twincore.Reactor.connect_tcp."},
+    {"listen_tls", (PyCFunction)(void (*)(void))reactor_listen_tls,
+     METH_VARARGS | METH_KEYWORDS,
+     "listen_tls($self, port, factory, context, host='127.0.0.1', "
+     "backlog=0, reuse_port=False, handshake_timeout=60.0)\n--\n\nListen "
+     "for TLS connections with a server TLSContext. The handshake runs in C "
+     "without the GIL; build_protocol() and connection_made() follow it. A "
+     "failed or timed-out handshake is logged and closed; the listener "
+     "goes on."},
+    {"_connect_tls", (PyCFunction)(void (*)(void))reactor_connect_tls,
+     METH_VARARGS | METH_KEYWORDS,
+     "_connect_tls($self, host, port, factory, on_connect, context, "
+     "server_hostname=None, timeout=None)\n--\n\nLow level; use "
+     "twincore.Reactor.connect_tls."},
     {"_connect_unix", (PyCFunction)(void (*)(void))reactor_connect_unix,
      METH_VARARGS | METH_KEYWORDS,
      "_connect_unix($self, path, factory, on_connect)\n--\n\nLow level."},

@@ -27,6 +27,7 @@ typedef struct tc_state {
     PyTypeObject *CpuTask_type;
     PyTypeObject *Future_type;
     PyTypeObject *FutureIter_type;
+    PyTypeObject *TLSContext_type;
     PyObject *CancelledError;   /* asyncio's, so both kinds of code catch it */
     PyObject *InvalidStateError;
     PyObject *Error;            /* twincore.Error(OSError): codes errno lacks */
@@ -213,6 +214,24 @@ extern PyType_Spec CpuPool_spec;
 extern PyType_Spec CpuTask_spec;
 extern PyType_Spec Future_spec;
 extern PyType_Spec FutureIter_spec;
+extern PyType_Spec TLSContext_spec;
+
+/* TLS (tls.c).  GIL: held. */
+tc_tls_ctx_t *tlscontext_native(tc_state *st, PyObject *obj,
+                                const char *method, bool server_side);
+PyObject *reactor_listen_tls(ReactorObject *r, PyObject *args,
+                             PyObject *kwargs);
+PyObject *reactor_connect_tls(ReactorObject *r, PyObject *args,
+                              PyObject *kwargs);
+/* tcpy_error_object() with the TLS failure's detail when s has one. */
+PyObject *tls_error_object(tc_state *st, int err, tc_stream_t *s);
+/* get_extra_info() for the TLS names: 1 with *out (new ref), 0 when name
+ * is not one (or the transport is not TLS), -1 on error. */
+int tls_extra_info(TransportObject *t, const char *name, PyObject **out);
+int tls_module_add(PyObject *module);
+/* Make a listener's connections TLS (transport.c). */
+void listener_set_tls(PyObject *listener, PyObject *context,
+                      uint64_t handshake_timeout_ms);
 
 /* Futures (future.c).  GIL: held.  The setters return -1 only when a
  * callback raised KeyboardInterrupt or SystemExit. */

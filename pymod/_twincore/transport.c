@@ -332,9 +332,21 @@ transport_dispatch(ReactorObject *r, pyevent_t *ev)
             break;   /* closed meanwhile: PYEV_CLOSED reports it */
         }
         if (ev->status != 0) {
-            PyObject *exc = tcpy_error_object(st, ev->status);
+            PyObject *exc = tls_error_object(st, ev->status, t->stream);
             if (exc == NULL) {
                 reactor_report(r, "connect");
+            } else if (t->on_connect == NULL) {
+                /* A TLS server's handshake: nobody else hears of it. */
+                PyObject *peer = address_of(t, true);
+                PyObject *res = PyObject_CallMethod(
+                    st->logger, "warning", "sOO",
+                    "twincore: TLS handshake with %s failed: %s",
+                    peer != NULL ? peer : Py_None, exc);
+                Py_XDECREF(peer);
+                if (res == NULL) {
+                    reactor_report(r, "logging");
+                }
+                Py_XDECREF(res);
             }
             call_on_connect(t, NULL, exc);
             Py_XDECREF(exc);
@@ -721,6 +733,11 @@ Transport_get_extra_info(TransportObject *t, PyObject *args, PyObject *kw)
     if (strcmp(name, "sockname") == 0) {
         return address_of(t, false);
     }
+    PyObject *value;
+    int rc = tls_extra_info(t, name, &value);
+    if (rc != 0) {
+        return rc > 0 ? value : NULL;
+    }
     return Py_NewRef(dflt);
 }
 
@@ -895,9 +912,20 @@ typedef struct {
     ReactorObject *reactor;
     tc_server_t *server;      /* NULL once closed */
     PyObject *factory;
+    PyObject *tls_context;    /* TLSContext, or NULL for plain TCP */
+    uint64_t tls_timeout_ms;
     bool is_unix;
     PyObject *weakreflist;
 } ListenerObject;
+
+void
+listener_set_tls(PyObject *listener, PyObject *context,
+                 uint64_t handshake_timeout_ms)
+{
+    ListenerObject *l = (ListenerObject *)listener;
+    Py_XSETREF(l->tls_context, Py_NewRef(context));
+    l->tls_timeout_ms = handshake_timeout_ms;
+}
 
 void
 listener_on_connection(tc_server_t *server, tc_stream_t *conn, int status)
@@ -935,6 +963,25 @@ listener_dispatch(ReactorObject *r, pyevent_t *ev)
         if (t == NULL) {
             reactor_report(r, "accept");
             tc_stream_abort(conn, NULL);
+            break;
+        }
+        if (l->tls_context != NULL) {
+            /* The protocol follows the handshake (PYEV_CONNECTED). */
+            TransportObject *tr = (TransportObject *)t;
+            tr->factory = Py_NewRef(l->factory);
+            tc_tls_ctx_t *ctx = tlscontext_native(
+                reactor_state(r), l->tls_context, "listen_tls", true);
+            int err = ctx != NULL ? tc_tls_wrap(conn, ctx, NULL,
+                                                transport_on_connect,
+                                                l->tls_timeout_ms)
+                                  : -EINVAL;
+            if (err != 0) {
+                PyErr_Clear();
+                tr->error = err;
+                tr->closing = true;
+                tc_stream_abort(conn, t_on_closed);
+            }
+            Py_DECREF(t);
             break;
         }
         start_protocol((TransportObject *)t, l->factory);
@@ -975,6 +1022,8 @@ listener_new(ReactorObject *r, tc_server_t *server, PyObject *factory,
     l->server = server;
     l->factory = Py_NewRef(factory);
     l->is_unix = is_unix;
+    l->tls_context = NULL;
+    l->tls_timeout_ms = 0;
     l->weakreflist = NULL;
     tc_handle_set_data(tc_server_handle(server), Py_NewRef(l));
     PyObject_GC_Track(l);
@@ -1035,6 +1084,7 @@ Listener_traverse(ListenerObject *l, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(l));
     Py_VISIT(l->reactor);
     Py_VISIT(l->factory);
+    Py_VISIT(l->tls_context);
     return 0;
 }
 
@@ -1042,6 +1092,7 @@ static int
 Listener_clear(ListenerObject *l)
 {
     Py_CLEAR(l->factory);
+    Py_CLEAR(l->tls_context);
     return 0;
 }
 

@@ -25,6 +25,9 @@ from . import _twincore
 from ._twincore import (CpuPool as _CCpuPool, Error, PRIORITY_HIGH,
                         PRIORITY_LOW, PRIORITY_NORMAL, Transport, Listener,
                         TimerHandle, DatagramTransport)
+from ._twincore import (HAVE_TLS, ETLS, ETLS_CERT, ETLS_HOSTNAME,
+                        ETLS_EXPIRED, ETLS_UNKNOWN_CA, ETLS_VERSION,
+                        ETLS_NO_CLOSE_NOTIFY)
 from ._future import (Future, CancelledError, InvalidStateError, PENDING,
                       RUNNING, DONE, FAILED, CANCELLED)
 from .protocol import (BaseProtocol, Protocol, DatagramProtocol, Factory,
@@ -39,7 +42,9 @@ __all__ = [
     "sleep", "spawn", "inline_callbacks", "PRIORITY_HIGH", "PRIORITY_NORMAL",
     "PRIORITY_LOW", "to_asyncio", "from_asyncio", "to_deferred",
     "from_deferred", "PENDING", "RUNNING", "DONE", "FAILED", "CANCELLED",
-    "get_include",
+    "get_include", "TLSContext", "HAVE_TLS", "ETLS", "ETLS_CERT",
+    "ETLS_HOSTNAME", "ETLS_EXPIRED", "ETLS_UNKNOWN_CA", "ETLS_VERSION",
+    "ETLS_NO_CLOSE_NOTIFY",
 ]
 
 
@@ -124,6 +129,71 @@ def _check_timeout(timeout, what):
                         f"got {type(timeout).__name__}")
     if not timeout > 0:   # also NaN
         raise ValueError(f"{what}(): 'timeout' must be > 0, got {timeout!r}")
+
+
+class TLSContext(_twincore.TLSContext):
+    __doc__ = _twincore.TLSContext.__doc__
+
+    @classmethod
+    def from_ssl_context(cls, ctx, *, server_side=None, certfile=None,
+                         keyfile=None, alpn=None):
+        """A TLSContext with the settings of an ssl.SSLContext that map
+        cleanly: its side, verify_mode, check_hostname, minimum/maximum
+        version, enabled ciphers and the CA certificates loaded into it
+        (none loaded, as after ssl.create_default_context(): the system
+        store). What ssl cannot give back is passed again: certfile and
+        keyfile (a server's chain, a client's certificate) and alpn.
+        Raises ValueError for what does not map."""
+        import ssl
+        if not isinstance(ctx, ssl.SSLContext):
+            raise TypeError("from_ssl_context(): expected an ssl.SSLContext, "
+                            f"got {type(ctx).__name__}")
+        if ctx.protocol == ssl.PROTOCOL_TLS_SERVER:
+            side = True
+        elif ctx.protocol == ssl.PROTOCOL_TLS_CLIENT:
+            side = False
+        elif server_side is None:
+            raise ValueError("from_ssl_context(): a generic PROTOCOL_TLS "
+                             "context has no side: pass server_side=")
+        else:
+            side = bool(server_side)
+        if server_side is not None and bool(server_side) != side:
+            raise ValueError("from_ssl_context(): server_side contradicts "
+                             "the context's protocol")
+        if side and certfile is None:
+            raise ValueError("from_ssl_context(): ssl.SSLContext does not "
+                             "give back its certificate chain: pass "
+                             "certfile= (and keyfile=)")
+        kwargs = {"server_side": side, "certfile": certfile,
+                  "keyfile": keyfile, "alpn": alpn}
+        mode = ctx.verify_mode
+        if side:
+            kwargs["require_client_cert"] = mode == ssl.CERT_REQUIRED
+            kwargs["request_client_cert"] = mode == ssl.CERT_OPTIONAL
+        else:
+            if mode == ssl.CERT_OPTIONAL:
+                raise ValueError("from_ssl_context(): CERT_OPTIONAL has no "
+                                 "meaning for a client; use CERT_REQUIRED "
+                                 "or CERT_NONE")
+            kwargs["verify"] = mode == ssl.CERT_REQUIRED
+            kwargs["check_hostname"] = ctx.check_hostname
+        low, high = ctx.minimum_version, ctx.maximum_version
+        if low not in (ssl.TLSVersion.MINIMUM_SUPPORTED,):
+            kwargs["minimum_version"] = int(low)
+        if high not in (ssl.TLSVersion.MAXIMUM_SUPPORTED,):
+            kwargs["maximum_version"] = int(high)
+        cas = ctx.get_ca_certs(binary_form=True)
+        if cas:
+            kwargs["cadata"] = "".join(ssl.DER_cert_to_PEM_cert(der)
+                                       for der in cas)
+        ciphers = ctx.get_ciphers()
+        old = [c["name"] for c in ciphers if c["protocol"] != "TLSv1.3"]
+        new = [c["name"] for c in ciphers if c["protocol"] == "TLSv1.3"]
+        if old:
+            kwargs["ciphers"] = ":".join(old)
+        if new:
+            kwargs["ciphersuites"] = ":".join(new)
+        return cls(**kwargs)
 
 
 def _is_numeric_host(host):
@@ -230,6 +300,68 @@ class Reactor(_twincore.Reactor):
             fut.set_exception(exc)
             return
         fut._cancel_hook = transport.abort
+
+    def listen_tls(self, port, factory, context, host="127.0.0.1", backlog=0,
+                   reuse_port=False, handshake_timeout=60.0):
+        """Listen for TLS on host:port with a server TLSContext; returns a
+        Listener. Each handshake runs in C without the GIL; then
+        factory.build_protocol(addr) and connection_made() follow, so
+        get_extra_info('alpn_protocol', 'tls_version', 'peercert') answer
+        there already. A failed or timed-out handshake is logged (logger
+        'twincore', warning) and closed; the listener goes on."""
+        _check_port(port, "listen_tls")
+        if handshake_timeout is None or isinstance(handshake_timeout, bool) \
+                or not isinstance(handshake_timeout, (int, float)) \
+                or not handshake_timeout > 0:
+            raise ValueError("listen_tls(): 'handshake_timeout' must be a "
+                             f"number > 0, got {handshake_timeout!r}")
+        return super().listen_tls(port, _as_factory(factory, "listen_tls"),
+                                  context, host, backlog, reuse_port,
+                                  handshake_timeout)
+
+    def connect_tls(self, host, port, factory, context, server_hostname=None,
+                    timeout=None):
+        """Connect with TLS; returns a Future of the protocol, set after
+        the handshake and its connection_made(). server_hostname (default:
+        host) is sent as SNI and checked against the certificate; an IP
+        address is checked, not sent. Names are resolved on the CPU pool.
+        timeout covers the connect and the handshake. A failed handshake
+        fails the Future with twincore.Error whose errno names the cause:
+        ETLS_EXPIRED, ETLS_UNKNOWN_CA, ETLS_HOSTNAME, ETLS_VERSION,
+        ETLS_CERT or ETLS."""
+        self._check_thread()
+        factory = _as_factory(factory, "connect_tls")
+        if not isinstance(host, str):
+            raise TypeError("connect_tls(): 'host' must be a str, got "
+                            f"{type(host).__name__}")
+        _check_port(port, "connect_tls", low=1)
+        _check_timeout(timeout, "connect_tls")
+        if server_hostname is not None and \
+                not isinstance(server_hostname, str):
+            raise TypeError("connect_tls(): 'server_hostname' must be a str "
+                            f"or None, got {type(server_hostname).__name__}")
+        host = host.strip("[]")
+        if not _is_numeric_host(host):
+            self.cpu_pool   # the loop resolves names on it
+        fut = Future(self)
+
+        def on_connect(protocol, exc):
+            if fut.done():
+                if protocol is not None:
+                    protocol.transport.abort()
+                return
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(protocol)
+        try:
+            transport = self._connect_tls(host, port, factory, on_connect,
+                                          context, server_hostname, timeout)
+        except OSError as exc:   # refused at once, no descriptors...
+            fut.set_exception(exc)
+            return fut
+        fut._cancel_hook = transport.abort
+        return fut
 
     def connect_unix(self, path, factory):
         """Connect to a Unix socket; returns a Future of the protocol."""

@@ -561,7 +561,9 @@ future_work_done(tc_work_t *w, int status, void *arg)
             f->free_value(value);
         }
     } else {
-        tc_future_reject(f, status);
+        /* A positive return breaks fn's contract; tc_future_reject would
+         * refuse it and leave the future RUNNING forever. */
+        tc_future_reject(f, status < 0 ? status : -EINVAL);
     }
     tc_future_unref(f);
 }

@@ -127,7 +127,8 @@ TC_EXTERN unsigned tc_pool_threads(const tc_pool_t *pool);
 
 /* Runs on a worker: return 0 and set *value (freed later with the
  * free_value given to tc_pool_submit_future), or a negative code that
- * rejects the future.  Thread: worker. */
+ * rejects the future (a positive return rejects it with -EINVAL).
+ * Thread: worker. */
 typedef int (*tc_value_work_fn)(tc_work_t *work, void *arg, void **value);
 
 /* Run fn on the pool and settle a new future on loop with its outcome: the

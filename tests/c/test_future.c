@@ -556,6 +556,7 @@ test_chain_across_loops(void **state)
 typedef struct job {
     atomic_bool started, open, saw_cancel;
     int input;
+    bool positive;      /* return 1: a broken work function */
 } job_t;
 
 static int
@@ -572,6 +573,9 @@ square_work(tc_work_t *w, void *arg, void **value)
             return 0;
         }
         sleep_ms(1);
+    }
+    if (j->positive) {
+        return 1;
     }
     if (j->input < 0) {
         return -EDOM;
@@ -645,6 +649,17 @@ test_pool_future(void **state)
     assert_true(atomic_load(&d.saw_cancel));
     assert_int_equal(atomic_load(&freed_values), 2);
     tc_future_unref(fd);
+
+    /* A work function that returns a positive number (breaking its
+     * contract) still settles its future: FAILED with -EINVAL. */
+    job_t g = {.input = 1, .open = true, .positive = true};
+    tc_future_t *fg;
+    ASSERT_RC(tc_pool_submit_future(pool, loop, square_work, &g, free_value,
+                                    TC_PRIORITY_NORMAL, &fg), 0);
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    assert_int_equal(tc_future_state(fg), TC_FUTURE_FAILED);
+    ASSERT_RC(tc_future_result(fg, NULL), -EINVAL);
+    tc_future_unref(fg);
 
     /* A submit refused: no future, nothing leaked. */
     ASSERT_RC(tc_pool_shutdown(pool, TC_POOL_DRAIN), 0);

@@ -250,11 +250,18 @@ run_entry(FutureObject *f, entry_t *e, bool *failed, bool *pause_on)
             return res;
         }
     }
-    if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) ||
-        PyErr_ExceptionMatches(PyExc_SystemExit)) {
+    PyObject *exc = tcpy_fetch_exception();
+    /* An errback that re-raises the failure it was given passes it on,
+     * whatever its type: a SystemExit or KeyboardInterrupt that a task
+     * raised on a worker is this future's result, not a request to stop
+     * the reactor.  Raised anew, they are. */
+    bool passed_on = f->failed && exc == cur;
+    if (!passed_on &&
+        (PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt) ||
+         PyErr_GivenExceptionMatches(exc, PyExc_SystemExit))) {
+        tcpy_restore_exception(exc);
         return NULL;
     }
-    PyObject *exc = tcpy_fetch_exception();
     if (exc != cur) {
         f->handled = false;
     }

@@ -409,17 +409,8 @@ except BaseException as e:
 r.cpu_pool.close()
 """
 
-ESCAPES = pytest.mark.xfail(strict=True, reason=(
-    "bug: when the failure arrives while a coroutine awaits the future, "
-    "the task's errback (_Task._wait_for's resume_failure) re-raises it to "
-    "pass it down the chain, and the reactor takes a SystemExit or "
-    "KeyboardInterrupt raised by a callback for a real one: run() raises "
-    "it and the coroutine never sees it"))
-
-
 @pytest.mark.parametrize("exc_name", ["SystemExit", "KeyboardInterrupt"])
-@pytest.mark.parametrize("order", [
-    "fail-first", pytest.param("await-first", marks=ESCAPES)])
+@pytest.mark.parametrize("order", ["fail-first", "await-first"])
 def test_exit_exceptions_in_a_task_reach_the_awaiting_coroutine(exc_name,
                                                                order):
     """SystemExit or KeyboardInterrupt raised by a task on a worker is a

@@ -255,6 +255,10 @@ tls_read(void *st, char *buf, size_t cap)
 {
     tls_conn_t *c = st;
     size_t n = 0;
+    if (c->in_len == 0 && c->stash_len == 0 && !SSL_has_pending(c->ssl) &&
+        !(SSL_get_shutdown(c->ssl) & SSL_RECEIVED_SHUTDOWN)) {
+        return 0;   /* certain to want input: spare the call */
+    }
     ERR_clear_error();
     if (SSL_read_ex(c->ssl, buf, cap, &n) == 1) {
         return (ssize_t)n;

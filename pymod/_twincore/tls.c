@@ -456,7 +456,7 @@ tlscontext_native(tc_state *st, PyObject *obj, const char *method,
     return c->ctx;
 }
 
-/* ---- Reactor methods ------------------------------------------------------ */
+/* ---- Reactor methods ----------------------------------------------------- */
 
 static int
 timeout_arg(PyObject *obj, const char *method, const char *what,
@@ -604,7 +604,7 @@ reactor_connect_tls(ReactorObject *r, PyObject *args, PyObject *kwargs)
     return t;
 }
 
-/* ---- errors and extra info ------------------------------------------------ */
+/* ---- errors and extra info ----------------------------------------------- */
 
 PyObject *
 tls_error_object(tc_state *st, int err, tc_stream_t *s)

@@ -136,7 +136,7 @@ def thread_result(fn, *args):
     return t, out
 
 
-# ---- TLSContext ---------------------------------------------------------------
+# ---- TLSContext -------------------------------------------------------------
 
 def test_context_defaults_and_properties(certs):
     c = twincore.TLSContext()
@@ -198,7 +198,7 @@ def test_listen_and_connect_argument_errors(reactor, certs):
         reactor.connect_tls("127.0.0.1", 9, Server, cctx, server_hostname=1)
 
 
-# ---- twincore to twincore -----------------------------------------------------
+# ---- twincore to twincore ---------------------------------------------------
 
 @pytest.mark.parametrize("chunk", [1, 7, 4096, 1 << 20])
 def test_echo_in_chunks(reactor, certs, chunk):
@@ -365,7 +365,7 @@ def test_transfer_under_backpressure_with_a_pausing_reader(reactor, certs):
     listener.close()
 
 
-# ---- failures by name ----------------------------------------------------------
+# ---- failures by name -------------------------------------------------------
 
 @pytest.mark.parametrize("case", [
     ("expired", "localhost", {}, {}, twincore.ETLS_EXPIRED),
@@ -440,7 +440,7 @@ def test_server_handshake_timeout(reactor, certs, caplog):
     listener.close()
 
 
-# ---- mutual TLS ------------------------------------------------------------------
+# ---- mutual TLS -------------------------------------------------------------
 
 def test_mutual_tls(reactor, certs):
     cls = server_class(data_received=echo)
@@ -481,7 +481,7 @@ def test_mutual_tls(reactor, certs):
     listener.close()
 
 
-# ---- hostile clients -------------------------------------------------------------
+# ---- hostile clients --------------------------------------------------------
 
 @pytest.mark.parametrize("garbage", [
     b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
@@ -530,7 +530,7 @@ def test_non_tls_clients_are_closed_and_the_listener_goes_on(reactor, certs,
     listener.close()
 
 
-# ---- endings ---------------------------------------------------------------------
+# ---- endings ----------------------------------------------------------------
 
 def test_close_notify_is_eof_and_a_vanishing_peer_is_named(reactor, certs):
     cls = server_class()
@@ -593,7 +593,7 @@ def test_abort_is_a_reset_for_the_peer(reactor, certs):
     listener.close()
 
 
-# ---- interop -----------------------------------------------------------------
+# ---- interop ----------------------------------------------------------------
 
 def test_python_ssl_client_with_alpn_and_client_cert(reactor, certs):
     cls = server_class(data_received=echo)
@@ -710,7 +710,7 @@ def test_openssl_s_client(reactor, certs):
     listener.close()
 
 
-# ---- from_ssl_context ----------------------------------------------------------
+# ---- from_ssl_context -------------------------------------------------------
 
 def test_from_ssl_context(reactor, certs):
     sslctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -755,7 +755,7 @@ def test_from_ssl_context(reactor, certs):
     listener.close()
 
 
-# ---- asyncio as the oracle -----------------------------------------------------
+# ---- asyncio as the oracle --------------------------------------------------
 
 class Recorder(asyncio.Protocol):
     """The same events as RecordingProtocol, for asyncio."""

@@ -42,6 +42,20 @@ reactor_report(ReactorObject *r, const char *context)
     }
 }
 
+/* The tuple args[start:nargs], for the fn(*args) call forms. */
+static PyObject *
+args_from(PyObject *const *args, Py_ssize_t start, Py_ssize_t nargs)
+{
+    PyObject *rest = PyTuple_New(nargs - start);
+    if (rest == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = start; i < nargs; i++) {
+        PyTuple_SET_ITEM(rest, i - start, Py_NewRef(args[i]));
+    }
+    return rest;
+}
+
 static void
 wake_noop(void *arg)
 {
@@ -356,12 +370,9 @@ reactor_call_soon(ReactorObject *r, PyObject *const *args, Py_ssize_t nargs)
     if (reactor_check_thread(r) < 0) {
         return NULL;
     }
-    PyObject *rest = PyTuple_New(nargs - 1);
+    PyObject *rest = args_from(args, 1, nargs);
     if (rest == NULL) {
         return NULL;
-    }
-    for (Py_ssize_t i = 1; i < nargs; i++) {
-        PyTuple_SET_ITEM(rest, i - 1, Py_NewRef(args[i]));
     }
     int rc = reactor_call_soon_obj(r, args[0], rest);
     Py_DECREF(rest);
@@ -401,12 +412,9 @@ reactor_call_later(ReactorObject *r, PyObject *const *args, Py_ssize_t nargs)
     if (reactor_check_thread(r) < 0) {
         return NULL;
     }
-    PyObject *rest = PyTuple_New(nargs - 2);
+    PyObject *rest = args_from(args, 2, nargs);
     if (rest == NULL) {
         return NULL;
-    }
-    for (Py_ssize_t i = 2; i < nargs; i++) {
-        PyTuple_SET_ITEM(rest, i - 2, Py_NewRef(args[i]));
     }
     PyObject *handle = timerhandle_new(r, delay, args[1], rest);
     Py_DECREF(rest);
@@ -440,12 +448,9 @@ reactor_call_from_thread(ReactorObject *r, PyObject *const *args,
         PyErr_SetString(PyExc_RuntimeError, "the reactor is closed");
         return NULL;
     }
-    PyObject *rest = PyTuple_New(nargs - 1);
+    PyObject *rest = args_from(args, 1, nargs);
     if (rest == NULL) {
         return NULL;
-    }
-    for (Py_ssize_t i = 1; i < nargs; i++) {
-        PyTuple_SET_ITEM(rest, i - 1, Py_NewRef(args[i]));
     }
     /* (fn, args, reactor): the reactor stays alive until the call ran. */
     PyObject *call = PyTuple_Pack(3, args[0], rest, (PyObject *)r);
@@ -772,14 +777,11 @@ reactor_add_signal_handler(ReactorObject *r, PyObject *const *args,
             return NULL;
         }
     }
-    PyObject *rest = PyTuple_New(nargs - 2);
+    PyObject *rest = args_from(args, 2, nargs);
     if (rest == NULL) {
         Py_DECREF(key);
         Py_DECREF(capsule);
         return NULL;
-    }
-    for (Py_ssize_t i = 2; i < nargs; i++) {
-        PyTuple_SET_ITEM(rest, i - 2, Py_NewRef(args[i]));
     }
     PyObject *entry = PyTuple_Pack(3, args[1], rest, capsule);
     Py_DECREF(rest);

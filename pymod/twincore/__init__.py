@@ -196,6 +196,28 @@ class TLSContext(_twincore.TLSContext):
         return cls(**kwargs)
 
 
+def _settle_with_connect(fut, connect, *args, **kwargs):
+    """Start a low-level connect (Reactor._connect_tcp/_tls/_unix) whose
+    outcome settles fut; cancelling fut aborts the connection. An OSError
+    from starting it (refused at once, no such socket, no descriptors)
+    fails fut, as a later failure would."""
+    def on_connect(protocol, exc):
+        if fut.done():
+            if protocol is not None:
+                protocol.transport.abort()
+            return
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(protocol)
+    try:
+        transport = connect(*args, on_connect=on_connect, **kwargs)
+    except OSError as exc:
+        fut.set_exception(exc)
+        return
+    fut._cancel_hook = transport.abort
+
+
 def _is_numeric_host(host):
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -284,22 +306,8 @@ class Reactor(_twincore.Reactor):
         return fut
 
     def _start_connect(self, fut, host, port, factory, timeout):
-        def on_connect(protocol, exc):
-            if fut.done():
-                if protocol is not None:
-                    protocol.transport.abort()
-                return
-            if exc is not None:
-                fut.set_exception(exc)
-            else:
-                fut.set_result(protocol)
-        try:
-            transport = self._connect_tcp(host, port, factory, on_connect,
-                                          timeout)
-        except OSError as exc:   # refused at once, no descriptors...
-            fut.set_exception(exc)
-            return
-        fut._cancel_hook = transport.abort
+        _settle_with_connect(fut, self._connect_tcp, host, port, factory,
+                             timeout=timeout)
 
     def listen_tls(self, port, factory, context, host="127.0.0.1", backlog=0,
                    reuse_port=False, handshake_timeout=60.0):
@@ -344,23 +352,9 @@ class Reactor(_twincore.Reactor):
         if not _is_numeric_host(host):
             self.cpu_pool   # the loop resolves names on it
         fut = Future(self)
-
-        def on_connect(protocol, exc):
-            if fut.done():
-                if protocol is not None:
-                    protocol.transport.abort()
-                return
-            if exc is not None:
-                fut.set_exception(exc)
-            else:
-                fut.set_result(protocol)
-        try:
-            transport = self._connect_tls(host, port, factory, on_connect,
-                                          context, server_hostname, timeout)
-        except OSError as exc:   # refused at once, no descriptors...
-            fut.set_exception(exc)
-            return fut
-        fut._cancel_hook = transport.abort
+        _settle_with_connect(fut, self._connect_tls, host, port, factory,
+                             context=context, server_hostname=server_hostname,
+                             timeout=timeout)
         return fut
 
     def connect_unix(self, path, factory):
@@ -368,22 +362,7 @@ class Reactor(_twincore.Reactor):
         self._check_thread()
         factory = _as_factory(factory, "connect_unix")
         fut = Future(self)
-
-        def on_connect(protocol, exc):
-            if fut.done():
-                if protocol is not None:
-                    protocol.transport.abort()
-                return
-            if exc is not None:
-                fut.set_exception(exc)
-            else:
-                fut.set_result(protocol)
-        try:
-            transport = self._connect_unix(path, factory, on_connect)
-        except OSError as exc:   # no such socket, refused, full backlog
-            fut.set_exception(exc)
-            return fut
-        fut._cancel_hook = transport.abort
+        _settle_with_connect(fut, self._connect_unix, path, factory)
         return fut
 
     def defer_to_cpu(self, fn, /, *args, priority=PRIORITY_NORMAL,

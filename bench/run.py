@@ -705,6 +705,13 @@ OFFLOAD_BENCHES = [
     OffloadBench("gevent threadpool", "tiny",
                  PY_OFFLOAD + "gevent_offload.py tiny --duration {duration}",
                  ("gevent",), one_cpu=True),
+    # The same two on both CPUs: the one-at-a-time latency of a service
+    # that is not pinned, where each hand-off may cross CPUs.
+    OffloadBench("twincore defer_to_cpu, both CPUs", "tiny",
+                 PY_OFFLOAD + "twincore_offload.py tiny --duration {duration}",
+                 ("twincore",), TWINCORE_ENV),
+    OffloadBench("asyncio run_in_executor, both CPUs", "tiny",
+                 PY_OFFLOAD + "asyncio_offload.py tiny --duration {duration}"),
     OffloadBench("twincore tc_pool (C)", "tiny",
                  "{build}/bench/offload/tc_pool_roundtrip --threads 2 "
                  "--duration {duration}"),
@@ -741,6 +748,8 @@ TINY_GOALS = [
      4.0),
     ("twincore defer_to_cpu", "asyncio run_in_executor", "p50_us", "<=",
      0.5),
+    ("twincore defer_to_cpu, both CPUs",
+     "asyncio run_in_executor, both CPUs", "p50_us", "<=", 0.5),
     ("twincore tc_pool (C)", "libuv uv_queue_work (C)", "tasks_per_s", ">=",
      1.5),
     ("twincore tc_pool (C)", "libuv uv_queue_work (C)", "p50_us", "<=", 1.0),

@@ -477,6 +477,41 @@ reactor_time(ReactorObject *r, PyObject *unused)
     return PyFloat_FromDouble(tc_loop_now_s(r->loop));
 }
 
+int
+reactor_listen_server(ReactorObject *r, const char *what, const char *host,
+                      int port, int backlog, int reuse_port,
+                      tc_server_t **out)
+{
+    if (port < 0 || port > 65535) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s(): 'port' must be in 0..65535, got %d", what, port);
+        return -1;
+    }
+    if (backlog < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s(): 'backlog' must be >= 0, got %d", what, backlog);
+        return -1;
+    }
+    if (reactor_check_thread(r) < 0) {
+        return -1;
+    }
+    tc_tcp_listen_opts_t opts = {.backlog = backlog,
+                                 .reuseport = reuse_port != 0};
+    int err = tc_tcp_listen(r->loop, host, port, &opts,
+                            listener_on_connection, NULL, out);
+    if (err == -EINVAL) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s(): 'host' must be a numeric IPv4 or IPv6 address, "
+                     "got '%s'", what, host ? host : "(None)");
+        return -1;
+    }
+    if (err != 0) {
+        tcpy_raise(reactor_state(r), err);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 reactor_listen_tcp(ReactorObject *r, PyObject *args, PyObject *kwargs)
 {
@@ -492,32 +527,10 @@ reactor_listen_tcp(ReactorObject *r, PyObject *args, PyObject *kwargs)
                                      &backlog, &reuse_port)) {
         return NULL;
     }
-    if (port < 0 || port > 65535) {
-        PyErr_Format(PyExc_ValueError,
-                     "listen_tcp(): 'port' must be in 0..65535, got %d", port);
-        return NULL;
-    }
-    if (backlog < 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "listen_tcp(): 'backlog' must be >= 0, got %d", backlog);
-        return NULL;
-    }
-    if (reactor_check_thread(r) < 0) {
-        return NULL;
-    }
-    tc_tcp_listen_opts_t opts = {.backlog = backlog,
-                                 .reuseport = reuse_port != 0};
     tc_server_t *server;
-    int err = tc_tcp_listen(r->loop, host, port, &opts,
-                            listener_on_connection, NULL, &server);
-    if (err == -EINVAL) {
-        PyErr_Format(PyExc_ValueError,
-                     "listen_tcp(): 'host' must be a numeric IPv4 or IPv6 "
-                     "address, got '%s'", host ? host : "(None)");
+    if (reactor_listen_server(r, "listen_tcp", host, port, backlog,
+                              reuse_port, &server) < 0) {
         return NULL;
-    }
-    if (err != 0) {
-        return tcpy_raise(reactor_state(r), err);
     }
     return listener_new(r, server, factory, false);
 }

@@ -154,6 +154,11 @@ int reactor_check_thread(ReactorObject *r);
  * stop the reactor and are re-raised by run(). */
 void reactor_report(ReactorObject *r, const char *context);
 void reactor_run_signal(ReactorObject *r, int signum);
+/* GIL: held.  Validate and open a TCP listening socket for a Listener;
+ * what names the method in errors.  Returns 0, or -1 with an exception. */
+int reactor_listen_server(ReactorObject *r, const char *what,
+                          const char *host, int port, int backlog,
+                          int reuse_port, tc_server_t **out);
 static inline tc_state *
 reactor_state(ReactorObject *r)
 {

@@ -505,38 +505,16 @@ reactor_listen_tls(ReactorObject *r, PyObject *args, PyObject *kwargs)
     if (ctx == NULL) {
         return NULL;
     }
-    if (port < 0 || port > 65535) {
-        PyErr_Format(PyExc_ValueError,
-                     "listen_tls(): 'port' must be in 0..65535, got %d", port);
-        return NULL;
-    }
-    if (backlog < 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "listen_tls(): 'backlog' must be >= 0, got %d", backlog);
-        return NULL;
-    }
     uint64_t timeout_ms = 60000;
     if (timeout_obj != NULL &&
         timeout_arg(timeout_obj, "listen_tls", "handshake_timeout",
                     &timeout_ms) < 0) {
         return NULL;
     }
-    if (reactor_check_thread(r) < 0) {
-        return NULL;
-    }
-    tc_tcp_listen_opts_t opts = {.backlog = backlog,
-                                 .reuseport = reuse_port != 0};
     tc_server_t *server;
-    int err = tc_tcp_listen(r->loop, host, port, &opts,
-                            listener_on_connection, NULL, &server);
-    if (err == -EINVAL) {
-        PyErr_Format(PyExc_ValueError,
-                     "listen_tls(): 'host' must be a numeric IPv4 or IPv6 "
-                     "address, got '%s'", host ? host : "(None)");
+    if (reactor_listen_server(r, "listen_tls", host, port, backlog,
+                              reuse_port, &server) < 0) {
         return NULL;
-    }
-    if (err != 0) {
-        return tcpy_raise(st, err);
     }
     PyObject *l = listener_new(r, server, factory, false);
     if (l != NULL) {

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """bench/run.py: one command that runs every twincore benchmark.
 
-    /usr/bin/python3 bench/run.py --quick     # under 3 minutes
+    /usr/bin/python3 bench/run.py --quick     # about 3 minutes
     /usr/bin/python3 bench/run.py --full      # longer windows, 5 repeats
 
 Builds the C programs with meson if the build directory lacks them, starts
@@ -15,8 +15,10 @@ its Markdown and draws its charts. A network peer is one line in PEERS. The
 OffloadSection runs the programs of bench/offload listed in OFFLOAD_BENCHES
 (tiny-task round trips through each peer's thread pool, SHA-256 scaling
 with 1 and 2 workers, timer lateness while 2 workers hash), one line each.
+The TLSSection runs TLS_PEERS (1 KiB TLS echo, a throw-away certificate
+made at run time) and `openssl s_time` handshakes (HANDSHAKE_PEERS).
 The goals the issues set are shown next to the figures (NETWORK_GOALS,
-TINY_GOALS, SHA_GOALS, TIMER_GOAL_MS).
+TINY_GOALS, SHA_GOALS, TIMER_GOAL_MS, TLS_GOAL).
 """
 
 import argparse
@@ -94,6 +96,7 @@ class Scenario:
     size: int
     connections: int
     pipeline: int = 1
+    tls: bool = False           # loadgen --tls -k
 
 
 SCENARIOS = [
@@ -118,6 +121,7 @@ class Mode:
     timer_ticks: int        # ...and holds at least this many ticks
     timer_repeats: int
     offload_retry_budget: float
+    handshake_repeats: int = 1  # openssl s_time runs per TLS server
 
 
 MODES = {
@@ -128,7 +132,7 @@ MODES = {
     "full": Mode(duration=5.0, warmup=1.0, repeats=5, prime=2.0,
                  retry_budget=120, tiny_duration=2.0, sha_duration=4.0,
                  timer_duration=3.0, timer_ticks=3000, timer_repeats=3,
-                 offload_retry_budget=60),
+                 offload_retry_budget=60, handshake_repeats=3),
 }
 
 # C programs bench/ builds: meson target (its path in the build directory)
@@ -143,6 +147,7 @@ BENCH_PROGRAMS = {
 # Built by the project itself (they link twincore); used when the build
 # has them.
 PROJECT_PROGRAMS = ["examples/c/echo_server",
+                    "examples/c/tls_echo_server",
                     "bench/offload/tc_pool_roundtrip",
                     "bench/offload/tc_pool_sha256"]
 
@@ -378,6 +383,8 @@ class Context:
                str(port), "-c", str(scenario.connections), "-s",
                str(scenario.size), "-p", str(scenario.pipeline), "-d",
                str(duration), "-w", str(warmup), "--sample-pid", str(pid)]
+        if scenario.tls:
+            cmd += ["--tls", "-k"]
         try:
             res = subprocess.run(cmd, capture_output=True, text=True,
                                  timeout=duration + warmup + 30,
@@ -414,16 +421,18 @@ class NetworkSection(Section):
     key = "network"
     title = "Network: echo round trips"
 
-    def start_servers(self, ctx):
+    def start_servers(self, ctx, peers=PEERS, **fill):
+        """Starts peers' servers pinned to the server CPU; fill holds
+        extra {names} for their commands."""
         servers = {}
         skipped = {}
-        wanted = [p for p in PEERS
+        wanted = [p for p in peers
                   if not ctx.args.peers or p.name in ctx.args.peers]
         for peer in wanted:
             port = free_port()
-            cmd = ctx.command(peer.command, port=port)
+            cmd = ctx.command(peer.command, port=port, **fill)
             env = dict(os.environ)
-            env.update({k: ctx.fill(v) for k, v in peer.env})
+            env.update({k: ctx.fill(v, **fill) for k, v in peer.env})
             missing = [a for a in cmd if "/" in a and not os.path.exists(a)]
             if missing:
                 skipped[peer.name] = f"{missing[0]} is missing"
@@ -447,11 +456,18 @@ class NetworkSection(Section):
             note(f"skipping peer {name}: {why}")
         return servers, skipped
 
-    def run(self, ctx):
+    peers = PEERS
+    comparisons = COMPARISONS
+    chart_prefix = "network"
+
+    def scenarios(self, ctx):
+        return [s for i, s in enumerate(SCENARIOS)
+                if not ctx.args.scenarios or i + 1 in ctx.args.scenarios]
+
+    def run(self, ctx, **fill):
         mode = ctx.mode
-        scenarios = [s for i, s in enumerate(SCENARIOS)
-                     if not ctx.args.scenarios or i + 1 in ctx.args.scenarios]
-        servers, skipped = self.start_servers(ctx)
+        scenarios = self.scenarios(ctx)
+        servers, skipped = self.start_servers(ctx, self.peers, **fill)
         failed = {}
         raw = {(s.name, name): [] for s in scenarios for name in servers}
         try:
@@ -466,7 +482,8 @@ class NetworkSection(Section):
                 for rep in range(mode.repeats):
                     # Rotating the order spreads any drift over every peer.
                     names = list(servers)
-                    names = names[rep % len(names):] + names[:rep % len(names)]
+                    k = rep % len(names) if names else 0
+                    names = names[k:] + names[:k]
                     for name in names:
                         done += 1
                         proc, port, log = servers[name]
@@ -494,14 +511,15 @@ class NetworkSection(Section):
             for name, (proc, _, _) in servers.items():
                 if not stop_process(proc):
                     note(f"{name} ignored SIGTERM and was killed")
-        peers = [p.name for p in PEERS if p.name in servers]
+        peers = [p.name for p in self.peers if p.name in servers]
         return {
             "reference": REFERENCE_PEER,
             "peers": peers,
             "skipped": {**skipped, **failed},
             "server_cpu": ctx.server_cpu,
             "client_cpu": ctx.client_cpu,
-            "scenarios": [summarize(s, peers, raw) for s in scenarios],
+            "scenarios": [summarize(s, peers, raw, self.comparisons)
+                          for s in scenarios],
         }
 
     def markdown(self, result):
@@ -565,10 +583,10 @@ class NetworkSection(Section):
             return []
         files = []
         specs = [
-            ("network_throughput.png", "round trips per second",
+            (f"{self.chart_prefix}_throughput.png", "round trips per second",
              [("msgs_per_s", "msgs/s"),
               ("msgs_per_server_cpu_s", "msgs per server-CPU-s")]),
-            ("network_latency.png", "latency, µs",
+            (f"{self.chart_prefix}_latency.png", "latency, µs",
              [("p50_us", "p50"), ("p99_us", "p99")]),
         ]
         for fname, ylabel, metrics in specs:
@@ -615,7 +633,7 @@ def other_share(res):
     return max(other, 0.0) / res["duration_s"]
 
 
-def summarize(scenario, peers, raw):
+def summarize(scenario, peers, raw, comparisons=COMPARISONS):
     results = {}
     for name in peers:
         runs = raw.get((scenario.name, name), [])
@@ -654,7 +672,7 @@ def summarize(scenario, peers, raw):
         r["ratio"] = {k: round_ratio(name, REFERENCE_PEER, k)
                       for k in ("msgs_per_s", "msgs_per_server_cpu_s")}
     pairs = {f"{a} / {b}": round_ratio(a, b, "msgs_per_server_cpu_s")
-             for a, b in COMPARISONS if a in results and b in results}
+             for a, b in comparisons if a in results and b in results}
     return {**dataclasses.asdict(scenario), "results": results,
             "comparisons": pairs}
 
@@ -1106,6 +1124,254 @@ class OffloadSection(Section):
             files.append("timer_lateness.png")
         return files
 
+# -- TLS (issue 6) ----------------------------------------------------------
+
+# The TLS echo servers, given a throw-away P-256 certificate ({cert},
+# {key}) made at run time; ratios are to REFERENCE_PEER as in the network
+# section. Issue #6: twincore at 1.5x uvloop's msgs/s or better, compared
+# per server-CPU-s as well.
+TLS_PEERS = [
+    Peer("twincore-c",
+         "{build}/examples/c/tls_echo_server {port} {cert} {key}"),
+    Peer("twincore-py",
+         "{py} {bench}/servers/twincore_tls_echo.py {port} {cert} {key}",
+         ("twincore",), (("PYTHONPATH", "{build}/pymod"),)),
+    Peer("uvloop", "{py} {bench}/servers/uvloop_echo.py {port} --tls {cert} "
+         "{key}", ("uvloop",)),
+    Peer("asyncio", "{py} {bench}/servers/asyncio_echo.py {port} --tls "
+         "{cert} {key}"),
+]
+TLS_SCENARIO = Scenario("1 KiB x 64 connections over TLS", 1024, 64,
+                        tls=True)
+TLS_COMPARISONS = [("twincore-c", "uvloop"), ("twincore-py", "uvloop")]
+TLS_GOAL = 1.5
+# Full handshakes (`openssl s_time -new`, one connection at a time) against
+# these servers; "openssl" needs no build.
+HANDSHAKE_PEERS = [
+    TLS_PEERS[0], TLS_PEERS[2],
+    Peer("openssl s_server", "openssl s_server -accept 127.0.0.1:{port} "
+         "-cert {cert} -key {key} -quiet -www"),
+]
+HANDSHAKE_SECONDS = 2   # s_time -time
+HANDSHAKE_REFERENCE = "openssl s_server"
+
+
+def make_certificate(directory):
+    """A self-signed P-256 certificate for 127.0.0.1, valid one day; returns
+    (cert, key) paths, or None without a working openssl command."""
+    cert = os.path.join(directory, "tls-cert.pem")
+    key = os.path.join(directory, "tls-key.pem")
+    try:
+        res = subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out",
+             cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1"],
+            capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        note(f"openssl req: {e}")
+        return None
+    if res.returncode != 0:
+        note(f"openssl req failed: {res.stderr.strip()}")
+        return None
+    return cert, key
+
+
+def process_cpu_s(pid):
+    """CPU seconds (user+system) used so far by a running process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class TLSSection(NetworkSection):
+    key = "tls"
+    title = "TLS: echo round trips and handshakes"
+    peers = TLS_PEERS
+    comparisons = TLS_COMPARISONS
+    chart_prefix = "tls"
+
+    def scenarios(self, ctx):
+        return [TLS_SCENARIO]
+
+    def run(self, ctx):
+        made = make_certificate(ctx.tmp)
+        if made is None:
+            return None
+        cert, key = made
+        result = super().run(ctx, cert=cert, key=key)
+        result["goal"] = TLS_GOAL
+        result["handshakes"] = self.handshakes(ctx, cert, key)
+        return result
+
+    def handshakes(self, ctx, cert, key):
+        if shutil.which("openssl") is None:
+            return {"results": {}, "skipped": {"all": "no openssl command"}}
+        servers, skipped = self.start_servers(ctx, HANDSHAKE_PEERS,
+                                              cert=cert, key=key)
+        runs = {name: [] for name in servers}
+        try:
+            for rep in range(ctx.mode.handshake_repeats):
+                names = list(servers)
+                k = rep % len(names) if names else 0
+                names = names[k:] + names[:k]
+                for name in names:
+                    proc, port, log = servers[name]
+                    if proc.poll() is not None:
+                        skipped[name] = (f"server exited with status "
+                                         f"{proc.returncode}: {tail(log)}")
+                        continue
+                    res = self.s_time(ctx, port, proc.pid)
+                    if res is None:
+                        continue
+                    res["round"] = rep
+                    runs[name].append(res)
+                    print(f"handshakes {name:17} {res['per_s']:>8,.0f}/s  "
+                          f"{res['per_server_cpu_s']:>8,.0f} per server-"
+                          f"CPU-s  others {res['other_cpu_share']:4.0%}",
+                          flush=True)
+        finally:
+            for name, (proc, _, _) in servers.items():
+                stop_process(proc)
+        results = {}
+        for name, rs in runs.items():
+            if not rs:
+                skipped.setdefault(name, "s_time failed")
+                continue
+            results[name] = {
+                "median": {k: median([r[k] for r in rs])
+                           for k in ("per_s", "per_server_cpu_s",
+                                     "server_cpu_share", "other_cpu_share")},
+                "runs": rs}
+        for name, r in results.items():
+            r["ratio"] = {
+                ref: median([ratio(run["per_server_cpu_s"],
+                                   ref_run["per_server_cpu_s"])
+                             for run in r["runs"]
+                             for ref_run in results[ref]["runs"]
+                             if ref_run["round"] == run["round"]])
+                if ref in results else None
+                for ref in (HANDSHAKE_REFERENCE, REFERENCE_PEER)}
+            r["noisy"] = r["median"]["other_cpu_share"] > NOISY_SHARE
+        return {"seconds": HANDSHAKE_SECONDS,
+                "repeats": ctx.mode.handshake_repeats,
+                "results": results, "skipped": skipped}
+
+    def s_time(self, ctx, port, pid):
+        ctx.wait_for_quiet()
+        cpu0, busy0 = process_cpu_s(pid), machine_busy_s()
+        child0, t0 = children_cpu_s(), time.monotonic()
+        try:
+            res = subprocess.run(
+                ["openssl", "s_time", "-connect", f"127.0.0.1:{port}",
+                 "-new", "-time", str(HANDSHAKE_SECONDS)],
+                capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                timeout=HANDSHAKE_SECONDS + 20,
+                preexec_fn=pinned(ctx.client_cpu))
+        except subprocess.TimeoutExpired:
+            note("openssl s_time timed out")
+            return None
+        wall = time.monotonic() - t0
+        cpu1, busy1 = process_cpu_s(pid), machine_busy_s()
+        client = children_cpu_s() - child0
+        count = None
+        for line in res.stdout.splitlines():
+            if "connections in" in line and "real seconds" in line:
+                count = int(line.split()[0])
+        if res.returncode != 0 or not count or cpu0 is None or cpu1 is None:
+            note(f"openssl s_time: exit {res.returncode}: "
+                 f"{(res.stderr or res.stdout).strip()[-300:]}")
+            return None
+        server = cpu1 - cpu0
+        return {"handshakes": count, "wall_s": round(wall, 3),
+                "server_cpu_s": server, "client_cpu_s": round(client, 3),
+                "per_s": count / wall,
+                "per_server_cpu_s": count / server if server > 0 else None,
+                "server_cpu_share": server / wall,
+                "other_cpu_share": max(busy1 - busy0 - server - client, 0)
+                / wall}
+
+    def markdown(self, result):
+        ref = result["reference"]
+        sc = result["scenarios"][0]
+        lines = [
+            f"1 KiB echo round trips over TLS (`loadgen --tls -k`, OpenSSL, "
+            f"64 connections, one message in flight each) against a "
+            f"throw-away self-signed P-256 certificate made at run time. "
+            f"twincore-c: `examples/c/tls_echo_server` (`tc_tls_wrap`); "
+            f"twincore-py: `bench/servers/twincore_tls_echo.py` "
+            f"(`reactor.listen_tls`); uvloop and asyncio: "
+            f"`asyncio_echo.py --tls` (Python `ssl`). Columns, pinning, † "
+            f"and ~ as in the network section: server on CPU "
+            f"{result['server_cpu']}, load generator on CPU "
+            f"{result['client_cpu']}; ratios to {ref} are per-round "
+            f"medians.",
+            "",
+            f"| peer | msgs/s | × {ref} | msgs per server-CPU-s | × {ref} "
+            f"| server CPU | client CPU | p50 µs | p99 µs | errors |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+        for name in result["peers"]:
+            r = sc["results"].get(name)
+            if r is None:
+                continue
+            m = r["median"]
+            mark = (" †" if r["client_bound"] else "") + (
+                " ~" if r["noisy"] else "")
+            lines.append(
+                f"| {name} | {num(m['msgs_per_s'])}{mark} "
+                f"| {fmt_ratio(r['ratio']['msgs_per_s'])} "
+                f"| {num(m['msgs_per_server_cpu_s'])} "
+                f"| {fmt_ratio(r['ratio']['msgs_per_server_cpu_s'])} "
+                f"| {pct(m['server_cpu_share'])} "
+                f"| {pct(m['client_cpu_share'])} "
+                f"| {num(m['p50_us'])} | {num(m['p99_us'])} "
+                f"| {r['errors']} |")
+        lines.append("")
+        for a, b in TLS_COMPARISONS:
+            r = sc["results"].get(a)
+            if r is None or b not in sc["results"]:
+                continue
+            lines.append(
+                f"- {a} / {b}, msgs/s: **{fmt_ratio(r['ratio']['msgs_per_s'])}"
+                f"**" + goal_note(r["ratio"]["msgs_per_s"], ">=",
+                                  result["goal"])
+                + f"; per server-CPU-s: **"
+                f"{fmt_ratio(r['ratio']['msgs_per_server_cpu_s'])}**")
+        hs = result["handshakes"]
+        if hs["results"]:
+            lines += [
+                "",
+                f"Full handshakes, one connection at a time: `openssl s_time "
+                f"-connect 127.0.0.1:PORT -new -time {hs['seconds']}` on the "
+                f"load generator's CPU (median of {hs['repeats']} "
+                f"run{'s' if hs['repeats'] > 1 else ''}). s_time is the "
+                f"bottleneck, so compare per server-CPU-s; ratios are of "
+                f"that column.",
+                "",
+                f"| server | handshakes/s | per server-CPU-s "
+                f"| × {HANDSHAKE_REFERENCE} | × {ref} | server CPU |",
+                "|---|--:|--:|--:|--:|--:|"]
+            for name, r in hs["results"].items():
+                m = r["median"]
+                lines.append(
+                    f"| {name} | {num(m['per_s'])}"
+                    f"{' ~' if r['noisy'] else ''} "
+                    f"| **{num(m['per_server_cpu_s'])}** "
+                    f"| {fmt_ratio(r['ratio'][HANDSHAKE_REFERENCE])} "
+                    f"| {fmt_ratio(r['ratio'][REFERENCE_PEER])} "
+                    f"| {pct(m['server_cpu_share'])} |")
+        lines.append("")
+        skipped = {**result["skipped"],
+                   **{f"{k} (handshakes)": v
+                      for k, v in hs["skipped"].items()}}
+        for name, why in skipped.items():
+            lines.append(f"- {name}: not measured ({why})")
+        lines.append("")
+        return lines
+
 
 def children_cpu_s():
     """CPU seconds used so far by the waited-for children of this process."""
@@ -1113,7 +1379,7 @@ def children_cpu_s():
     return ru.ru_utime + ru.ru_stime
 
 
-SECTIONS = [NetworkSection(), OffloadSection()]
+SECTIONS = [NetworkSection(), OffloadSection(), TLSSection()]
 
 
 # -- report ----------------------------------------------------------------
@@ -1222,7 +1488,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quick", dest="mode", action="store_const",
-                   const="quick", help="under 3 minutes (the default)")
+                   const="quick", help="about 3 minutes (the default)")
     g.add_argument("--full", dest="mode", action="store_const", const="full",
                    help="longer windows and 5 repeats")
     p.add_argument("--build-dir", default="build",

@@ -125,7 +125,7 @@ class Mode:
 
 
 MODES = {
-    "quick": Mode(duration=1.0, warmup=0.3, repeats=3, prime=0.5,
+    "quick": Mode(duration=1.0, warmup=0.2, repeats=3, prime=0.3,
                   retry_budget=15, tiny_duration=0.3, sha_duration=0.6,
                   timer_duration=2.0, timer_ticks=2000, timer_repeats=1,
                   offload_retry_budget=8),

@@ -525,12 +525,14 @@ drain_out(fz_stream_t *f)
 {
     uint64_t deadline = now_ms() + DRAIN_MS;
     for (;;) {
-        if (f->closed || f->error_seen || f->peer_closed ||
+        /* A graceful close that completed during the drain still has bytes
+         * in flight in the kernel: keep reading until the peer's EOF. */
+        if ((f->closed && f->aborted) || f->error_seen || f->peer_closed ||
             f->peer_saw_eof || f->peer_saw_error) {
             return;
         }
         if (f->out_peer_recv == f->out_accepted &&
-            tc_stream_write_queue_size(f->s) == 0) {
+            (f->closed || tc_stream_write_queue_size(f->s) == 0)) {
             return;
         }
         if (!drain_step(f, deadline)) {

@@ -63,7 +63,10 @@ run() {
     local t=$1 secs=${2:-60}
     mkdir -p "$OUT/corpus/$t" "$OUT/artifacts"
     # -close_fd_mask=1: the targets' stdout noise stays out of the log.
-    "$OUT/$t" -max_total_time="$secs" -timeout=20 -rss_limit_mb=2048 \
+    # A fixed seed (FUZZ_SEED, default 1) makes CI's runs repeatable; set
+    # FUZZ_SEED=0 for a random one when exploring.
+    "$OUT/$t" -seed="${FUZZ_SEED:-1}" -max_total_time="$secs" -timeout=20 \
+        -rss_limit_mb=2048 \
         -max_len=4096 -print_final_stats=1 -close_fd_mask=1 \
         -artifact_prefix="$OUT/artifacts/$t-" \
         "$OUT/corpus/$t" "tests/fuzz/corpus/$t"

@@ -673,19 +673,13 @@ done:;
     update_rio(s);
 }
 
+/* recv() returned n <= 0: the peer's EOF (which a codec may call a
+ * failure, e.g. TLS without close_notify), an error, or nothing yet. */
 static void
-codec_read_ready(tc_stream_t *s)
+read_gave_nothing(tc_stream_t *s, ssize_t n)
 {
-    tc_loop_t *loop = s->h.loop;
-    size_t half = loop->read_buf_size / 2;
-    char *in = loop->read_buf + half;
-    ssize_t n = recv(s->fd, in, loop->read_buf_size - half, 0);
-    if (n > 0) {
-        codec_pump(s, in, (size_t)n);
-        return;
-    }
     if (n == 0) {
-        int err = s->codec->eof_status(s->codec_st);
+        int err = s->codec != NULL ? s->codec->eof_status(s->codec_st) : 0;
         if (err != 0) {
             fail_now(s, err);
         } else {
@@ -697,6 +691,20 @@ codec_read_ready(tc_stream_t *s)
         return;
     }
     fail_now(s, tc__neg_errno());
+}
+
+static void
+codec_read_ready(tc_stream_t *s)
+{
+    tc_loop_t *loop = s->h.loop;
+    size_t half = loop->read_buf_size / 2;
+    char *in = loop->read_buf + half;
+    ssize_t n = recv(s->fd, in, loop->read_buf_size - half, 0);
+    if (n > 0) {
+        codec_pump(s, in, (size_t)n);
+    } else {
+        read_gave_nothing(s, n);
+    }
 }
 
 static void
@@ -717,16 +725,9 @@ read_ready(struct ev_loop *ev, ev_io *w, int revents)
     ssize_t n = recv(s->fd, loop->read_buf, loop->read_buf_size, 0);
     if (n > 0) {
         s->cbs.on_read(s, loop->read_buf, (size_t)n);
-        return;
+    } else {
+        read_gave_nothing(s, n);
     }
-    if (n == 0) {
-        peer_eof(s);
-        return;
-    }
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-        return;
-    }
-    fail_now(s, tc__neg_errno());
 }
 
 static void

@@ -22,6 +22,7 @@
  * per loop at any time.  The wait and run times of one task in
  * TIMING_SAMPLE are measured: three clock reads per task would cost more
  * than a tiny task itself. */
+#include <sched.h>
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
@@ -271,8 +272,9 @@ schedule_drain(tc_loop_t *loop)
     }
 }
 
-/* Hand finished or cancelled work to its loop.  Thread: any. */
-static void
+/* Hand finished or cancelled work to its loop.  Thread: any.  Returns
+ * whether the loop had taken every earlier completion. */
+static bool
 push_done(tc_work_t *w)
 {
     tc_loop_t *loop = w->loop;
@@ -288,6 +290,7 @@ push_done(tc_work_t *w)
     if (head == NULL) {
         schedule_drain(loop);
     }
+    return head == NULL;
 }
 
 static void
@@ -443,6 +446,19 @@ record_run(worker_t *me, uint64_t submit_ns, uint64_t start_ns,
     counter_bump(&me->run_ns[hist_bucket(run)]);
 }
 
+/* The CPUs this process may run on (taskset, cpusets), at least one. */
+static unsigned
+usable_cpus(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        int n = CPU_COUNT(&set);
+        return n > 0 ? (unsigned)n : 1;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
 /* Poll for a submit for a few microseconds: a worker that finds work this
  * way costs the submitter no futex wake and itself no sleep. */
 static void
@@ -473,6 +489,7 @@ worker_main(void *arg)
     tc_pool_t *pool = me->pool;
     tc_work_t *finished = NULL;
     bool spun = false;
+    bool loop_idle = true;      /* the last push found its loop caught up */
 
     current_pool = pool;
     pthread_mutex_lock(&pool->lock);
@@ -481,7 +498,7 @@ worker_main(void *arg)
         if (w == NULL) {
             if (finished != NULL) {
                 pthread_mutex_unlock(&pool->lock);
-                push_done(finished);
+                loop_idle = push_done(finished);
                 finished = NULL;
                 pthread_mutex_lock(&pool->lock);
                 continue;
@@ -489,7 +506,10 @@ worker_main(void *arg)
             if (pool->stopping) {
                 break;
             }
-            if (!spun && !pool->spinning && pool->spin_ns > 0) {
+            /* Spin only while the loop keeps up: a loop still busy with
+             * earlier completions sends its next submits in a batch
+             * anyway, and a spinner would take CPU time it needs. */
+            if (!spun && !pool->spinning && pool->spin_ns > 0 && loop_idle) {
                 spun = true;
                 pool->spinning = true;
                 unsigned seq = atomic_load_explicit(&pool->work_seq,
@@ -515,7 +535,7 @@ worker_main(void *arg)
         }
         pthread_mutex_unlock(&pool->lock);
         if (finished != NULL) {
-            push_done(finished);    /* from now on it is its loop's */
+            loop_idle = push_done(finished);    /* now its loop's */
         }
 
         int status;
@@ -683,7 +703,7 @@ tc_pool_new(const tc_pool_opts_t *opts, tc_pool_t **out)
     pool->max_queued = o.max_queued;
     pool->block_when_full = o.block_when_full;
     pool->stack_size = o.stack_size;
-    pool->spin_ns = sysconf(_SC_NPROCESSORS_ONLN) > 1 ? SPIN_NS : 0;
+    pool->spin_ns = usable_cpus() > 1 ? SPIN_NS : 0;
     pool->workers = calloc(o.threads, sizeof(*pool->workers));
     if (pool->workers == NULL) {
         goto fail;

@@ -66,6 +66,16 @@ native_dispatch(ReactorObject *r, pyevent_t *ev)
     free(t);
 }
 
+/* A delivered native task in the reactor's queue: the queue owns it. */
+int
+native_traverse(void *ptr, visitproc visit, void *arg)
+{
+    native_task_t *t = ptr;
+    Py_VISIT((PyObject *)t->reactor);
+    Py_VISIT(t->future);
+    return 0;
+}
+
 void
 native_discard(void *ptr)
 {

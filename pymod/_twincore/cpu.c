@@ -9,7 +9,14 @@
  * drainers run, on every core.  Finished tasks cross back to their reactor
  * in one tc_loop_call_from_thread per batch and are delivered in the
  * reactor's batch as on_done(kind, value): 0 result, 1 exception,
- * 2 cancelled. */
+ * 2 cancelled.
+ *
+ * A task's reference (the pool's) keeps it, and its reactor, alive from
+ * submission to delivery.  While queued or running it is the pool's, and
+ * the GC must not take the reactor from under the worker; once sent back
+ * it waits in the loop's cross-thread queue, owned by the reactor: listed
+ * on r->transit, so the reactor's traverse shows it to the GC and its
+ * teardown releases what the loop can no longer deliver. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
@@ -34,6 +41,7 @@ struct CpuTaskObject {
     int priority;
     int status;             /* 0, or -ECANCELED */
     CpuTaskObject *qprev, *qnext;   /* queue, then a finished batch */
+    CpuTaskObject *tprev, *tnext;   /* reactor->transit; its lock */
     struct CpuPoolObject *pool;     /* borrowed: outlives its tasks */
 };
 
@@ -130,15 +138,67 @@ run_python_task(CpuPoolObject *p, CpuTaskObject *task)
     atomic_fetch_sub(&p->running, 1);
 }
 
-/* Thread: loop, GIL: none.  A finished batch enters the reactor's batch. */
+/* Under r->transit_lock. */
+static void
+transit_unlink(ReactorObject *r, CpuTaskObject *t)
+{
+    if (t->tprev != NULL) {
+        t->tprev->tnext = t->tnext;
+    } else {
+        r->transit = t->tnext;
+    }
+    if (t->tnext != NULL) {
+        t->tnext->tprev = t->tprev;
+    }
+    t->tprev = t->tnext = NULL;
+}
+
+/* Thread: loop, GIL: none.  A finished batch (all of one reactor) enters
+ * the reactor's batch. */
 static void
 deliver_batch(void *arg)
 {
     CpuTaskObject *t = arg;
+    ReactorObject *r = t->reactor;
+    pthread_mutex_lock(&r->transit_lock);
     while (t != NULL) {
         CpuTaskObject *next = t->qnext;
         t->qnext = NULL;
-        pyevents_push(t->reactor, PYEV_TASK_DONE, NULL, t, t->status);
+        transit_unlink(r, t);
+        pyevents_push(r, PYEV_TASK_DONE, NULL, t, t->status);
+        t = next;
+    }
+    pthread_mutex_unlock(&r->transit_lock);
+}
+
+int
+cpu_transit_traverse(ReactorObject *r, visitproc visit, void *arg)
+{
+    int rc = 0;
+    pthread_mutex_lock(&r->transit_lock);
+    for (CpuTaskObject *t = r->transit; t != NULL && rc == 0;
+         t = t->tnext) {
+        rc = visit((PyObject *)t, arg);
+    }
+    pthread_mutex_unlock(&r->transit_lock);
+    return rc;
+}
+
+/* GIL: held.  Drop the tasks sent back that the loop will never deliver:
+ * those sent after the reactor closed, or into a loop leaked because a
+ * worker still ran for it. */
+void
+cpu_transit_discard(ReactorObject *r)
+{
+    pthread_mutex_lock(&r->transit_lock);
+    CpuTaskObject *t = r->transit;
+    r->transit = NULL;
+    pthread_mutex_unlock(&r->transit_lock);
+    while (t != NULL) {
+        CpuTaskObject *next = t->tnext;
+        t->tprev = t->tnext = NULL;
+        t->qnext = NULL;
+        cpu_task_discard(t);
         t = next;
     }
 }
@@ -156,11 +216,25 @@ send_back(CpuTaskObject *list)
         }
         CpuTaskObject *rest = run_end->qnext;
         run_end->qnext = NULL;
-        /* The loop outlives its reactor's tasks: they hold the reactor. */
-        if (tc_loop_call_from_thread(list->reactor->loop, deliver_batch,
-                                     list) != 0) {
-            /* The loop is closing; nobody is left to deliver to. */
+        /* The tasks hold the reactor, and its teardown clears r->loop
+         * under this lock before it frees the loop: the loop outlives the
+         * call.  Sent or not, they are listed until delivered. */
+        ReactorObject *r = list->reactor;
+        pthread_mutex_lock(&r->transit_lock);
+        for (CpuTaskObject *t = list; t != NULL; t = t->qnext) {
+            t->tprev = NULL;
+            t->tnext = r->transit;
+            if (r->transit != NULL) {
+                r->transit->tprev = t;
+            }
+            r->transit = t;
         }
+        if (r->loop != NULL) {
+            /* Fails only once the loop closes, when nobody is left to
+             * deliver to: cpu_transit_discard() drops them. */
+            tc_loop_call_from_thread(r->loop, deliver_batch, list);
+        }
+        pthread_mutex_unlock(&r->transit_lock);
         list = rest;
     }
 }
@@ -611,6 +685,7 @@ submit_task(CpuPoolObject *p, tc_state *st, ReactorObject *r, PyObject *fn,
     task->priority = (int)prio;
     task->status = 0;
     task->qprev = task->qnext = NULL;
+    task->tprev = task->tnext = NULL;
     task->pool = p;
     PyObject_GC_Track(task);
 

@@ -1,6 +1,16 @@
 /* The Reactor type: one tc_loop_t and the Python-facing methods on it.
  * Every method but call_from_thread must be called on the thread that
- * created the reactor; they raise RuntimeError elsewhere. */
+ * created the reactor; they raise RuntimeError elsewhere.
+ *
+ * The reactor owns its loop, and through it the references the loop's
+ * handles hold on Transports, Listeners, DatagramTransports and armed
+ * TimerHandles (r->held), the finished CpuTasks on their way back
+ * (r->transit) and what the event queue owns.  Reactor_traverse shows
+ * those to the GC, so a dropped reactor is collected with everything on
+ * it, and reactor_teardown() (tp_clear, dealloc, close()) closes every
+ * handle and frees the loop.  Once r->loop is NULL the reactor is closed:
+ * every method raises RuntimeError and every C pointer into the loop that
+ * a Python object keeps is NULL or unused. */
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -89,6 +99,41 @@ reactor_call_soon_obj(ReactorObject *r, PyObject *fn, PyObject *args)
     return 0;
 }
 
+void
+reactor_hold(ReactorObject *r, loopref_t *ref, PyObject *obj,
+             void (*detach)(PyObject *obj))
+{
+    assert(ref->obj == NULL);
+    ref->obj = Py_NewRef(obj);
+    ref->detach = detach;
+    ref->prev = NULL;
+    ref->next = r->held;
+    if (r->held != NULL) {
+        r->held->prev = ref;
+    }
+    r->held = ref;
+}
+
+PyObject *
+reactor_unhold(ReactorObject *r, loopref_t *ref)
+{
+    PyObject *obj = ref->obj;
+    if (obj == NULL) {
+        return NULL;
+    }
+    if (ref->prev != NULL) {
+        ref->prev->next = ref->next;
+    } else {
+        r->held = ref->next;
+    }
+    if (ref->next != NULL) {
+        ref->next->prev = ref->prev;
+    }
+    ref->prev = ref->next = NULL;
+    ref->obj = NULL;
+    return obj;
+}
+
 static void
 keepalive_cb(tc_async_t *a)
 {
@@ -112,7 +157,13 @@ Reactor_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     r->module = Py_NewRef(module);
     r->wakeup_write_fd = -1;
-    int err = tc_loop_new(&r->loop);
+    int err = pthread_mutex_init(&r->transit_lock, NULL);
+    if (err != 0) {
+        Py_DECREF(r);
+        return tcpy_raise(state_of_module(module), -err);
+    }
+    r->transit_lock_ready = true;
+    err = tc_loop_new(&r->loop);
     if (err != 0) {
         r->loop = NULL;
         Py_DECREF(r);
@@ -136,6 +187,28 @@ Reactor_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     return (PyObject *)r;
 }
 
+/* What the event queue owns.  Only while the reactor does not run: the
+ * loop thread then pushes without the GIL, and run() holds a reference
+ * that keeps the reactor (and all it owns) reachable anyway. */
+static int
+visit_events(ReactorObject *r, visitproc visit, void *arg)
+{
+    for (size_t i = 0; i < r->events.len; i++) {
+        pyevent_t *ev = &r->events.items[i];
+        if (ev->kind == PYEV_CALL || ev->kind == PYEV_RELEASE) {
+            Py_VISIT(ev->obj);
+        } else if (ev->kind == PYEV_TASK_DONE) {
+            Py_VISIT((PyObject *)ev->ptr);   /* the pool's reference */
+        } else if (ev->kind == PYEV_NATIVE_DONE) {
+            int rc = native_traverse(ev->ptr, visit, arg);
+            if (rc != 0) {
+                return rc;
+            }
+        }
+    }
+    return 0;
+}
+
 static int
 Reactor_traverse(ReactorObject *r, visitproc visit, void *arg)
 {
@@ -147,19 +220,18 @@ Reactor_traverse(ReactorObject *r, visitproc visit, void *arg)
     for (size_t i = 0; i < r->soon_len; i++) {
         Py_VISIT(r->soon[i]);
     }
-    return 0;
-}
-
-static int
-Reactor_clear(ReactorObject *r)
-{
-    Py_CLEAR(r->signal_handlers);
-    Py_CLEAR(r->cpu_pool);
-    Py_CLEAR(r->pending_exc);
-    for (size_t i = 0; i < r->soon_len; i++) {
-        Py_CLEAR(r->soon[i]);
+    for (loopref_t *ref = r->held; ref != NULL; ref = ref->next) {
+        Py_VISIT(ref->obj);
     }
-    r->soon_len = 0;
+    if (!r->running) {
+        int rc = visit_events(r, visit, arg);
+        if (rc == 0 && r->transit_lock_ready) {
+            rc = cpu_transit_traverse(r, visit, arg);
+        }
+        if (rc != 0) {
+            return rc;
+        }
+    }
     return 0;
 }
 
@@ -172,6 +244,107 @@ close_any(tc_handle_t *h, void *arg)
     }
 }
 
+/* Free the loop: close every handle, deliver what other threads sent
+ * (pool completions) into the queue, and close.  Returns tc_loop_close()'s
+ * result.  GIL: held, no Python code runs. */
+static int
+close_loop(tc_loop_t *loop)
+{
+    /* From here C callbacks only queue: nothing takes the GIL. */
+    tc_loop_set_after_iteration(loop, NULL, NULL);
+    tc_loop_walk(loop, close_any, NULL);
+    int err = tc_loop_close(loop);
+    /* A pool's completions wait in the loop's cross-thread queue, and
+     * tc_loop_close() refuses while they do: run them.  Work still on a
+     * worker keeps it refusing. */
+    for (int i = 0; i < 4 && err == -EBUSY; i++) {
+        tc_loop_run(loop, TC_RUN_NOWAIT);
+        tc_loop_walk(loop, close_any, NULL);
+        err = tc_loop_close(loop);
+    }
+    return err;
+}
+
+/* GIL: held.  Close the reactor: detach every object its handles hold,
+ * free the loop, then drop what it owned.  No Python code runs until
+ * r->loop is NULL, so code run by the last step (finalizers) finds a
+ * closed reactor.  Returns 0, or -1 with nothing done when the loop runs
+ * on another thread. */
+static int
+reactor_teardown(ReactorObject *r)
+{
+    if (r->loop == NULL) {
+        if (r->transit_lock_ready) {
+            cpu_transit_discard(r);   /* sends that came too late */
+        }
+        return 0;
+    }
+    if (!tc_loop_is_owner_thread(r->loop) && tc_loop_adopt(r->loop) != 0) {
+        return -1;   /* not reached: a running reactor is referenced */
+    }
+    /* Keep the references until the loop is gone. */
+    loopref_t *held = r->held;
+    r->held = NULL;
+    for (loopref_t *ref = held; ref != NULL; ref = ref->next) {
+        ref->detach(ref->obj);
+    }
+    while (r->dirty != NULL) {
+        TransportObject *t = r->dirty;
+        r->dirty = t->next_dirty;
+        t->next_dirty = NULL;
+        t->dirty_listed = false;
+    }
+    PyObject *signal_handlers = r->signal_handlers;
+    r->signal_handlers = NULL;
+    tc_loop_t *loop = r->loop;
+    /* Under the lock: a worker sending tasks back reads r->loop. */
+    pthread_mutex_lock(&r->transit_lock);
+    r->loop = NULL;
+    pthread_mutex_unlock(&r->transit_lock);
+    int err = close_loop(loop);
+    if (err != 0) {
+        /* Work for this loop still runs on a pool worker: the loop must
+         * outlive it, so it is leaked; its handles are all closed. */
+        PyObject *exc = tcpy_fetch_exception();
+        if (PyErr_WarnFormat(PyExc_ResourceWarning, 1,
+                             "twincore: reactor closed while CpuPool work "
+                             "for it was still running; its loop is leaked "
+                             "(%s)", tc_strerror(err)) < 0) {
+            PyErr_WriteUnraisable((PyObject *)r);
+        }
+        if (exc != NULL) {
+            tcpy_restore_exception(exc);
+        }
+    }
+    cpu_transit_discard(r);
+    dispatch_discard(r);
+    while (held != NULL) {
+        loopref_t *ref = held;
+        held = ref->next;
+        PyObject *obj = ref->obj;
+        ref->prev = ref->next = NULL;
+        ref->obj = NULL;
+        Py_DECREF(obj);
+    }
+    Py_XDECREF(signal_handlers);
+    return 0;
+}
+
+static int
+Reactor_clear(ReactorObject *r)
+{
+    /* The loop first: a pool's completions still reach the CpuPool. */
+    reactor_teardown(r);
+    Py_CLEAR(r->signal_handlers);
+    Py_CLEAR(r->cpu_pool);
+    Py_CLEAR(r->pending_exc);
+    for (size_t i = 0; i < r->soon_len; i++) {
+        Py_CLEAR(r->soon[i]);
+    }
+    r->soon_len = 0;
+    return 0;
+}
+
 static void
 Reactor_dealloc(ReactorObject *r)
 {
@@ -180,32 +353,21 @@ Reactor_dealloc(ReactorObject *r)
     if (r->weakreflist != NULL) {
         PyObject_ClearWeakRefs((PyObject *)r);
     }
+    /* Nothing the handles hold is left (it would hold the reactor): only
+     * the keepalive, signals, and timers whose TimerHandle died.  A GC
+     * pass on another thread may free a reactor nothing uses any more;
+     * reactor_teardown() adopts the idle loop then. */
     Reactor_clear(r);
-    if (r->loop != NULL && !tc_loop_is_owner_thread(r->loop) &&
-        tc_loop_adopt(r->loop) != 0) {
-        /* Not reached: a running reactor is referenced by run(). */
+    if (r->loop != NULL) {
         PyErr_WarnEx(PyExc_ResourceWarning,
                      "twincore: reactor freed while running", 1);
-        r->loop = NULL;
     }
-    if (r->loop != NULL) {
-        /* Only handles without Python owners are left (the keepalive, and
-         * timers whose TimerHandle died): close them and the loop.  A GC
-         * pass on another thread may free a reactor nothing uses any
-         * more; that thread has adopted the idle loop above. */
-        tc_loop_walk(r->loop, close_any, NULL);
-        dispatch_discard(r);
-        int err = tc_loop_close(r->loop);
-        dispatch_discard(r);
-        if (err != 0) {
-            PyErr_WarnEx(PyExc_ResourceWarning,
-                         "twincore: reactor freed with handles open", 1);
-        } else {
-            r->loop = NULL;
-        }
-    }
+    PyMem_Free(r->soon);
     free(r->events.items);
     free(r->events_spare.items);
+    if (r->transit_lock_ready) {
+        pthread_mutex_destroy(&r->transit_lock);
+    }
     Py_CLEAR(r->module);
     tp->tp_free((PyObject *)r);
     Py_DECREF(tp);
@@ -354,6 +516,30 @@ reactor_stop(ReactorObject *r, PyObject *unused)
 }
 
 static PyObject *
+reactor_close(ReactorObject *r, PyObject *unused)
+{
+    (void)unused;
+    if (r->loop == NULL) {
+        Py_RETURN_NONE;   /* closing twice is harmless */
+    }
+    if (reactor_check_thread(r) < 0) {
+        return NULL;
+    }
+    if (r->running) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "close(): the reactor is running; call stop() and "
+                        "close it after run() returns");
+        return NULL;
+    }
+    if (reactor_teardown(r) < 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "close(): the reactor's loop is in use");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
 reactor_call_soon(ReactorObject *r, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs < 1) {
@@ -428,8 +614,10 @@ from_thread_cb(void *arg)
     PyObject *call = arg;
     /* The loop's data is the reactor; the tuple's third slot is unused. */
     ReactorObject *r = (ReactorObject *)PyTuple_GET_ITEM(call, 2);
-    if (pyevents_push(r, PYEV_CALL, call, NULL, 0) != 0) {
-        /* Out of memory: keep it for the next batch rather than lose it. */
+    if (pyevents_push(r, PYEV_CALL, call, NULL, 0) != 0 &&
+        r->loop != NULL) {
+        /* Out of memory: keep it for the next batch rather than lose it.
+         * (While the reactor closes, it is leaked.) */
         tc_loop_call_soon(r->loop, from_thread_cb, call);
     }
 }
@@ -906,6 +1094,13 @@ static PyMethodDef Reactor_methods[] = {
      "raises KeyboardInterrupt from run()."},
     {"stop", (PyCFunction)reactor_stop, METH_NOARGS,
      "stop($self, /)\n--\n\nMake run() return after the current iteration."},
+    {"close", (PyCFunction)reactor_close, METH_NOARGS,
+     "close($self, /)\n--\n\nClose every listener, transport, datagram "
+     "transport, timer and signal handler of the reactor at once, without "
+     "calling their protocols, and free the loop's descriptors. Queued "
+     "callbacks are dropped, and Futures it would settle stay pending. "
+     "Afterwards every method raises RuntimeError; close() again does "
+     "nothing. RuntimeError while run() runs."},
     {"call_soon", (PyCFunction)(void (*)(void))reactor_call_soon,
      METH_FASTCALL,
      "call_soon($self, fn, /, *args)\n--\n\nCall fn(*args) on the next "

@@ -11,6 +11,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>   /* PyMemberDef, T_PYSSIZET in 3.11 */
+#include <pthread.h>
 #include <stdbool.h>
 
 #include <twincore.h>
@@ -102,6 +103,22 @@ typedef struct pyevent_queue {
 } pyevent_queue_t;
 
 typedef struct TransportObject TransportObject;
+struct CpuTaskObject;
+
+/* An entry on the reactor's list of the Python objects that C handles of
+ * its loop hold a strong reference to: a Transport, Listener or
+ * DatagramTransport until its close is dispatched, an armed TimerHandle.
+ * reactor -> loop -> handle -> object -> reactor is a cycle the GC cannot
+ * see through C; the list lets Reactor_traverse show it that reference and
+ * reactor_teardown() take it back.  Each object embeds its own entry. */
+typedef struct loopref {
+    struct loopref *prev, *next;
+    PyObject *obj;              /* NULL when not listed */
+    /* GIL: held.  Close the object's C handle if it is not closing yet,
+     * make its callbacks find no object, and forget the handle.  Runs no
+     * Python code and keeps the reference (the caller drops it). */
+    void (*detach)(PyObject *obj);
+} loopref_t;
 
 typedef struct ReactorObject {
     PyObject_HEAD
@@ -120,6 +137,11 @@ typedef struct ReactorObject {
     bool running;
     bool stopping;
     bool in_dispatch;
+    loopref_t *held;            /* the objects the loop's handles hold */
+    /* guards: transit, and loop going NULL (workers read it) */
+    pthread_mutex_t transit_lock;
+    bool transit_lock_ready;
+    struct CpuTaskObject *transit;  /* finished tasks sent to the loop */
     PyObject *weakreflist;
 } ReactorObject;
 
@@ -145,6 +167,7 @@ struct TransportObject {
     bool is_unix;
     bool eof;
     bool eof_deferred;          /* EOF waits behind paused data */
+    loopref_t held;             /* listed while the stream holds us */
     PyObject *weakreflist;
 };
 
@@ -165,6 +188,14 @@ reactor_state(ReactorObject *r)
     return state_of_module(r->module);
 }
 int reactor_call_soon_obj(ReactorObject *r, PyObject *fn, PyObject *args);
+/* GIL: held.  A handle of r's loop now holds a new reference to obj:
+ * take it and list ref (obj's own entry). */
+void reactor_hold(ReactorObject *r, loopref_t *ref, PyObject *obj,
+                  void (*detach)(PyObject *obj));
+/* GIL: held.  Unlist ref and return the reference the handle held (the
+ * caller drops it), or NULL when ref is not listed (never held, or taken
+ * back by reactor_teardown()). */
+PyObject *reactor_unhold(ReactorObject *r, loopref_t *ref);
 
 /* Dispatch (dispatch.c). */
 int pyevents_push(ReactorObject *r, pyevent_kind_t kind, PyObject *obj,
@@ -194,6 +225,10 @@ void udp_dispatch(ReactorObject *r, pyevent_t *ev);
 void timer_dispatch(ReactorObject *r, pyevent_t *ev);
 void cpu_task_dispatch(ReactorObject *r, pyevent_t *ev);
 void cpu_task_discard(void *task);
+/* Visit, or discard (GIL: held), the finished tasks on their way back to
+ * r's loop (r->transit). */
+int cpu_transit_traverse(ReactorObject *r, visitproc visit, void *arg);
+void cpu_transit_discard(ReactorObject *r);
 PyObject *timerhandle_new(ReactorObject *r, double delay, PyObject *fn,
                           PyObject *args);
 PyObject *listener_new(ReactorObject *r, tc_server_t *server,
@@ -251,6 +286,7 @@ void future_set_task(PyObject *fut, PyObject *task, PyObject *cancel_hook);
 PyObject *capi_capsule(void);
 void native_dispatch(ReactorObject *r, pyevent_t *ev);
 void native_discard(void *task);
+int native_traverse(void *task, visitproc visit, void *arg);
 /* CpuTask helpers (cpu.c). */
 bool cputask_check(PyObject *obj);
 bool cputask_started(PyObject *task);

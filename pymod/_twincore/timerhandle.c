@@ -1,7 +1,10 @@
-/* TimerHandle: what call_later() returns.  While armed, the handle holds a
- * reference to itself, so a timer fires even if the caller dropped it; a
- * generation number makes a fire that was queued before cancel()/reset()
- * a no-op. */
+/* TimerHandle: what call_later() returns.  While armed, the timer holds a
+ * reference to its TimerHandle, listed on the reactor (reactor_hold), so a
+ * timer fires even if the caller dropped it, and the GC sees the cycle
+ * through the reactor; a generation number makes a fire that was queued
+ * before cancel()/reset() a no-op.  Once the reactor is closed its loop
+ * and every timer on it are gone: code here checks reactor->loop before
+ * it touches th->timer. */
 #include "state.h"
 
 typedef struct {
@@ -10,8 +13,9 @@ typedef struct {
     tc_timer_t *timer;
     PyObject *fn, *args;
     unsigned gen;
-    bool armed;
+    bool armed;               /* held: listed on the reactor */
     double when;
+    loopref_t held;
     PyObject *weakreflist;
 } TimerHandleObject;
 
@@ -23,6 +27,21 @@ timer_fired(tc_timer_t *timer)
     if (th != NULL) {
         pyevents_push(th->reactor, PYEV_TIMER, (PyObject *)th, NULL,
                       (int)th->gen);
+    }
+}
+
+/* loopref_t.detach: the reactor closes; the timer goes with it. */
+static void
+timer_detach(PyObject *obj)
+{
+    TimerHandleObject *th = (TimerHandleObject *)obj;
+    th->armed = false;
+    th->gen++;
+    if (th->timer != NULL) {
+        tc_handle_t *h = tc_timer_handle(th->timer);
+        tc_handle_set_data(h, NULL);
+        tc_close(h, NULL);
+        th->timer = NULL;
     }
 }
 
@@ -38,7 +57,7 @@ arm(TimerHandleObject *th, double delay)
     th->when = tc_loop_now_s(th->reactor->loop) + delay;
     if (!th->armed) {
         th->armed = true;
-        Py_INCREF(th);
+        reactor_hold(th->reactor, &th->held, (PyObject *)th, timer_detach);
     }
     return 0;
 }
@@ -59,6 +78,7 @@ timerhandle_new(ReactorObject *r, double delay, PyObject *fn, PyObject *args)
     th->armed = false;
     th->when = 0.0;
     th->weakreflist = NULL;
+    th->held = (loopref_t){0};
     th->timer = NULL;
     int err = tc_timer_new(r->loop, th, &th->timer);
     PyObject_GC_Track(th);
@@ -83,30 +103,31 @@ timer_dispatch(ReactorObject *r, pyevent_t *ev)
         return;   /* cancelled or re-armed after this fire was queued */
     }
     th->armed = false;
+    /* The armed reference, kept over the call; reset() takes a new one. */
+    PyObject *self = reactor_unhold(r, &th->held);
     PyObject *res = PyObject_Call(th->fn, th->args, NULL);
     if (res == NULL) {
         reactor_report(r, "a call_later callback");
     }
     Py_XDECREF(res);
-    if (!th->armed) {
-        /* Drop the callable now: a one-shot timer's job is done. */
-    }
-    Py_DECREF(th);   /* the armed reference (reset() took a new one) */
+    Py_XDECREF(self);
 }
 
 static PyObject *
 TimerHandle_cancel(TimerHandleObject *th, PyObject *unused)
 {
     (void)unused;
+    if (!th->armed) {
+        Py_RETURN_NONE;   /* also once the reactor is closed */
+    }
     if (reactor_check_thread(th->reactor) < 0) {
         return NULL;
     }
-    if (th->armed) {
-        tc_timer_stop(th->timer);
-        th->gen++;
-        th->armed = false;
-        Py_DECREF(th);   /* self stays alive: the caller holds a ref */
-    }
+    tc_timer_stop(th->timer);
+    th->gen++;
+    th->armed = false;
+    /* Self stays alive: the caller holds a reference. */
+    Py_XDECREF(reactor_unhold(th->reactor, &th->held));
     Py_RETURN_NONE;
 }
 
@@ -180,7 +201,7 @@ TimerHandle_dealloc(TimerHandleObject *th)
         PyObject_ClearWeakRefs((PyObject *)th);
     }
     TimerHandle_clear(th);
-    if (th->timer != NULL) {
+    if (th->timer != NULL && th->reactor->loop != NULL) {
         tc_handle_t *h = tc_timer_handle(th->timer);
         if (tc_loop_is_owner_thread(th->reactor->loop)) {
             tc_close(h, NULL);

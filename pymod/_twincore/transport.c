@@ -3,6 +3,10 @@
  * Ownership: the C stream's handle data holds a strong reference to its
  * Transport until the close callback's PYEV_CLOSED is dispatched, so a
  * connection lives while it is open even if Python drops every reference.
+ * That reference is listed on the reactor (reactor_hold), which shows it
+ * to the GC and takes it back when the reactor closes: the detach
+ * functions then empty the handle's data, so the C callbacks below find
+ * no object and do nothing.  A Listener is held the same way.
  * Writes are buffered in outbuf under the GIL and handed to the stream by
  * transport_flush() after the batch, without the GIL: many writes of one
  * iteration become one send. */
@@ -31,6 +35,9 @@ static void
 t_on_read(tc_stream_t *s, const char *buf, size_t len)
 {
     TransportObject *t = tc_handle_data(tc_stream_handle(s));
+    if (t == NULL) {
+        return;
+    }
     if (bytebuf_append(&t->inbuf, buf, len) != 0) {
         t->error = -ENOMEM;
         tc_stream_abort(s, NULL);
@@ -46,6 +53,9 @@ static void
 t_on_eof(tc_stream_t *s)
 {
     TransportObject *t = tc_handle_data(tc_stream_handle(s));
+    if (t == NULL) {
+        return;
+    }
     t->eof = true;
     pyevents_push(t->reactor, PYEV_EOF, (PyObject *)t, NULL, 0);
 }
@@ -54,6 +64,9 @@ static void
 t_on_closed(tc_handle_t *h)
 {
     TransportObject *t = tc_handle_data(h);
+    if (t == NULL) {
+        return;
+    }
     t->stream = NULL;
     pyevents_push(t->reactor, PYEV_CLOSED, (PyObject *)t, NULL, 0);
 }
@@ -62,6 +75,10 @@ static void
 t_on_error(tc_stream_t *s, int status)
 {
     TransportObject *t = tc_handle_data(tc_stream_handle(s));
+    if (t == NULL) {
+        tc_close(tc_stream_handle(s), NULL);
+        return;
+    }
     if (t->error == 0) {
         t->error = status;
     }
@@ -73,6 +90,9 @@ static void
 t_on_flow(tc_stream_t *s, bool paused)
 {
     TransportObject *t = tc_handle_data(tc_stream_handle(s));
+    if (t == NULL) {
+        return;
+    }
     pyevents_push(t->reactor, paused ? PYEV_PAUSE : PYEV_RESUME,
                   (PyObject *)t, NULL, 0);
 }
@@ -131,6 +151,25 @@ transport_flush(TransportObject *t)
 
 /* ---- construction -------------------------------------------------------- */
 
+/* loopref_t.detach: the reactor closes; the stream goes with it. */
+static void
+transport_detach(PyObject *obj)
+{
+    TransportObject *t = (TransportObject *)obj;
+    if (t->stream != NULL) {
+        tc_handle_t *h = tc_stream_handle(t->stream);
+        tc_handle_set_data(h, NULL);
+        if (!tc_handle_is_closing(h)) {
+            tc_stream_abort(t->stream, NULL);
+        }
+        t->stream = NULL;
+    }
+    t->closing = true;
+    t->closed = true;
+    t->outbuf.len = 0;
+    t->inbuf.len = 0;
+}
+
 PyObject *
 transport_new(ReactorObject *r, tc_stream_t *s, bool is_unix)
 {
@@ -148,7 +187,8 @@ transport_new(ReactorObject *r, tc_stream_t *s, bool is_unix)
     t->low_water = DEFAULT_HIGH / 4;
     tc_stream_set_watermarks(s, t->low_water, t->high_water);
     tc_stream_set_callbacks(s, &transport_callbacks);
-    tc_handle_set_data(tc_stream_handle(s), Py_NewRef(t));
+    tc_handle_set_data(tc_stream_handle(s), t);
+    reactor_hold(r, &t->held, (PyObject *)t, transport_detach);
     PyObject_GC_Track(t);
     return (PyObject *)t;
 }
@@ -398,7 +438,7 @@ transport_dispatch(ReactorObject *r, pyevent_t *ev)
         Py_CLEAR(t->protocol);
         Py_CLEAR(t->factory);
         Py_CLEAR(t->on_connect);
-        Py_DECREF(t);   /* the handle's reference */
+        Py_XDECREF(reactor_unhold(r, &t->held));   /* the handle's */
         break;
     }
     default:
@@ -517,6 +557,9 @@ static PyObject *
 Transport_close(TransportObject *t, PyObject *unused)
 {
     (void)unused;
+    if (!is_open(t)) {
+        Py_RETURN_NONE;   /* also once the reactor is closed */
+    }
     if (reactor_check_thread(t->reactor) < 0) {
         return NULL;
     }
@@ -528,6 +571,9 @@ static PyObject *
 Transport_abort(TransportObject *t, PyObject *unused)
 {
     (void)unused;
+    if (!is_open(t)) {
+        Py_RETURN_NONE;   /* also once the reactor is closed */
+    }
     if (reactor_check_thread(t->reactor) < 0) {
         return NULL;
     }
@@ -915,6 +961,7 @@ typedef struct {
     PyObject *tls_context;    /* TLSContext, or NULL for plain TCP */
     uint64_t tls_timeout_ms;
     bool is_unix;
+    loopref_t held;           /* listed while the server holds us */
     PyObject *weakreflist;
 } ListenerObject;
 
@@ -949,6 +996,9 @@ static void
 l_on_closed(tc_handle_t *h)
 {
     ListenerObject *l = tc_handle_data(h);
+    if (l == NULL) {
+        return;
+    }
     pyevents_push(l->reactor, PYEV_LISTENER_CLOSED, (PyObject *)l, NULL, 0);
 }
 
@@ -1001,10 +1051,25 @@ listener_dispatch(ReactorObject *r, pyevent_t *ev)
         break;
     }
     case PYEV_LISTENER_CLOSED:
-        Py_DECREF(l);   /* the handle's reference */
+        Py_XDECREF(reactor_unhold(r, &l->held));   /* the handle's */
         break;
     default:
         break;
+    }
+}
+
+/* loopref_t.detach: the reactor closes.  A listener closed before has
+ * forgotten its server; that close callback runs with the loop's close,
+ * while the reactor still holds the listener, and its event is dropped. */
+static void
+listener_detach(PyObject *obj)
+{
+    ListenerObject *l = (ListenerObject *)obj;
+    if (l->server != NULL) {
+        tc_handle_t *h = tc_server_handle(l->server);
+        tc_handle_set_data(h, NULL);
+        tc_close(h, NULL);
+        l->server = NULL;
     }
 }
 
@@ -1025,7 +1090,9 @@ listener_new(ReactorObject *r, tc_server_t *server, PyObject *factory,
     l->tls_context = NULL;
     l->tls_timeout_ms = 0;
     l->weakreflist = NULL;
-    tc_handle_set_data(tc_server_handle(server), Py_NewRef(l));
+    l->held = (loopref_t){0};
+    tc_handle_set_data(tc_server_handle(server), l);
+    reactor_hold(r, &l->held, (PyObject *)l, listener_detach);
     PyObject_GC_Track(l);
     return (PyObject *)l;
 }
@@ -1034,6 +1101,9 @@ static PyObject *
 Listener_close(ListenerObject *l, PyObject *unused)
 {
     (void)unused;
+    if (l->server == NULL) {
+        Py_RETURN_NONE;   /* also once the reactor is closed */
+    }
     if (reactor_check_thread(l->reactor) < 0) {
         return NULL;
     }

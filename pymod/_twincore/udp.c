@@ -18,6 +18,7 @@ typedef struct {
     tc_udp_t *udp;            /* NULL once closed */
     PyObject *protocol;
     bool made;                /* connection_made was called */
+    loopref_t held;           /* listed while the socket holds us */
     PyObject *weakreflist;
 } DatagramObject;
 
@@ -27,6 +28,9 @@ static void
 d_on_closed(tc_handle_t *h)
 {
     DatagramObject *d = tc_handle_data(h);
+    if (d == NULL) {
+        return;   /* the reactor closed */
+    }
     pyevents_push(d->reactor, PYEV_UDP_CLOSED, (PyObject *)d, NULL, 0);
 }
 
@@ -36,6 +40,9 @@ udp_on_recv(tc_udp_t *udp, const char *buf, size_t len,
             const struct sockaddr *from, socklen_t fromlen, int status)
 {
     DatagramObject *d = tc_handle_data(tc_udp_handle(udp));
+    if (d == NULL) {
+        return;   /* the reactor closed */
+    }
     if (status != 0) {
         pyevents_push(d->reactor, PYEV_UDP_ERROR, (PyObject *)d, NULL,
                       status);
@@ -112,11 +119,25 @@ udp_dispatch(ReactorObject *r, pyevent_t *ev)
             Py_XDECREF(res);
             Py_DECREF(proto);
         }
-        Py_DECREF(d);   /* the handle's reference */
+        Py_XDECREF(reactor_unhold(r, &d->held));   /* the handle's */
         break;
     }
     default:
         break;
+    }
+}
+
+/* loopref_t.detach: the reactor closes; the socket goes with it.  The
+ * socket's reference is listed on the reactor: see transport.c. */
+static void
+datagram_detach(PyObject *obj)
+{
+    DatagramObject *d = (DatagramObject *)obj;
+    if (d->udp != NULL) {
+        tc_handle_t *h = tc_udp_handle(d->udp);
+        tc_handle_set_data(h, NULL);
+        tc_close(h, NULL);
+        d->udp = NULL;
     }
 }
 
@@ -135,7 +156,9 @@ datagram_new(ReactorObject *r, tc_udp_t *udp, PyObject *protocol)
     d->protocol = Py_NewRef(protocol);
     d->made = false;
     d->weakreflist = NULL;
-    tc_handle_set_data(tc_udp_handle(udp), Py_NewRef(d));
+    d->held = (loopref_t){0};
+    tc_handle_set_data(tc_udp_handle(udp), d);
+    reactor_hold(r, &d->held, (PyObject *)d, datagram_detach);
     PyObject_GC_Track(d);
     /* connection_made runs on the next batch, as asyncio's does, and
      * receiving starts only after it: no datagram_received comes first. */
@@ -261,6 +284,9 @@ static PyObject *
 Datagram_close(DatagramObject *d, PyObject *unused)
 {
     (void)unused;
+    if (d->udp == NULL) {
+        Py_RETURN_NONE;   /* also once the reactor is closed */
+    }
     if (reactor_check_thread(d->reactor) < 0) {
         return NULL;
     }

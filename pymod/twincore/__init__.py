@@ -20,6 +20,7 @@ import ipaddress
 import os
 import socket
 import types
+import weakref
 
 from . import _twincore
 from ._twincore import (CpuPool as _CCpuPool, Error, PRIORITY_HIGH,
@@ -52,7 +53,14 @@ __all__ = [
 class CpuPool(_CCpuPool):
     """Native worker threads for CPU work: ``CpuPool(workers=N)`` (0: one
     per CPU). A worker takes the GIL only for the call itself, so callables
-    that release it (hashlib, zlib, numpy) run on every core at once."""
+    that release it (hashlib, zlib, numpy) run on every core at once.
+    A pool nobody closed is closed at interpreter exit, as
+    ``close(cancel_queued=True)``."""
+
+    def __new__(cls, *args, **kwargs):
+        self = super().__new__(cls, *args, **kwargs)
+        _open_pools.add(self)
+        return self
 
     def defer(self, fn, /, *args, priority=PRIORITY_NORMAL, timeout=None,
               reactor=None, **kwargs):
@@ -89,6 +97,8 @@ def _apply_timeout(r, fut, timeout, what):
 
 
 _default_pool = None
+# Every CpuPool made, the default one too, for the exit hook.
+_open_pools = weakref.WeakSet()
 
 
 def _get_default_pool():
@@ -105,11 +115,12 @@ def _get_default_pool():
 
 
 @atexit.register
-def _close_default_pool():
+def _close_pools():
     # Join the workers while the interpreter is whole: a worker taking the
-    # GIL during finalization would hang.
-    if _default_pool is not None:
-        _default_pool.close(cancel_queued=True)
+    # GIL during finalization would hang (or be ended by pthread_exit).
+    # Tasks running now finish; queued ones are cancelled.
+    for pool in list(_open_pools):
+        pool.close(cancel_queued=True)
 
 
 def _check_port(port, what, low=0):

@@ -13,7 +13,8 @@ typedef struct {
     tc_timer_t *timer;
     PyObject *fn, *args;
     unsigned gen;
-    bool armed;               /* held: listed on the reactor */
+    bool armed;
+    unsigned fires_queued;    /* fire events holding a borrowed pointer */
     double when;
     loopref_t held;
     PyObject *weakreflist;
@@ -24,9 +25,9 @@ static void
 timer_fired(tc_timer_t *timer)
 {
     TimerHandleObject *th = tc_handle_data(tc_timer_handle(timer));
-    if (th != NULL) {
-        pyevents_push(th->reactor, PYEV_TIMER, (PyObject *)th, NULL,
-                      (int)th->gen);
+    if (th != NULL && pyevents_push(th->reactor, PYEV_TIMER, (PyObject *)th,
+                                    NULL, (int)th->gen) == 0) {
+        th->fires_queued++;
     }
 }
 
@@ -57,7 +58,10 @@ arm(TimerHandleObject *th, double delay)
     th->when = tc_loop_now_s(th->reactor->loop) + delay;
     if (!th->armed) {
         th->armed = true;
-        reactor_hold(th->reactor, &th->held, (PyObject *)th, timer_detach);
+        if (th->held.obj == NULL) {
+            reactor_hold(th->reactor, &th->held, (PyObject *)th,
+                         timer_detach);
+        }
     }
     return 0;
 }
@@ -76,6 +80,7 @@ timerhandle_new(ReactorObject *r, double delay, PyObject *fn, PyObject *args)
     th->args = Py_NewRef(args);
     th->gen = 0;
     th->armed = false;
+    th->fires_queued = 0;
     th->when = 0.0;
     th->weakreflist = NULL;
     th->held = (loopref_t){0};
@@ -99,8 +104,17 @@ void
 timer_dispatch(ReactorObject *r, pyevent_t *ev)
 {
     TimerHandleObject *th = (TimerHandleObject *)ev->obj;
-    if (!th->armed || (unsigned)ev->status != th->gen) {
-        return;   /* cancelled or re-armed after this fire was queued */
+    th->fires_queued--;
+    if (!th->armed) {
+        /* Cancelled after this fire was queued: cancel() left the last
+         * fire to let go of the reference. */
+        if (th->fires_queued == 0) {
+            Py_XDECREF(reactor_unhold(r, &th->held));
+        }
+        return;
+    }
+    if ((unsigned)ev->status != th->gen) {
+        return;   /* re-armed after this fire was queued */
     }
     th->armed = false;
     /* The armed reference, kept over the call; reset() takes a new one. */
@@ -126,8 +140,12 @@ TimerHandle_cancel(TimerHandleObject *th, PyObject *unused)
     tc_timer_stop(th->timer);
     th->gen++;
     th->armed = false;
-    /* Self stays alive: the caller holds a reference. */
-    Py_XDECREF(reactor_unhold(th->reactor, &th->held));
+    /* A fire already queued in this batch points here: the reference stays
+     * until it has run (timer_dispatch).  Else self stays alive: the
+     * caller holds a reference. */
+    if (th->fires_queued == 0) {
+        Py_XDECREF(reactor_unhold(th->reactor, &th->held));
+    }
     Py_RETURN_NONE;
 }
 

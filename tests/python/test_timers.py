@@ -3,6 +3,7 @@ when, and argument errors."""
 
 import gc
 import time
+import weakref
 
 import pytest
 
@@ -92,6 +93,28 @@ def test_cancel_from_an_earlier_timer_in_the_same_iteration(reactor):
     reactor.call_later(0.2, reactor.stop)
     reactor.run()
     assert fired == []
+
+
+def test_cancel_and_drop_from_an_earlier_timer_in_the_same_iteration(reactor):
+    """The later timer's fire is already queued when the earlier callback
+    cancels it and drops the last reference: the queued fire must find a
+    live, cancelled handle (ASan build: no use after free)."""
+    fired = []
+    handles = {"later": reactor.call_later(0.02, fired.append, "later")}
+    later_ref = weakref.ref(handles["later"])
+
+    def cancel_and_drop():
+        handle = handles.pop("later")
+        handle.cancel()
+        del handle
+
+    reactor.call_later(0.01, cancel_and_drop)
+    reactor.call_soon(time.sleep, 0.05)   # both expire together
+    reactor.call_later(0.2, reactor.stop)
+    reactor.run()
+    assert fired == []
+    gc.collect()
+    assert later_ref() is None
 
 
 def test_reset_moves_a_pending_timer(reactor):

@@ -280,19 +280,6 @@ drain_work(tc_work_t *work, void *arg)
     return 0;
 }
 
-/* Thread: loop.  Nothing to do: tasks report through deliver_batch. */
-static void
-drain_done(tc_work_t *work, int status, void *arg)
-{
-    (void)work;
-    CpuPoolObject *p = arg;
-    if (status == -ECANCELED) {
-        /* Cancelled by a shutdown before it ran. */
-        pthread_mutex_lock(&p->qlock);
-        p->drainers--;
-        pthread_mutex_unlock(&p->qlock);
-    }
-}
 
 void
 cpu_task_dispatch(ReactorObject *r, pyevent_t *ev)
@@ -604,6 +591,11 @@ close_pool(CpuPoolObject *p, tc_pool_shutdown_mode_t mode)
     tc_pool_shutdown(pool, mode);
     tc_pool_free(pool);
     Py_END_ALLOW_THREADS
+    /* Every drainer has run or was cancelled with the pool; no new one
+     * starts on a closed pool. */
+    pthread_mutex_lock(&p->qlock);
+    p->drainers = 0;
+    pthread_mutex_unlock(&p->qlock);
 }
 
 /* Validate (reactor, fn, args, kwargs, priority) in args[0..4]. */
@@ -707,8 +699,11 @@ submit_task(CpuPoolObject *p, tc_state *st, ReactorObject *r, PyObject *fn,
     }
     pthread_mutex_unlock(&p->qlock);
     if (need_drainer) {
-        int err = tc_pool_submit(p->pool, r->loop, drain_work, drain_done,
-                                 p, (tc_priority_t)prio, NULL);
+        /* No done callback: tasks report through send_back, and the
+         * completion of a drainer cancelled by close_pool() may reach its
+         * loop after this object is gone. */
+        int err = tc_pool_submit(p->pool, r->loop, drain_work, NULL, p,
+                                 (tc_priority_t)prio, NULL);
         if (err != 0) {
             pthread_mutex_lock(&p->qlock);
             p->drainers--;

@@ -138,6 +138,16 @@ static _Thread_local drain_ctx_t *current_drain;
 /* Which submits of this thread are timed. */
 static _Thread_local unsigned timing_tick;
 
+/* Pools whose wakes tc__pool_defer_wakes_end() owes, each pinned (counted
+ * outstanding) so that tc_pool_free() cannot destroy it meanwhile. */
+#define DEFERRED_MAX 4
+typedef struct wake_scope {
+    tc_pool_t *pools[DEFERRED_MAX];
+    unsigned n;
+} wake_scope_t;
+
+static _Thread_local wake_scope_t *current_wakes;
+
 static inline uint64_t
 now_ns(void)
 {
@@ -761,6 +771,7 @@ admit(tc_pool_t *pool)
             return -EAGAIN;
         }
         pool->space_waiters++;
+        wake_workers(pool);     /* wakes this thread may have deferred */
         pthread_cond_wait(&pool->space_cond, &pool->lock);
         pool->space_waiters--;
     }
@@ -857,6 +868,59 @@ stage(tc_pool_t *pool, tc_loop_t *loop, tc_work_fn work_fn,
     return true;
 }
 
+/* Pool lock held.  Whether the wake is left to the open wake scope: only
+ * on one CPU (spin_ns 0), where a woken worker could only preempt the
+ * caller, and never with a submitter waiting for room. */
+static bool
+defer_wake(tc_pool_t *pool)
+{
+    wake_scope_t *scope = current_wakes;
+    if (scope == NULL || pool->spin_ns != 0 || pool->stopping) {
+        return false;
+    }
+    for (unsigned i = 0; i < scope->n; i++) {
+        if (scope->pools[i] == pool) {
+            return true;
+        }
+    }
+    if (scope->n == DEFERRED_MAX) {
+        return false;
+    }
+    scope->pools[scope->n++] = pool;
+    pool->outstanding++;    /* the pin */
+    return true;
+}
+
+void
+tc__pool_defer_wakes_begin(void)
+{
+    static _Thread_local wake_scope_t scope;
+    scope.n = 0;
+    current_wakes = &scope;
+}
+
+void
+tc__pool_defer_wakes_end(void)
+{
+    wake_scope_t *scope = current_wakes;
+    current_wakes = NULL;
+    if (scope == NULL) {
+        return;
+    }
+    for (unsigned i = 0; i < scope->n; i++) {
+        tc_pool_t *pool = scope->pools[i];
+        pthread_mutex_lock(&pool->lock);
+        wake_workers(pool);
+        pool->outstanding--;
+        bool last = pool->freed && pool->outstanding == 0;
+        pthread_mutex_unlock(&pool->lock);
+        if (last) {
+            pool_destroy(pool);
+        }
+    }
+    scope->n = 0;
+}
+
 int
 tc_pool_submit(tc_pool_t *pool, tc_loop_t *loop, tc_work_fn work_fn,
                tc_work_done_cb done_cb, void *arg, tc_priority_t priority,
@@ -895,7 +959,9 @@ tc_pool_submit(tc_pool_t *pool, tc_loop_t *loop, tc_work_fn work_fn,
     pool->submitted++;
     pool->outstanding++;
     atomic_fetch_add_explicit(&loop->pool_pending, 1, memory_order_relaxed);
-    wake_workers(pool);
+    if (!defer_wake(pool)) {
+        wake_workers(pool);
+    }
     if (out != NULL) {
         *out = w;
     }

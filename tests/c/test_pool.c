@@ -3,6 +3,7 @@
  * fork.  No assertion depends on speed: waits are bounded by deadlines and
  * only fail a broken pool. */
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -661,6 +662,134 @@ test_low_priority_leaves_a_worker(void **state)
 
 /* ---- bounded queue ---- */
 
+/* ---- wakes deferred on one CPU (tc__pool_defer_wakes_*) ---- */
+
+/* Confine the calling thread (and the workers a pool made now starts) to
+ * its first allowed CPU; returns the old set for restore_cpus(). */
+static cpu_set_t
+pin_to_one_cpu(void)
+{
+    cpu_set_t old, one;
+    assert_int_equal(sched_getaffinity(0, sizeof(old), &old), 0);
+    CPU_ZERO(&one);
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+        if (CPU_ISSET(cpu, &old)) {
+            CPU_SET(cpu, &one);
+            break;
+        }
+    }
+    assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
+    return old;
+}
+
+static void
+restore_cpus(const cpu_set_t *old)
+{
+    assert_int_equal(sched_setaffinity(0, sizeof(*old), old), 0);
+}
+
+/* A pool of `threads` whose workers have run one task and gone to sleep. */
+static tc_pool_t *
+new_idle_pool(tc_loop_t *loop, unsigned threads, size_t max_queued,
+              bool block)
+{
+    tc_pool_t *pool = new_pool(threads, max_queued, block);
+    unsigned done = 0;
+    ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done_any, &done,
+                             TC_PRIORITY_NORMAL, NULL), 0);
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    assert_int_equal(done, 1);
+    sleep_ms(50);   /* no spinning on one CPU: the workers sleep */
+    return pool;
+}
+
+static void
+test_deferred_wakes_wait_for_the_scope_end(void **state)
+{
+    (void)state;
+    cpu_set_t old = pin_to_one_cpu();
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tc_pool_t *pool = new_idle_pool(loop, 2, 0, false);
+
+    unsigned done = 0;
+    tc__pool_defer_wakes_begin();
+    for (int i = 0; i < 10; i++) {
+        ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done_any,
+                                 &done, TC_PRIORITY_NORMAL, NULL), 0);
+    }
+    sleep_ms(50);   /* the CPU is free, but nobody woke the workers */
+    tc_pool_stats_t st;
+    tc_pool_stats(pool, &st);
+    assert_int_equal(st.queued, 10);
+    tc__pool_defer_wakes_end();
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    assert_int_equal(done, 10);
+
+    tc_pool_free(pool);
+    close_loop_clean(loop);
+    restore_cpus(&old);
+}
+
+static void
+test_pool_freed_inside_a_wake_scope(void **state)
+{
+    (void)state;
+    cpu_set_t old = pin_to_one_cpu();
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    unsigned done = 0;
+
+    /* The scope ends before the loop recycles the record... */
+    tc_pool_t *pool = new_idle_pool(loop, 1, 0, false);
+    tc__pool_defer_wakes_begin();
+    ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done_any, &done,
+                             TC_PRIORITY_NORMAL, NULL), 0);
+    tc_pool_free(pool);     /* drains: the queued task runs */
+    tc__pool_defer_wakes_end();
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    assert_int_equal(done, 1);
+
+    /* ...or after: the last to let go frees the pool (ASan checks). */
+    pool = new_idle_pool(loop, 1, 0, false);
+    tc__pool_defer_wakes_begin();
+    ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done_any, &done,
+                             TC_PRIORITY_NORMAL, NULL), 0);
+    tc_pool_free(pool);
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    assert_int_equal(done, 2);
+    tc__pool_defer_wakes_end();
+
+    close_loop_clean(loop);
+    restore_cpus(&old);
+}
+
+static void
+test_blocking_submit_wakes_deferred_work(void **state)
+{
+    (void)state;
+    cpu_set_t old = pin_to_one_cpu();
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tc_pool_t *pool = new_idle_pool(loop, 1, 1, true);
+
+    unsigned done = 0;
+    tc__pool_defer_wakes_begin();
+    ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done_any, &done,
+                             TC_PRIORITY_NORMAL, NULL), 0);
+    /* The queue is full and its only task waits for a wake this thread
+     * deferred: the blocking submit must wake the worker, not hang. */
+    ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done_any, &done,
+                             TC_PRIORITY_NORMAL, NULL), 0);
+    tc__pool_defer_wakes_end();
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    assert_int_equal(done, 2);
+
+    tc_pool_free(pool);
+    close_loop_clean(loop);
+    restore_cpus(&old);
+}
+
 static void
 test_bounded_queue_refuses(void **state)
 {
@@ -964,6 +1093,9 @@ main(void)
         cmocka_unit_test(test_two_loops_share_pool),
         cmocka_unit_test(test_high_priority_jumps_queue),
         cmocka_unit_test(test_low_priority_leaves_a_worker),
+        cmocka_unit_test(test_deferred_wakes_wait_for_the_scope_end),
+        cmocka_unit_test(test_pool_freed_inside_a_wake_scope),
+        cmocka_unit_test(test_blocking_submit_wakes_deferred_work),
         cmocka_unit_test(test_bounded_queue_refuses),
         cmocka_unit_test(test_bounded_queue_blocks),
         cmocka_unit_test(test_blocked_submit_released_by_shutdown),

@@ -671,6 +671,10 @@ atfork_child(void)
         pthread_mutex_unlock(&p->lock);
     }
     pthread_mutex_unlock(&registry_lock);
+    /* A fork inside a wake scope: the pins went with the reset counts. */
+    if (current_wakes != NULL) {
+        current_wakes->n = 0;
+    }
 }
 
 static void

@@ -456,6 +456,14 @@ record_run(worker_t *me, uint64_t submit_ns, uint64_t start_ns,
     counter_bump(&me->run_ns[hist_bucket(run)]);
 }
 
+/* The machine's online CPUs, at least one. */
+static unsigned
+online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
 /* The CPUs this process may run on (taskset, cpusets), at least one. */
 static unsigned
 usable_cpus(void)
@@ -465,8 +473,7 @@ usable_cpus(void)
         int n = CPU_COUNT(&set);
         return n > 0 ? (unsigned)n : 1;
     }
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (unsigned)n : 1;
+    return online_cpus();
 }
 
 /* Poll for a submit for a few microseconds: a worker that finds work this
@@ -696,8 +703,7 @@ tc_pool_new(const tc_pool_opts_t *opts, tc_pool_t **out)
         o = *opts;
     }
     if (o.threads == 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        o.threads = n > 0 ? (unsigned)n : 1u;
+        o.threads = online_cpus();
     }
     if (o.threads > MAX_THREADS) {
         return -EINVAL;

@@ -1,11 +1,69 @@
 """Shared fixtures: a fresh reactor per test with a hard timeout, and a
 protocol that records its events and asserts their order."""
 
+import logging
+import sys
 import threading
 
 import pytest
 
 import twincore
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "callback_errors: the test provokes exceptions in reactor callbacks "
+        "on purpose and asserts on them itself (caplog); without this mark "
+        "any such exception fails the test")
+
+
+class _ErrorRecorder(logging.Handler):
+    """Keeps every ERROR the reactor logs (an exception that escaped a
+    user callback, a failure nobody handled) for the test that caused it."""
+
+    def __init__(self):
+        super().__init__(level=logging.ERROR)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def _callback_errors_fail_the_test(request):
+    """Any exception that escapes a reactor callback during a test, and any
+    unraisable exception (a __del__, a weakref callback), fails that test:
+    an assert inside data_received must not be logged and forgotten."""
+    recorder = _ErrorRecorder()
+    logger = logging.getLogger("twincore")
+    logger.addHandler(recorder)
+    unraisable = []
+    old_hook = sys.unraisablehook
+
+    def hook(info):
+        unraisable.append(info)
+        old_hook(info)
+    sys.unraisablehook = hook
+    try:
+        yield recorder
+    finally:
+        sys.unraisablehook = old_hook
+        logger.removeHandler(recorder)
+    if request.node.get_closest_marker("callback_errors"):
+        return
+    problems = []
+    fmt = logging.Formatter()
+    for rec in recorder.records:
+        problems.append(fmt.format(rec))
+    for info in unraisable:
+        problems.append("unraisable exception in %r: %r" %
+                        (info.object, info.exc_value))
+    if problems:
+        pytest.fail("exceptions escaped reactor callbacks during the test "
+                    "(mark it @pytest.mark.callback_errors if they are "
+                    "expected):\n" + "\n\n".join(problems),
+                    pytrace=False)
 
 
 class RecordingProtocol(twincore.Protocol):

@@ -121,6 +121,7 @@ CALLS = [
 ]
 
 
+@pytest.mark.callback_errors
 @pytest.mark.parametrize("name, call", CALLS, ids=[c[0] for c in CALLS])
 def test_reactor_level_calls_with_any_value(reactor, name, call):
     for v in WEIRD:
@@ -220,6 +221,7 @@ class ReturnsGarbage(twincore.Protocol):
     NotCallableHooks, WrongSignatures, ReturnsGarbage,
 ], ids=["None", "int", "object", "class", "not-callable-hooks",
         "wrong-signatures", "returns-garbage"])
+@pytest.mark.callback_errors
 def test_broken_server_protocols_do_not_take_the_server_down(reactor,
                                                              factory,
                                                              caplog):

@@ -226,6 +226,7 @@ def _fire_and_forget(reactor):
     reactor.defer_to_cpu(failing_task, "nobody waits for me")
 
 
+@pytest.mark.callback_errors
 def test_fire_and_forget_failure_is_logged(reactor, caplog):
     pool = reactor.cpu_pool
     before = pool.stats()

@@ -11,6 +11,10 @@ import pytest
 import twincore
 from conftest import RecordingProtocol, run_until
 
+# Every test here provokes callback exceptions on purpose and asserts on the
+# log itself.
+pytestmark = pytest.mark.callback_errors
+
 
 class Boom(Exception):
     pass

@@ -434,6 +434,7 @@ def _fail_and_drop(exc):
     f.set_exception(exc)
 
 
+@pytest.mark.callback_errors
 def test_unhandled_failure_is_logged_on_gc(caplog):
     with caplog.at_level(logging.ERROR, logger="twincore"):
         try:
@@ -448,6 +449,7 @@ def test_unhandled_failure_is_logged_on_gc(caplog):
     assert "test_unhandled_failure_is_logged_on_gc" in caplog.text  # tb
 
 
+@pytest.mark.callback_errors
 def test_failure_watched_only_by_add_done_callback_is_still_logged(caplog):
     with caplog.at_level(logging.ERROR, logger="twincore"):
         f = Future()
@@ -477,6 +479,7 @@ def test_handled_failures_are_not_logged(caplog, how):
     assert unhandled_records(caplog) == []
 
 
+@pytest.mark.callback_errors
 def test_failure_raised_again_by_a_callback_chain_is_logged(caplog):
     with caplog.at_level(logging.ERROR, logger="twincore"):
         f = Future()

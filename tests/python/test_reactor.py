@@ -251,6 +251,7 @@ def test_call_from_thread_4_threads_x_10000(reactor):
         assert seen[tid] == list(range(per_thread)), f"thread {tid} order"
 
 
+@pytest.mark.callback_errors
 def test_call_from_thread_exception_does_not_stop_the_reactor(reactor,
                                                               caplog):
     out = []

@@ -160,6 +160,7 @@ def test_argument_errors(reactor):
         reactor.remove_signal_handler()
 
 
+@pytest.mark.callback_errors
 def test_signal_handler_exception_is_logged(reactor, py_handlers, caplog):
     def bad():
         raise RuntimeError("in a signal handler")

@@ -181,6 +181,7 @@ def test_ipv6_loopback(reactor):
     run_until(reactor, b.done)
 
 
+@pytest.mark.callback_errors
 def test_exception_in_datagram_received_is_logged(reactor, caplog):
     class Bad(RecordingDatagram):
         def datagram_received(self, data, addr):

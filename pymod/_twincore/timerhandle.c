@@ -46,10 +46,18 @@ timer_detach(PyObject *obj)
     }
 }
 
+/* Longer delays (31 years, up to infinity) never fire in a process's
+ * life, and the C timer takes at most a century: such a timer is armed
+ * without starting the C timer.  It is held, active and cancellable like
+ * any other, and like any other it does not keep run() running. */
+#define NEVER_S 1e9
+
 static int
 arm(TimerHandleObject *th, double delay)
 {
-    int err = tc_timer_start_s(th->timer, timer_fired, delay, 0.0);
+    int err = delay > NEVER_S
+                  ? tc_timer_stop(th->timer)
+                  : tc_timer_start_s(th->timer, timer_fired, delay, 0.0);
     if (err != 0) {
         tcpy_raise(reactor_state(th->reactor), err);
         return -1;
@@ -159,7 +167,7 @@ TimerHandle_reset(TimerHandleObject *th, PyObject *arg)
                      Py_TYPE(arg)->tp_name);
         return NULL;
     }
-    if (!(delay >= 0.0) || delay > 1e9) {
+    if (!(delay >= 0.0)) {   /* also NaN; infinity means never */
         PyErr_Format(PyExc_ValueError,
                      "reset(): 'delay' must be >= 0, got %R", arg);
         return NULL;

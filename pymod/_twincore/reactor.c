@@ -584,7 +584,7 @@ reactor_call_later(ReactorObject *r, PyObject *const *args, Py_ssize_t nargs)
                      Py_TYPE(args[0])->tp_name);
         return NULL;
     }
-    if (!(delay >= 0.0) || delay > 1e9) {
+    if (!(delay >= 0.0)) {   /* also NaN; infinity means never */
         PyErr_Format(PyExc_ValueError,
                      "call_later(): 'delay' must be >= 0, got %R", args[0]);
         return NULL;
@@ -803,10 +803,14 @@ reactor_connect_tcp(ReactorObject *r, PyObject *args, PyObject *kwargs)
     if (reactor_check_thread(r) < 0) {
         return NULL;
     }
+    /* Over 31 years (infinity included) is no timeout at all, and would
+     * not convert to milliseconds. */
     tc_tcp_connect_opts_t opts = {
-        .timeout_ms = timeout > 0.0 ? (uint64_t)(timeout * 1000.0 + 0.5) : 0,
+        .timeout_ms = timeout > 0.0 && timeout <= 1e9
+                          ? (uint64_t)(timeout * 1000.0 + 0.5)
+                          : 0,
     };
-    if (opts.timeout_ms == 0 && timeout > 0.0) {
+    if (opts.timeout_ms == 0 && timeout > 0.0 && timeout <= 1e9) {
         opts.timeout_ms = 1;
     }
     tc_stream_t *s;
@@ -1075,6 +1079,25 @@ reactor_stats(ReactorObject *r, PyObject *unused)
                          (Py_ssize_t)tc_loop_open_handles(r->loop));
 }
 
+/* The default reactor belongs to the thread that runs it: run() on an
+ * idle one made on another thread takes it over (twincore/__init__.py). */
+static PyObject *
+reactor_adopt(ReactorObject *r, PyObject *unused)
+{
+    (void)unused;
+    if (r->loop == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the reactor is closed");
+        return NULL;
+    }
+    if (r->running || tc_loop_adopt(r->loop) != 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the reactor runs on another thread; use "
+                        "call_from_thread()");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 reactor_check_thread_py(ReactorObject *r, PyObject *unused)
 {
@@ -1089,6 +1112,9 @@ static PyMethodDef Reactor_methods[] = {
     {"_check_thread", (PyCFunction)reactor_check_thread_py, METH_NOARGS,
      "_check_thread($self, /)\n--\n\nRuntimeError unless called on the "
      "reactor's thread."},
+    {"_adopt", (PyCFunction)reactor_adopt, METH_NOARGS,
+     "_adopt($self, /)\n--\n\nMake the calling thread the owner of an idle "
+     "reactor (the default one, taken over by the thread that runs it)."},
     {"run", (PyCFunction)reactor_run, METH_NOARGS,
      "run($self, /)\n--\n\nRun until stop(). Ctrl-C stops the reactor and "
      "raises KeyboardInterrupt from run()."},
@@ -1108,7 +1134,8 @@ static PyMethodDef Reactor_methods[] = {
     {"call_later", (PyCFunction)(void (*)(void))reactor_call_later,
      METH_FASTCALL,
      "call_later($self, delay, fn, /, *args)\n--\n\nCall fn(*args) after "
-     "delay seconds; returns a TimerHandle (cancel, reset, active)."},
+     "delay seconds (any number >= 0; float('inf'): never, until "
+     "cancelled); returns a TimerHandle (cancel, reset, active)."},
     {"call_from_thread", (PyCFunction)(void (*)(void))reactor_call_from_thread,
      METH_FASTCALL,
      "call_from_thread($self, fn, /, *args)\n--\n\nThread-safe: call "

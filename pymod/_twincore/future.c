@@ -93,6 +93,27 @@ future_set_result(PyObject *fut, PyObject *value)
     return settle(f, Py_NewRef(value), false, ST_DONE);
 }
 
+/* A StopIteration raised out of a Future's await would end the awaiting
+ * coroutine as if it returned: wrap it in RuntimeError, as asyncio does.
+ * Returns a new reference (exc itself when it needs no wrapping). */
+static PyObject *
+wrap_stop_iteration(PyObject *exc)
+{
+    if (!PyErr_GivenExceptionMatches(exc, PyExc_StopIteration)) {
+        return Py_NewRef(exc);
+    }
+    PyObject *err = PyObject_CallFunction(
+        PyExc_RuntimeError, "s",
+        "StopIteration interacts badly with generators and cannot be "
+        "raised into a Future");
+    if (err == NULL) {
+        return NULL;
+    }
+    PyException_SetCause(err, Py_NewRef(exc));
+    PyException_SetContext(err, Py_NewRef(exc));
+    return err;
+}
+
 int
 future_set_exception(PyObject *fut, PyObject *exc)
 {
@@ -103,7 +124,11 @@ future_set_exception(PyObject *fut, PyObject *exc)
                      state_names[f->state]);
         return -1;
     }
-    return settle(f, Py_NewRef(exc), true, ST_FAILED);
+    PyObject *value = wrap_stop_iteration(exc);
+    if (value == NULL) {
+        return -1;
+    }
+    return settle(f, value, true, ST_FAILED);
 }
 
 static PyObject *
@@ -264,6 +289,12 @@ run_entry(FutureObject *f, entry_t *e, bool *failed, bool *pause_on)
     }
     if (exc != cur) {
         f->handled = false;
+        PyObject *wrapped = wrap_stop_iteration(exc);
+        if (wrapped == NULL) {   /* no memory: keep the original */
+            PyErr_Clear();
+        } else {
+            Py_SETREF(exc, wrapped);
+        }
     }
     *failed = true;
     return exc;
@@ -377,6 +408,13 @@ Future_init(PyObject *self, PyObject *args, PyObject *kwargs)
         return -1;
     }
     FutureObject *f = (FutureObject *)self;
+    if (reactor != Py_None &&
+        !PyObject_TypeCheck(reactor, fstate(f)->Reactor_type)) {
+        PyErr_Format(PyExc_TypeError,
+                     "Future(): 'reactor' must be a Reactor or None, got "
+                     "%.100s", Py_TYPE(reactor)->tp_name);
+        return -1;
+    }
     Py_XSETREF(f->reactor, reactor == Py_None ? NULL : Py_NewRef(reactor));
     return 0;
 }
@@ -489,9 +527,34 @@ Future_exception(FutureObject *f, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* Settling runs the callbacks, and resumes the coroutines awaiting, on
+ * the calling thread: from any thread but the reactor's they would race
+ * with it, and a coroutine would never resume.  Refuse at once, as asyncio
+ * refuses a Future of another loop; call_from_thread() is the way over.
+ * A Future without a reactor, or of a closed one, is not checked. */
+static int
+check_owner(FutureObject *f, const char *what)
+{
+    if (f->reactor == NULL ||
+        !PyObject_TypeCheck(f->reactor, fstate(f)->Reactor_type)) {
+        return 0;
+    }
+    tc_loop_t *loop = ((ReactorObject *)f->reactor)->loop;
+    if (loop == NULL || tc_loop_is_owner_thread(loop)) {
+        return 0;
+    }
+    PyErr_Format(PyExc_RuntimeError,
+                 "%s(): called from a thread other than its reactor's; use "
+                 "reactor.call_from_thread(future.%s, ...)", what, what);
+    return -1;
+}
+
 static PyObject *
 Future_set_result(FutureObject *f, PyObject *value)
 {
+    if (check_owner(f, "set_result") < 0) {
+        return NULL;
+    }
     if (future_set_result((PyObject *)f, value) < 0) {
         return NULL;
     }
@@ -501,6 +564,9 @@ Future_set_result(FutureObject *f, PyObject *value)
 static PyObject *
 Future_set_exception(FutureObject *f, PyObject *exc)
 {
+    if (check_owner(f, "set_exception") < 0) {
+        return NULL;
+    }
     PyObject *inst;
     if (PyType_Check(exc)) {
         inst = PyObject_CallNoArgs(exc);
@@ -532,6 +598,9 @@ Future_cancel(FutureObject *f, PyObject *args, PyObject *kwargs)
     PyObject *msg = Py_None;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:cancel", kwlist,
                                      &msg)) {
+        return NULL;
+    }
+    if (check_owner(f, "cancel") < 0) {
         return NULL;
     }
     int rc = future_cancel((PyObject *)f, msg);
@@ -960,14 +1029,17 @@ static PyMethodDef Future_methods[] = {
      "while pending."},
     {"set_result", (PyCFunction)Future_set_result, METH_O,
      "set_result($self, value, /)\n--\n\nComplete with value; "
-     "InvalidStateError if already done."},
+     "InvalidStateError if already done. RuntimeError on a thread other "
+     "than its reactor's (use reactor.call_from_thread)."},
     {"set_exception", (PyCFunction)Future_set_exception, METH_O,
      "set_exception($self, exc, /)\n--\n\nFail with exc (an exception "
-     "instance or class)."},
+     "instance or class); a StopIteration is wrapped in RuntimeError, as "
+     "asyncio does. RuntimeError on a thread other than its reactor's."},
     {"cancel", (PyCFunction)(void (*)(void))Future_cancel,
      METH_VARARGS | METH_KEYWORDS,
      "cancel($self, msg=None)\n--\n\nCancel a pending Future: errbacks get "
-     "CancelledError. True if it was cancelled."},
+     "CancelledError. True if it was cancelled. RuntimeError on a thread "
+     "other than its reactor's."},
     {"add_callbacks", (PyCFunction)(void (*)(void))Future_add_callbacks,
      METH_VARARGS | METH_KEYWORDS,
      "add_callbacks($self, callback, errback=None, callback_args=(), "
@@ -1031,7 +1103,9 @@ static PyType_Slot Future_slots[] = {
     {Py_tp_doc,
      "Future(reactor=None)\n--\n\nA result that arrives later, on the "
      "reactor thread: Deferred-style callbacks, and awaitable. A failure "
-     "nobody handled is logged when the Future is dropped."},
+     "nobody handled is logged when the Future is dropped. A Future of a "
+     "reactor is settled and cancelled on that reactor's thread only, and "
+     "awaited only by coroutines of that reactor."},
     {0, NULL},
 };
 

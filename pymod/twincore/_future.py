@@ -15,6 +15,13 @@ worker runs its task), "done", "failed" or "cancelled". A failure that no
 errback, ``result()``/``exception()`` or ``await`` saw is logged (logger
 "twincore") when the Future is garbage collected: fire-and-forget work never
 fails silently.
+
+A Future of a reactor is settled and cancelled on that reactor's thread
+only (RuntimeError elsewhere: use ``reactor.call_from_thread``), and awaited
+only by coroutines of that reactor (RuntimeError "attached to a different
+reactor", as asyncio's). ``Future()`` without a reactor is bound to no
+thread. A StopIteration set as the exception becomes a RuntimeError whose
+``__cause__`` it is, as in asyncio.
 """
 
 from ._twincore import CancelledError, Future, InvalidStateError

@@ -493,3 +493,77 @@ def test_failure_raised_again_by_a_callback_chain_is_logged(caplog):
         gc.collect()
     recs = unhandled_records(caplog)
     assert len(recs) == 1 and recs[0].exc_info[0] is OSError
+
+
+# ---- threads (issue 12.5) ---------------------------------------------
+
+def _from_thread(fn, *args):
+    from conftest import in_thread
+    return in_thread(fn, *args)
+
+
+@pytest.mark.parametrize("method", ["set_result", "set_exception",
+                                    "cancel"])
+def test_settling_from_another_thread_raises(reactor, method):
+    """Settling on another thread would run the callbacks there, and an
+    awaiting coroutine would never resume: refused at once."""
+    f = Future(reactor)
+    seen = []
+    f.add_both(seen.append)
+    arg = {"set_result": (1,), "set_exception": (KeyError("k"),),
+           "cancel": ()}[method]
+    err = _from_thread(getattr(f, method), *arg)
+    assert isinstance(err, RuntimeError), err
+    assert "call_from_thread" in str(err)
+    assert f.state == "pending" and seen == []
+
+
+def test_call_from_thread_settles_and_resumes_the_awaiting_coroutine(
+        reactor):
+    import threading
+    from conftest import run_until
+    f = Future(reactor)
+
+    async def main():
+        return await f
+    t = threading.Timer(0.02, reactor.call_from_thread, (f.set_result, 7))
+    t.start()
+    assert run_until(reactor, main(), timeout=10) == 7
+    t.join()
+
+
+def test_a_future_without_a_reactor_is_not_bound_to_a_thread():
+    f = Future()
+    assert _from_thread(f.set_result, 3) is None
+    assert f.result() == 3
+
+
+def test_the_reactor_argument_must_be_a_reactor():
+    with pytest.raises(TypeError, match="reactor"):
+        Future(object())
+    with pytest.raises(TypeError, match="reactor"):
+        Future(reactor="r")
+
+
+# ---- StopIteration (issue 12.8) ---------------------------------------
+
+@pytest.mark.parametrize("exc", [StopIteration, StopIteration(5)])
+def test_set_exception_wraps_stop_iteration(exc):
+    f = Future()
+    f.set_exception(exc)
+    err = f.exception()
+    assert type(err) is RuntimeError
+    assert isinstance(err.__cause__, StopIteration)
+    with pytest.raises(RuntimeError, match="StopIteration"):
+        f.result()
+
+
+def test_a_callback_raising_stop_iteration_fails_with_runtime_error():
+    f = Future()
+
+    def leak(_):
+        raise StopIteration(1)
+    f.add_callback(leak)
+    f.set_result(None)
+    assert type(f.exception()) is RuntimeError
+    assert isinstance(f.exception().__cause__, StopIteration)

@@ -11,14 +11,22 @@ goes to a pool of native threads and comes back as Futures.
     twincore.reactor.run()
 
 Everything here runs on the reactor's thread unless it says otherwise;
-``Reactor.call_from_thread`` is the thread-safe way in.
+``Reactor.call_from_thread`` is the thread-safe way in. Importing twincore
+creates no reactor, opens no descriptor and starts no thread: the default
+reactor ``twincore.reactor`` is made on first use and belongs to the thread
+that runs it. Where a ``reactor=`` argument is left out, inside a running
+reactor it means that one (``get_running_reactor()``), elsewhere the
+default one.
 """
 
 import atexit
 import inspect
 import ipaddress
+import logging
 import os
 import socket
+import sys
+import threading
 import types
 import weakref
 
@@ -36,8 +44,8 @@ from .protocol import (BaseProtocol, Protocol, DatagramProtocol, Factory,
 from ._interop import to_asyncio, from_asyncio, to_deferred, from_deferred
 
 __all__ = [
-    "Reactor", "reactor", "CpuPool", "Future", "CancelledError",
-    "InvalidStateError", "Error", "Protocol", "BaseProtocol",
+    "Reactor", "reactor", "get_running_reactor", "CpuPool", "Future",
+    "CancelledError", "InvalidStateError", "Error", "Protocol", "BaseProtocol",
     "DatagramProtocol", "Factory", "ClientFactory", "Transport", "Listener",
     "TimerHandle", "DatagramTransport", "defer_to_cpu", "run", "gather",
     "sleep", "spawn", "inline_callbacks", "PRIORITY_HIGH", "PRIORITY_NORMAL",
@@ -67,7 +75,7 @@ class CpuPool(_CCpuPool):
         """Run fn(*args, **kwargs) on a worker; returns a Future settled on
         the reactor's thread with the result or the exception (traceback
         kept). ``timeout`` (seconds) fails it with TimeoutError."""
-        r = reactor if reactor is not None else globals()["reactor"]
+        r = reactor if reactor is not None else _current_reactor()
         # Before submitting: a bad timeout must not leave the task running.
         _check_timeout(timeout, "defer_to_cpu")
         fut = self._defer(r, fn, args, kwargs or None, priority)
@@ -250,6 +258,19 @@ class Reactor(_twincore.Reactor):
     """An event loop. ``twincore.reactor`` is the default one; create
     others on the thread that will run them."""
 
+    def run(self):
+        """Run until stop(). Ctrl-C stops the reactor and raises
+        KeyboardInterrupt from run(). While it runs, get_running_reactor()
+        on this thread returns it, and twincore's functions called without
+        reactor= use it."""
+        _take_over(self)
+        prev = getattr(_running, "reactor", None)
+        _running.reactor = self
+        try:
+            super().run()
+        finally:
+            _running.reactor = prev
+
     @property
     def cpu_pool(self):
         pool = _twincore.Reactor.cpu_pool.__get__(self)
@@ -392,6 +413,20 @@ class Reactor(_twincore.Reactor):
         return _Task(self, coro)
 
 
+# Every task not yet collected, for run()'s clean-up (as asyncio's).
+_live_tasks = weakref.WeakSet()
+_log = logging.getLogger("twincore")
+
+
+def _tasks_on(r):
+    return [t for t in list(_live_tasks) if t._reactor is r and not t.done()]
+
+
+def _deferred_module():
+    """twisted.internet.defer if something imported it, else None."""
+    return sys.modules.get("twisted.internet.defer")
+
+
 class _Task(Future):
     """Drives a coroutine: each awaited Future resumes it on a later
     reactor iteration (never recursively)."""
@@ -404,14 +439,36 @@ class _Task(Future):
         self._waiting = None
         self._must_cancel = False
         reactor.call_soon(self._step, None, None)
+        _live_tasks.add(self)
 
     def cancel(self, msg=None):
         if self.done():
             return False
-        if self._waiting is not None:
-            return self._waiting.cancel(msg)
+        waiting = self._waiting
+        if isinstance(waiting, Future):
+            if waiting.cancel(msg):
+                return True
+        elif waiting is not None and not waiting.called:
+            waiting.cancel()   # a Deferred: it fails with Twisted's
+            return True        # CancelledError, thrown in as ours
+        # Not waiting, or what it awaited is done and its resume queued.
         self._must_cancel = True
         return True
+
+    def _abandon(self):
+        """run() gives up on this task: settle it cancelled and close its
+        coroutine (a finally block that awaits cannot run any more)."""
+        waiting, self._waiting = self._waiting, None
+        self._must_cancel = False
+        try:
+            if isinstance(waiting, Future):
+                waiting.cancel()   # a sleep's timer, a connect
+            if not self.done():
+                Future.cancel(self)
+            self._coro.close()
+        except Exception:
+            _log.warning("twincore.run(): %r could not finish its clean-up",
+                         self._coro, exc_info=True)
 
     def _step(self, value, exc):
         if self.done():
@@ -431,7 +488,11 @@ class _Task(Future):
         except CancelledError as err:
             Future.cancel(self, *err.args[:1])
             return
-        except (KeyboardInterrupt, SystemExit):
+        except (KeyboardInterrupt, SystemExit) as err:
+            # The coroutine has ended: fail the task (run() reports the
+            # exception itself), then stop the reactor with it.
+            self._handled = True
+            self.set_exception(err)
             raise
         except BaseException as err:
             self.set_exception(err)
@@ -441,6 +502,15 @@ class _Task(Future):
     def _wait_for(self, yielded):
         r = self._reactor
         if isinstance(yielded, Future):
+            owner = yielded._reactor
+            if owner is not None and owner is not r:
+                # Its callbacks would run on the other reactor's thread:
+                # refuse at once, as asyncio does.
+                r.call_soon(self._step, None, RuntimeError(
+                    f"a task of {r!r} awaited {yielded!r}, a Future attached "
+                    "to a different reactor; settle a Future of this "
+                    "reactor from there with call_from_thread()"))
+                return
             self._waiting = yielded
 
             def resume(result):
@@ -458,9 +528,34 @@ class _Task(Future):
                 hasattr(yielded, "get_loop"):   # an asyncio future
             self._wait_for(from_asyncio(yielded, r))
             return
+        defer = _deferred_module()
+        if defer is not None and isinstance(yielded, defer.Deferred):
+            self._wait_deferred(yielded, defer)
+            return
         r.call_soon(self._step, None, TypeError(
             f"a twincore coroutine awaited {yielded!r}; await twincore "
-            "Futures (use from_asyncio() for asyncio ones)"))
+            "Futures, asyncio futures or Twisted Deferreds"))
+
+    def _wait_deferred(self, d, defer):
+        """`await d` delegates to the Deferred itself, which gives the
+        coroutine its result when sent anything; `yield d` (inline
+        callbacks) takes the value sent. Both get the result; a failure
+        is thrown in, Twisted's CancelledError as twincore's."""
+        r = self._reactor
+        self._waiting = d
+
+        def fired(result):
+            if not isinstance(result, defer.Failure):
+                r.call_soon(self._step, result, None)
+                return result
+            exc = result.value
+            if isinstance(exc, defer.CancelledError):
+                cancelled = CancelledError()
+                cancelled.__cause__ = exc
+                exc = cancelled
+            r.call_soon(self._step, None, exc)
+            return None   # the coroutine has taken the failure
+        d.addBoth(fired)
 
 
 def inline_callbacks(fn):
@@ -471,7 +566,7 @@ def inline_callbacks(fn):
         raise TypeError("inline_callbacks(): expected a generator function")
 
     def wrapper(*args, **kwargs):
-        r = kwargs.pop("_reactor", None) or reactor
+        r = kwargs.pop("_reactor", None) or _current_reactor()
         return _Task(r, fn(*args, **kwargs))
     wrapper.__name__ = fn.__name__
     wrapper.__qualname__ = fn.__qualname__
@@ -480,7 +575,54 @@ def inline_callbacks(fn):
     return wrapper
 
 
-reactor = Reactor()
+# The default reactor, made on first use (module __getattr__): importing
+# twincore costs no descriptor and no thread.
+_default_reactor = None
+_default_lock = threading.Lock()
+# .reactor: the reactor whose run() runs on this thread.
+_running = threading.local()
+
+
+def _get_default_reactor():
+    global _default_reactor
+    with _default_lock:
+        if _default_reactor is None:
+            _default_reactor = Reactor()
+            globals()["reactor"] = _default_reactor
+        return _default_reactor
+
+
+def __getattr__(name):
+    if name == "reactor":
+        return _get_default_reactor()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | {"reactor"})
+
+
+def _take_over(r):
+    """The default reactor belongs to the thread that runs it: an idle one
+    made (first used) on another thread moves to this one."""
+    if r is _default_reactor and not r.running:
+        r._adopt()
+
+
+def get_running_reactor():
+    """The reactor whose run() is running on this thread, as asyncio's
+    get_running_loop(); RuntimeError outside one (in a reactor callback or
+    a coroutine it is always there)."""
+    r = getattr(_running, "reactor", None)
+    if r is None:
+        raise RuntimeError("no running reactor on this thread")
+    return r
+
+
+def _current_reactor():
+    """What reactor=None means: the running reactor, else the default."""
+    r = getattr(_running, "reactor", None)
+    return r if r is not None else _get_default_reactor()
 
 
 def get_include():
@@ -491,26 +633,29 @@ def get_include():
 
 def defer_to_cpu(fn, /, *args, priority=PRIORITY_NORMAL, timeout=None,
                  **kwargs):
-    """Run fn(*args, **kwargs) on the default reactor's CPU pool; returns a
-    Future delivered on the reactor thread. Arguments are passed explicitly
-    (nothing is shared implicitly). A failure nobody observes is logged."""
-    return reactor.defer_to_cpu(fn, *args, priority=priority,
-                                timeout=timeout, **kwargs)
+    """Run fn(*args, **kwargs) on the CPU pool of the running reactor (of
+    the default one outside a running reactor); returns a Future delivered
+    on the reactor thread. Arguments are passed explicitly (nothing is
+    shared implicitly). A failure nobody observes is logged."""
+    return _current_reactor().defer_to_cpu(fn, *args, priority=priority,
+                                           timeout=timeout, **kwargs)
 
 
 def spawn(coro):
-    """reactor.spawn(coro) on the default reactor."""
-    return reactor.spawn(coro)
+    """reactor.spawn(coro) on the running reactor (outside one, on the
+    default reactor)."""
+    return _current_reactor().spawn(coro)
 
 
 async def sleep(seconds, result=None, *, reactor=None):
-    """Suspend a coroutine for seconds; returns result."""
+    """Suspend a coroutine for seconds (float('inf'): until cancelled);
+    returns result. The reactor is the running one unless given."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         raise TypeError(f"sleep(): 'seconds' must be a number, got "
                         f"{type(seconds).__name__}")
     if not seconds >= 0:   # also NaN
         raise ValueError(f"sleep(): 'seconds' must be >= 0, got {seconds!r}")
-    r = reactor if reactor is not None else globals()["reactor"]
+    r = reactor if reactor is not None else _current_reactor()
     fut = Future(r)
     handle = r.call_later(seconds, _set_if_pending, fut, result)
     fut._cancel_hook = handle.cancel
@@ -537,7 +682,7 @@ def _ensure_future(aw, r):
 def gather(*aws, return_exceptions=False, reactor=None):
     """A Future of the list of results of aws, in order. The first failure
     fails it (cancelling the rest), unless return_exceptions."""
-    r = reactor if reactor is not None else globals()["reactor"]
+    r = reactor if reactor is not None else _current_reactor()
     futs = [_ensure_future(a, r) for a in aws]
     out = Future(r)
     results = [None] * len(futs)
@@ -576,29 +721,83 @@ def gather(*aws, return_exceptions=False, reactor=None):
 
 
 def run(main, *, reactor=None):
-    """Start the reactor, run the coroutine main to completion, stop the
-    reactor and return main's result (or raise its exception), as
-    asyncio.run() and Twisted's task.react() do."""
-    r = reactor if reactor is not None else globals()["reactor"]
+    """Start the reactor (the default one unless given), run the coroutine
+    main to completion, stop the reactor and return main's result (or
+    raise its exception), as asyncio.run() and Twisted's task.react() do.
+
+    When run() ends, for whatever reason, no task of the reactor is left
+    running: on Ctrl-C (KeyboardInterrupt), SystemExit or a callback that
+    raised one, and when something stopped the reactor early (RuntimeError),
+    main is cancelled; then every task still pending on the reactor is
+    cancelled too, and the reactor runs until they have finished, so their
+    finally blocks run (and may await) on the live reactor. Another
+    interruption meanwhile gives up: the tasks left are marked cancelled
+    and their coroutines closed. Then the exception is raised. Timers,
+    listeners and transports stay as they are, to be used by the next
+    run(). RuntimeError when a reactor already runs on this thread."""
+    r = reactor if reactor is not None else _get_default_reactor()
+    if getattr(_running, "reactor", None) is not None or r.running:
+        if inspect.iscoroutine(main):
+            main.close()   # never started: no "never awaited" warning
+        if r.running and r is not getattr(_running, "reactor", None):
+            raise RuntimeError("run(): the reactor runs on another thread; "
+                               "use call_from_thread()")
+        raise RuntimeError("run() cannot be called while a reactor runs on "
+                           "this thread; await the coroutine instead")
     if isinstance(main, Future):
         fut = main
     elif inspect.iscoroutine(main) or inspect.isgenerator(main):
+        _take_over(r)
         fut = r.spawn(main)
     else:
         raise TypeError(f"run(): expected a coroutine, got "
                         f"{type(main).__name__}")
-    done = []
-
-    def finished(_):
-        done.append(True)
-        r.call_soon(r.stop)
-    fut.add_done_callback(finished)
     try:
-        r.run()
+        finished = _run_until_done(r, fut)
     except BaseException:
-        fut.cancel()
+        _shut_down(r, fut)
         raise
-    if not done:
-        fut.cancel()
+    _shut_down(r, fut)
+    if not finished:
         raise RuntimeError("run(): the reactor stopped before main finished")
     return fut.result()
+
+
+def _run_until_done(r, fut):
+    """Run r until fut is done; False when something stopped r first."""
+    if fut.done():
+        return True
+
+    def stop(_):
+        if r.running:
+            r.stop()
+    fut.add_done_callback(stop)
+    r.run()
+    return fut.done()
+
+
+def _shut_down(r, main):
+    """asyncio.run()'s clean-up: cancel main and every task pending on r
+    and run r until they are done; what is left then is abandoned."""
+    try:
+        tasks = _tasks_on(r)
+        if not main.done() and main not in tasks:
+            tasks.append(main)
+        if tasks:
+            for t in tasks:
+                t.cancel()
+            _run_until_done(r, gather(*tasks, return_exceptions=True,
+                                      reactor=r))
+            for t in tasks:
+                # gather() saw these failures: nobody else will.
+                if t is not main and t.done() and not t.cancelled() and \
+                        t.exception() is not None:
+                    exc = t.exception()
+                    _log.error("twincore.run(): %r failed while being "
+                               "cancelled", t, exc_info=(type(exc), exc,
+                                                         exc.__traceback__))
+    finally:
+        for t in _tasks_on(r):
+            t._abandon()
+        if not main.done():
+            main.cancel()   # a Future, not a task, that nobody settled

@@ -442,3 +442,214 @@ def test_run_when_the_reactor_stops_early(reactor):
     with pytest.raises(RuntimeError, match="stopped"):
         twincore.run(main(), reactor=reactor)
     assert not reactor.running
+
+
+def test_run_cancels_the_tasks_left_over(reactor):
+    """Tasks still pending when main returns are cancelled, clean up on the
+    live reactor (an await works there) and do not run into the next
+    run() (issue 12.3)."""
+    log = []
+
+    async def helper(name):
+        try:
+            await twincore.sleep(30, reactor=reactor)
+            log.append(name + " woke")
+        finally:
+            await twincore.sleep(0, reactor=reactor)
+            log.append(name + " cleaned")
+
+    async def main():
+        reactor.spawn(helper("a"))
+        reactor.spawn(helper("b"))
+        await twincore.sleep(0.01, reactor=reactor)
+        return "main"
+    assert twincore.run(main(), reactor=reactor) == "main"
+    assert sorted(log) == ["a cleaned", "b cleaned"]
+
+    async def again():
+        await twincore.sleep(0.02, reactor=reactor)
+        return "again"
+    assert twincore.run(again(), reactor=reactor) == "again"
+    assert sorted(log) == ["a cleaned", "b cleaned"]
+
+
+def test_run_when_the_reactor_stopped_early_runs_again(reactor):
+    log = []
+
+    async def main():
+        try:
+            reactor.stop()
+            await twincore.sleep(30, reactor=reactor)
+        finally:
+            log.append("main cleaned")
+    with pytest.raises(RuntimeError, match="stopped"):
+        twincore.run(main(), reactor=reactor)
+    assert log == ["main cleaned"]
+
+    async def again():
+        await twincore.sleep(0, reactor=reactor)
+        return 2
+    assert twincore.run(again(), reactor=reactor) == 2
+
+
+def test_cancel_a_task_whose_awaited_future_is_done_but_not_resumed(reactor):
+    """The awaited Future is done and the resume queued: cancel() still
+    cancels the task, on its next step, as asyncio's does."""
+    steps = []
+
+    async def main():
+        f = Future(reactor)
+        reactor.call_soon(f.set_result, 1)
+        reactor.call_soon(lambda: steps.append(task.cancel()))
+        try:
+            await f
+            steps.append("resumed")
+        except CancelledError:
+            steps.append("cancelled")
+            raise
+    task = reactor.spawn(main())
+    with pytest.raises(CancelledError):
+        run_until(reactor, task)
+    assert steps == [True, "cancelled"] and task.cancelled()
+
+
+def test_run_inside_a_running_reactor_raises(reactor):
+    async def inner():
+        return 1
+
+    async def main():
+        with pytest.raises(RuntimeError, match="runs on this thread"):
+            twincore.run(inner(), reactor=twincore.Reactor())
+        return "ok"
+    assert twincore.run(main(), reactor=reactor) == "ok"
+
+
+# ---- defaults mean the running reactor (issue 12.6) -----------------
+
+def test_defaults_mean_the_running_reactor(reactor):
+    """Inside twincore.run(main(), reactor=r2), sleep, defer_to_cpu,
+    spawn, gather and inline_callbacks without reactor= use r2."""
+    @twincore.inline_callbacks
+    def gen():
+        value = yield twincore.defer_to_cpu(str, "gen")
+        return value
+
+    async def child():
+        await twincore.sleep(0.01)
+        return twincore.get_running_reactor()
+
+    async def main():
+        assert twincore.get_running_reactor() is reactor
+        await twincore.sleep(0.01)
+        n = await twincore.defer_to_cpu(sum, [1, 2, 3])
+        seen = await twincore.spawn(child())
+        both = await twincore.gather(child(), twincore.sleep(0, "g"))
+        return n, seen, both, await gen()
+    watchdog = reactor.call_later(20, reactor.stop)
+    n, seen, both, g = twincore.run(main(), reactor=reactor)
+    watchdog.cancel()
+    assert (n, seen, both, g) == (6, reactor, [reactor, "g"], "gen")
+
+
+def test_get_running_reactor(reactor):
+    with pytest.raises(RuntimeError, match="no running reactor"):
+        twincore.get_running_reactor()
+    seen = []
+    reactor.call_soon(lambda: seen.append(twincore.get_running_reactor()))
+    reactor.call_soon(reactor.stop)
+    reactor.run()
+    assert seen == [reactor]
+    with pytest.raises(RuntimeError, match="no running reactor"):
+        twincore.get_running_reactor()
+
+
+def test_get_running_reactor_is_per_thread(reactor):
+    """A reactor running on one thread is not the running one of another."""
+    from conftest import in_thread
+    seen = []
+
+    def probe():
+        try:
+            twincore.get_running_reactor()
+        except RuntimeError as exc:
+            return exc
+    reactor.call_soon(lambda: seen.append(in_thread(probe)))
+    reactor.call_soon(reactor.stop)
+    reactor.run()
+    assert isinstance(seen[0], RuntimeError)
+
+
+# ---- await of a Future of another reactor (issue 12.5) --------------
+
+def test_awaiting_a_future_of_a_reactor_on_another_thread_raises(reactor):
+    import threading
+    other = []
+    ready = threading.Event()
+    done = threading.Event()
+
+    def run_other():
+        r2 = twincore.Reactor()
+        other.append((r2, Future(r2)))
+        r2.call_soon(ready.set)
+        r2.call_later(30, r2.stop)
+        r2.call_soon(lambda: done.wait(30) and r2.stop())
+        r2.run()
+        r2.close()
+    t = threading.Thread(target=run_other)
+    t.start()
+    try:
+        assert ready.wait(30)
+        r2, foreign = other[0]
+
+        async def main():
+            with pytest.raises(RuntimeError, match="different reactor"):
+                await foreign
+            return "refused"
+        assert run_until(reactor, main(), timeout=10) == "refused"
+    finally:
+        done.set()
+        t.join(30)
+    assert not t.is_alive()
+
+
+def test_awaiting_a_future_of_another_idle_reactor_raises(reactor):
+    r2 = twincore.Reactor()
+    foreign = Future(r2)
+
+    async def main():
+        with pytest.raises(RuntimeError, match="different reactor"):
+            await foreign
+        return "refused"
+    assert run_until(reactor, main(), timeout=10) == "refused"
+    r2.close()
+
+
+# ---- StopIteration (issue 12.8) -------------------------------------
+
+def _leaks_stop_iteration():
+    raise StopIteration("leaked")
+
+
+@pytest.mark.parametrize("how", ["set_exception", "class", "pool",
+                                 "callback"])
+def test_await_a_future_failed_with_stop_iteration_raises(reactor, how):
+    async def main():
+        if how == "pool":
+            fut = twincore.defer_to_cpu(_leaks_stop_iteration)
+        elif how == "callback":
+            fut = Future(reactor)
+            fut.add_callback(lambda _: _leaks_stop_iteration())
+            reactor.call_soon(fut.set_result, None)
+        else:
+            fut = Future(reactor)
+            exc = StopIteration if how == "class" else StopIteration("x")
+            reactor.call_soon(fut.set_exception, exc)
+        try:
+            value = await fut
+        except RuntimeError as exc:
+            return exc
+        return ("returned", value)
+    exc = run_until(reactor, main())
+    assert isinstance(exc, RuntimeError), exc
+    assert "StopIteration" in str(exc)
+    assert isinstance(exc.__cause__, StopIteration)

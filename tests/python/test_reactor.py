@@ -332,3 +332,84 @@ def test_foreign_thread_timer_and_listener_methods(reactor):
     finally:
         handle.cancel()
         listener.close()
+
+
+# ---- the default reactor (issues 12.6 and 13) --------------------------
+
+IMPORT_PROBE = r"""
+import os, sys, threading
+def fds():
+    return sorted(os.listdir("/proc/self/fd"))
+def tasks():
+    return sorted(os.listdir("/proc/self/task"))
+before = (fds(), tasks(), threading.active_count())
+import twincore
+after = (fds(), tasks(), threading.active_count())
+print(before == after, before, after)
+assert "reactor" not in vars(twincore)   # not made yet
+r = twincore.reactor                    # made on first use
+print(isinstance(r, twincore.Reactor), twincore.reactor is r)
+"""
+
+
+def test_import_opens_no_descriptor_and_starts_no_thread():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", IMPORT_PROBE],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("True"), lines[0]
+    assert lines[1] == "True True"
+
+
+HELPER_IMPORT = r"""
+import threading
+box = []
+def helper():
+    import twincore
+    box.append(twincore.reactor)   # even made (first used) there
+t = threading.Thread(target=helper)
+t.start()
+t.join()
+import twincore
+
+async def main():
+    await twincore.sleep(0.01)
+    return twincore.get_running_reactor() is box[0]
+print(twincore.run(main()))
+twincore.reactor.call_soon(print, "again")
+twincore.reactor.call_soon(twincore.reactor.stop)
+twincore.reactor.run()
+"""
+
+
+def test_default_reactor_belongs_to_the_thread_that_runs_it():
+    """twincore first imported, and its default reactor first used, on a
+    helper thread: run() on the main thread works (issue 12.6)."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", HELPER_IMPORT],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["True", "again"]
+
+
+def test_a_running_default_reactor_is_not_taken_over():
+    """run() on another thread while the default reactor runs: refused."""
+    errors = []
+
+    def probe():
+        async def main():
+            return 1
+        coro = main()
+        try:
+            twincore.run(coro)
+        except RuntimeError as exc:
+            return exc
+    r = twincore.reactor
+    r.call_soon(lambda: errors.append(in_thread(probe)))
+    r.call_soon(r.stop)
+    r.run()
+    assert isinstance(errors[0], RuntimeError), errors
+    assert "thread" in str(errors[0])

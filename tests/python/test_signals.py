@@ -3,6 +3,8 @@ handler coming back, and KeyboardInterrupt/SystemExit stopping run()."""
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -280,3 +282,166 @@ def test_sigint_handled_by_the_reactor(reactor, sigint_default):
     with pytest.raises(KeyboardInterrupt):
         os.kill(os.getpid(), signal.SIGINT)
         run_python_signal_handlers()
+
+
+# ---- twincore.run() and Ctrl-C (issue 12.3) -----------------------------
+
+CTRL_C_SCRIPT = r"""
+import sys
+import twincore
+
+async def helper():
+    try:
+        await twincore.sleep(60)
+    finally:
+        print("helper cleaned", flush=True)
+
+async def main():
+    twincore.spawn(helper())
+    try:
+        print("ready", flush=True)
+        await twincore.sleep(60)
+    finally:
+        await twincore.sleep(0.01)   # an await in the clean-up works
+        print("main cleaned", flush=True)
+
+try:
+    twincore.run(main())
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+
+async def again():
+    await twincore.sleep(0.01)
+    return "again"
+print(twincore.run(again()), flush=True)
+"""
+
+
+def test_ctrl_c_cancels_main_cleans_up_and_run_works_again():
+    proc = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        time.sleep(0.1)   # into epoll (earlier is fine, only different)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert sorted(lines[:2]) == ["helper cleaned", "main cleaned"], out
+    assert lines[2:] == ["interrupted", "again"], out
+    assert err == ""
+
+
+async def _sleep_then(reactor, log, name, seconds=30):
+    try:
+        await twincore.sleep(seconds, reactor=reactor)
+    finally:
+        await twincore.sleep(0, reactor=reactor)
+        log.append(name + " cleaned")
+
+
+@pytest.mark.parametrize("how", ["call_soon", "timer", "coroutine"])
+def test_keyboard_interrupt_in_twincore_run_then_run_again(reactor, how):
+    """A callback (or main itself) raising KeyboardInterrupt: main and the
+    other tasks are cancelled and clean up on the live reactor before run()
+    raises, and nothing of that run() runs into the next."""
+    log = []
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    async def main():
+        reactor.spawn(_sleep_then(reactor, log, "helper"))
+        if how == "call_soon":
+            reactor.call_soon(interrupt)
+        elif how == "timer":
+            reactor.call_later(0.01, interrupt)
+        else:
+            await twincore.sleep(0, reactor=reactor)
+            raise KeyboardInterrupt
+        await _sleep_then(reactor, log, "main")
+
+    watchdog = reactor.call_later(30, reactor.stop)
+    with pytest.raises(KeyboardInterrupt):
+        twincore.run(main(), reactor=reactor)
+    assert not reactor.running
+    expected = ["helper cleaned"] if how == "coroutine" else \
+        ["helper cleaned", "main cleaned"]
+    assert sorted(log) == sorted(expected)
+    del log[:]
+
+    async def again():
+        await twincore.sleep(0.02, reactor=reactor)
+        return "again"
+    assert twincore.run(again(), reactor=reactor) == "again"
+    assert log == []
+    assert watchdog.active()
+    watchdog.cancel()
+
+
+def test_a_second_interrupt_during_the_clean_up_gives_up(reactor):
+    """Ctrl-C twice: the clean-up is abandoned, the tasks end cancelled,
+    and the reactor is fit for the next run()."""
+    log = []
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    async def main():
+        try:
+            reactor.call_soon(interrupt)
+            await twincore.sleep(30, reactor=reactor)
+        finally:
+            log.append("cleaning")
+            reactor.call_soon(interrupt)
+            await twincore.sleep(30, reactor=reactor)
+            log.append("not reached")
+
+    tasks = []
+
+    def spawn_main():
+        tasks.append(reactor.spawn(main()))
+        return tasks[0]
+    watchdog = reactor.call_later(30, reactor.stop)
+    with pytest.raises(KeyboardInterrupt):
+        twincore.run(spawn_main(), reactor=reactor)
+    assert log == ["cleaning"]
+    assert tasks[0].cancelled()
+
+    async def again():
+        await twincore.sleep(0.02, reactor=reactor)
+        return "again"
+    assert twincore.run(again(), reactor=reactor) == "again"
+    assert log == ["cleaning"]
+    assert watchdog.active()
+    watchdog.cancel()
+
+
+@pytest.mark.callback_errors
+def test_a_clean_up_that_cannot_finish_is_logged(reactor, caplog):
+    """An abandoned task whose finally awaits again after the first
+    interruption of its clean-up: closing it fails, and that is said."""
+    def interrupt():
+        raise KeyboardInterrupt
+
+    async def main():
+        try:
+            reactor.call_soon(interrupt)
+            await twincore.sleep(30, reactor=reactor)
+        finally:
+            try:
+                reactor.call_soon(interrupt)
+                await twincore.sleep(30, reactor=reactor)
+            finally:
+                await twincore.sleep(0, reactor=reactor)
+    with caplog.at_level("WARNING", logger="twincore"):
+        with pytest.raises(KeyboardInterrupt):
+            twincore.run(main(), reactor=reactor)
+    assert any("clean-up" in r.getMessage() for r in caplog.records)
+    reactor.call_soon(reactor.stop)
+    reactor.run()

@@ -123,6 +123,7 @@ def test_from_asyncio_cancel(reactor, aio_loop):
     aio_loop.call_soon_threadsafe(afut.cancel)
     with pytest.raises(CancelledError):
         run_until(reactor, fut, timeout=10)
+    assert fut.cancelled() and fut.state == "cancelled"
 
 
 def test_from_asyncio_of_an_already_done_future(reactor, aio_loop):
@@ -194,11 +195,14 @@ def test_to_deferred_failure():
 
 
 def test_to_deferred_cancel():
+    """A cancelled Future fails the Deferred with Twisted's own
+    CancelledError, so f.trap() catches it (issue 12.10)."""
     fut = Future()
     got = []
-    to_deferred(fut).addErrback(lambda f: got.append(f.value))
+    to_deferred(fut).addErrback(
+        lambda f: got.append(f.trap(defer.CancelledError)))
     fut.cancel()
-    assert len(got) == 1 and isinstance(got[0], CancelledError)
+    assert got == [defer.CancelledError]
 
 
 def test_from_deferred_result(reactor):
@@ -250,3 +254,165 @@ def test_deferred_round_trip(reactor):
     back = from_deferred(to_deferred(fut), reactor)
     fut.set_result("both ways")
     assert back.result() == "both ways"
+
+
+# ---- cancellation crosses both ways (issue 12.10) ----------------------
+
+def _wait_until(reactor, predicate, timeout=10):
+    async def poll():
+        for _ in range(int(timeout / 0.005)):
+            if predicate():
+                return True
+            await twincore.sleep(0.005, reactor=reactor)
+        return predicate()
+    return run_until(reactor, poll(), timeout=timeout + 5)
+
+
+def test_to_asyncio_cancelled_on_the_asyncio_side(reactor, aio_loop):
+    fut = Future(reactor)
+    afut = to_asyncio(fut, aio_loop)
+    aio_loop.call_soon_threadsafe(afut.cancel)
+    assert _wait_until(reactor, fut.done)
+    assert fut.cancelled()
+
+
+def test_from_asyncio_cancelled_on_the_twincore_side(reactor, aio_loop):
+    afut = on_loop(aio_loop, _new_future())
+    fut = from_asyncio(afut, reactor)
+    assert fut.cancel()
+    assert fut.cancelled()
+
+    async def state():
+        return afut.cancelled()
+    for _ in range(1000):
+        if on_loop(aio_loop, state()):
+            break
+    assert on_loop(aio_loop, state())
+
+
+def test_cancelling_a_task_awaiting_an_asyncio_future_cancels_it(
+        reactor, aio_loop):
+    afut = on_loop(aio_loop, _new_future())
+
+    async def main():
+        return await afut
+    task = reactor.spawn(main())
+    reactor.call_later(0.02, task.cancel)
+    with pytest.raises(CancelledError):
+        run_until(reactor, task, timeout=10)
+
+    async def state():
+        return afut.cancelled()
+    for _ in range(1000):
+        if on_loop(aio_loop, state()):
+            break
+    assert on_loop(aio_loop, state())
+
+
+def test_from_asyncio_of_a_concurrent_future(reactor):
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        ok = from_asyncio(pool.submit(sum, [1, 2]), reactor)
+        bad = from_asyncio(pool.submit(int, "x"), reactor)
+        assert run_until(reactor, ok, timeout=10) == 3
+        with pytest.raises(ValueError):
+            run_until(reactor, bad, timeout=10)
+
+
+def test_from_asyncio_of_a_concurrent_future_cancel_both_ways(reactor):
+    cfut = concurrent.futures.Future()
+    fut = from_asyncio(cfut, reactor)
+    assert fut.cancel()
+    assert cfut.cancelled() and fut.cancelled()
+
+    cfut = concurrent.futures.Future()
+    fut = from_asyncio(cfut, reactor)
+    threading.Thread(target=cfut.cancel).start()
+    assert _wait_until(reactor, fut.done)
+    assert fut.cancelled()
+
+
+def test_to_deferred_cancelled_on_the_twisted_side():
+    fut = Future()
+    d = to_deferred(fut)
+    got = []
+    d.addErrback(lambda f: got.append(f.trap(defer.CancelledError)))
+    d.cancel()
+    assert fut.cancelled()
+    assert got == [defer.CancelledError]
+
+
+def test_from_deferred_of_a_cancelled_deferred(reactor):
+    d = defer.Deferred()
+    fut = from_deferred(d, reactor)
+    d.cancel()
+    assert fut.cancelled() and fut.state == "cancelled"
+    assert isinstance(fut.exception(), CancelledError)
+
+
+def test_from_deferred_cancelled_on_the_twincore_side(reactor):
+    cancelled = []
+    d = defer.Deferred(cancelled.append)
+    fut = from_deferred(d, reactor)
+    assert fut.cancel()
+    assert cancelled == [d] and fut.cancelled()
+    errors = []
+    d.addErrback(lambda f: errors.append(f.trap(defer.CancelledError)))
+    assert errors == []   # the Future took the failure
+
+
+# ---- awaiting a Deferred (issue 12.10) ---------------------------------
+
+def test_await_a_pending_deferred(reactor):
+    d = defer.Deferred()
+
+    async def main():
+        return await d
+    reactor.call_later(0.01, d.callback, "deferred")
+    assert run_until(reactor, main(), timeout=10) == "deferred"
+    assert d.result == "deferred"   # the Deferred's chain keeps it
+
+
+def test_await_a_deferred_that_fails(reactor):
+    d = defer.Deferred()
+
+    async def main():
+        with pytest.raises(KeyError):
+            await d
+        return "caught"
+    reactor.call_later(0.01, d.errback, KeyError("k"))
+    assert run_until(reactor, main(), timeout=10) == "caught"
+
+
+def test_await_a_deferred_that_is_cancelled(reactor):
+    d = defer.Deferred()
+
+    async def main():
+        with pytest.raises(CancelledError):
+            await d
+        return "cancelled"
+    reactor.call_later(0.01, d.cancel)
+    assert run_until(reactor, main(), timeout=10) == "cancelled"
+
+
+def test_cancelling_a_task_awaiting_a_deferred_cancels_it(reactor):
+    cancelled = []
+    d = defer.Deferred(cancelled.append)
+
+    async def main():
+        await d
+    task = reactor.spawn(main())
+    reactor.call_later(0.01, task.cancel)
+    with pytest.raises(CancelledError):
+        run_until(reactor, task, timeout=10)
+    assert cancelled == [d] and task.cancelled()
+
+
+def test_inline_callbacks_yielding_a_deferred(reactor):
+    d = defer.Deferred()
+
+    @twincore.inline_callbacks
+    def gen():
+        value = yield d
+        return value * 2
+    reactor.call_later(0.01, d.callback, 21)
+    assert run_until(reactor, gen(_reactor=reactor), timeout=10) == 42

@@ -23,17 +23,6 @@ def to_asyncio(future, loop):
     afut = loop.create_future()
     r = future._reactor
 
-    def copy(result):
-        if not afut.done():
-            loop.call_soon_threadsafe(_set_if_pending, afut, result, False)
-        return result
-
-    def copy_failure(exc):
-        loop.call_soon_threadsafe(_set_if_pending, afut, exc, True)
-        raise exc
-    copy_failure._tc_observer = True
-    future.add_callbacks(copy, copy_failure)
-
     def cancelled_there(a):   # on the asyncio loop's thread
         if not a.cancelled():
             return
@@ -44,7 +33,20 @@ def to_asyncio(future, loop):
             r.call_from_thread(_cancel_if_pending, future)
         except RuntimeError:
             pass   # the reactor is closed: the Future stays as it is
+    # First, while no other thread knows afut (asyncio's futures are not
+    # thread-safe).
     afut.add_done_callback(cancelled_there)
+
+    def copy(result):
+        if not afut.done():
+            loop.call_soon_threadsafe(_set_if_pending, afut, result, False)
+        return result
+
+    def copy_failure(exc):
+        loop.call_soon_threadsafe(_set_if_pending, afut, exc, True)
+        raise exc
+    copy_failure._tc_observer = True
+    future.add_callbacks(copy, copy_failure)
     return afut
 
 

@@ -296,10 +296,16 @@ async def helper():
     finally:
         print("helper cleaned", flush=True)
 
+def ready():
+    print("ready", flush=True)
+
 async def main():
     twincore.spawn(helper())
+    # Said from a timer once main waits: SIGINT then finds the reactor in
+    # epoll (or, at worst, in this callback: KeyboardInterrupt from a
+    # callback, which must end the same).
+    twincore.get_running_reactor().call_later(0.05, ready)
     try:
-        print("ready", flush=True)
         await twincore.sleep(60)
     finally:
         await twincore.sleep(0.01)   # an await in the clean-up works
@@ -323,7 +329,6 @@ def test_ctrl_c_cancels_main_cleans_up_and_run_works_again():
                             text=True)
     try:
         assert proc.stdout.readline() == "ready\n"
-        time.sleep(0.1)   # into epoll (earlier is fine, only different)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:

@@ -414,9 +414,18 @@ def _flow_scenario(total, shared):
             p.transport.set_write_buffer_limits(high=65536, low=16384)
             later(0, produce, p)
 
+        def resume_server():
+            # Under load the client can fill its buffer before the server
+            # side has run connection_made: try again shortly.
+            server = shared.get("server")
+            if server is None:
+                later(0.005, resume_server)
+            else:
+                server.transport.resume_reading()
+
         def on_pause(p):
             state["paused"] = True
-            later(0.005, shared["server"].transport.resume_reading)
+            later(0.005, resume_server)
 
         def on_resume(p):
             state["paused"] = False

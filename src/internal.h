@@ -109,6 +109,7 @@ struct tc_loop_s {
     _Atomic uint64_t signals_pending[TC__SIGNAL_WORDS];  /* set in handler */
     struct tc_server_s *starved;   /* servers waiting for descriptors */
     double now_mono;               /* cached, seconds */
+    bool polled;                   /* now_mono is due for a refresh */
     int backend_fd;                /* -2: not looked up yet */
     unsigned extra_refs;           /* tc__loop_ref() count */
     void *resolver_pool;           /* tc_pool_t used for host names */

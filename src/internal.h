@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 #include <ev.h>
@@ -109,6 +110,7 @@ struct tc_loop_s {
     _Atomic uint64_t signals_pending[TC__SIGNAL_WORDS];  /* set in handler */
     struct tc_server_s *starved;   /* servers waiting for descriptors */
     double now_mono;               /* cached, seconds */
+    bool polled;                   /* now_mono is due for a refresh */
     int backend_fd;                /* -2: not looked up yet */
     unsigned extra_refs;           /* tc__loop_ref() count */
     void *resolver_pool;           /* tc_pool_t used for host names */
@@ -252,7 +254,11 @@ int tc__stream_emit(tc_stream_t *s, const void *buf, size_t len);
 /* Server internals shared with tcp.c / unix.c. */
 int tc__server_new(tc_loop_t *loop, int fd, bool is_unix, bool nodelay,
                    tc_connection_cb cb, void *data, tc_server_t **out);
-void tc__server_set_unlink_path(tc_server_t *s, const char *path);
+/* Unlink path at close if it is still the file (dev, ino). */
+void tc__server_set_unlink_path(tc_server_t *s, const char *path, dev_t dev,
+                                ino_t ino);
+/* Unlink path only if it is the file (dev, ino) (unix.c). */
+void tc__unix_unlink_own(const char *path, dev_t dev, ino_t ino);
 void tc__server_retry_starved(tc_loop_t *loop);
 
 #endif

@@ -49,12 +49,13 @@ loop_of(struct ev_loop *ev)
     return ev_userdata(ev);
 }
 
-/* libev calls this right after epoll returns: the cached time is fresh for
- * every callback of the iteration. */
+/* libev calls this right after epoll returns; invoke_pending reads the
+ * clock, after libev read its own to pick the timers that are due, so that
+ * in a timer's callback the cached time is never before its due time. */
 static void
 after_poll(struct ev_loop *ev) EV_NOEXCEPT
 {
-    loop_of(ev)->now_mono = monotonic_s();
+    loop_of(ev)->polled = true;
 }
 
 static void
@@ -135,6 +136,10 @@ static void
 invoke_pending(struct ev_loop *ev)
 {
     tc_loop_t *loop = loop_of(ev);
+    if (loop->polled) {
+        loop->polled = false;
+        loop->now_mono = monotonic_s();
+    }
     ev_invoke_pending(ev);
     if (loop->in_prepare_phase) {
         loop->in_prepare_phase = false;

@@ -30,6 +30,8 @@ struct tc_server_s {
     double backoff_s;
     uint64_t accepted, errors;
     char *unlink_path;
+    dev_t unlink_dev;   /* the file unlink_path named when bound */
+    ino_t unlink_ino;
     struct tc_server_s *next_starved;
 };
 
@@ -170,7 +172,7 @@ server_close(tc_handle_t *h)
         unlink_starved(s);
     }
     if (s->unlink_path != NULL) {
-        unlink(s->unlink_path);
+        tc__unix_unlink_own(s->unlink_path, s->unlink_dev, s->unlink_ino);
     }
     if (s->fd >= 0) {
         close(s->fd);
@@ -231,10 +233,13 @@ tc__server_new(tc_loop_t *loop, int fd, bool is_unix, bool nodelay,
 }
 
 void
-tc__server_set_unlink_path(tc_server_t *s, const char *path)
+tc__server_set_unlink_path(tc_server_t *s, const char *path, dev_t dev,
+                           ino_t ino)
 {
     free(s->unlink_path);
     s->unlink_path = path != NULL ? strdup(path) : NULL;
+    s->unlink_dev = dev;
+    s->unlink_ino = ino;
 }
 
 int

@@ -537,8 +537,9 @@ peer_eof(tc_stream_t *s)
     tc__io_stop(ev_of(s), &s->rio);
     if (s->cbs.on_eof != NULL) {
         s->cbs.on_eof(s);
-    } else if (!(s->flags & S_SHUT_PENDING)) {
-        tc_stream_shutdown(s);
+    } else {
+        /* Nobody will ever close it otherwise: a descriptor per peer. */
+        tc_stream_close(s, NULL);
     }
 }
 

@@ -1,6 +1,21 @@
-/* Timers: a thin handle over ev_timer.  Times are relative to the loop's
- * cached clock, so a timer started in a callback counts from the start of
- * that iteration, as libev's do. */
+/* Timers: a handle over a one-shot ev_timer.  A delay counts from the
+ * start call, never from the loop's cached time: libev measures from its
+ * cached "now" (the start of the iteration), so a timer armed at the end of
+ * a long callback would fire early.  Arming therefore reads the clock
+ * first (tc_loop_update_time) and converts an absolute due time on it into
+ * libev's relative delay.  Repeats run on a fixed grid, base + n * repeat,
+ * computed by multiplication rather than libev's "at += repeat", whose
+ * rounding drifts early by up to half an ulp per period; slots missed while
+ * the loop was busy are skipped, never crowded together.
+ *
+ * libev itself cannot fire early once the delay is right: it fires a timer
+ * only when its due time is below the clock it read after the poll
+ * (timers_reify), and an early return of epoll (millisecond timeouts,
+ * backend_mintime, a timeout collect interval, none of which we set) only
+ * costs an extra iteration. */
+#include <float.h>
+#include <math.h>
+
 #include "internal.h"
 
 #define TC__TIMER_MAX_S (100.0 * 365 * 86400)
@@ -9,7 +24,28 @@ struct tc_timer_s {
     tc_handle_t h;
     ev_timer w;
     tc_timer_cb cb;
+    double base;      /* due time of the first fire, tc_loop_now_s clock */
+    double repeat;    /* seconds between fires; 0: once */
+    double slot;      /* grid index n of the pending fire */
 };
+
+/* Arm the libev watcher to fire no earlier than due; the caller has just
+ * called tc_loop_update_time, which reads our clock and then libev's, so
+ * libev's "now" is never behind the one we subtract.  The margin covers
+ * the rounding of due and of libev's own sum (a few ulps of a clock value:
+ * nanoseconds after months of uptime). */
+static void
+arm_at(tc_timer_t *t, double due)
+{
+    tc_loop_t *loop = t->h.loop;
+    double after = due - loop->now_mono;
+    if (after < 0.0) {
+        after = 0.0;
+    }
+    after += 8.0 * DBL_EPSILON * fabs(due);
+    ev_timer_set(&t->w, after, 0.0);
+    ev_timer_start(loop->ev, &t->w);
+}
 
 static void
 timer_fire(struct ev_loop *ev, ev_timer *w, int revents)
@@ -17,6 +53,16 @@ timer_fire(struct ev_loop *ev, ev_timer *w, int revents)
     (void)ev;
     (void)revents;
     tc_timer_t *t = TC__CONTAINER_OF(w, tc_timer_t, w);
+    if (t->repeat > 0.0) {
+        /* Re-arm before the callback, which may stop or restart it. */
+        tc_loop_update_time(t->h.loop);
+        double now = t->h.loop->now_mono;
+        t->slot += 1.0;
+        if (t->base + t->slot * t->repeat < now) {
+            t->slot = ceil((now - t->base) / t->repeat);
+        }
+        arm_at(t, t->base + t->slot * t->repeat);
+    }
     t->cb(t);
 }
 
@@ -87,11 +133,13 @@ tc_timer_start_s(tc_timer_t *t, tc_timer_cb cb, double after_s,
         return -EINVAL;
     }
     TC__ASSERT_LOOP_THREAD(t->h.loop);
-    struct ev_loop *ev = t->h.loop->ev;
-    ev_timer_stop(ev, &t->w);   /* Re-arming moves a running timer. */
+    ev_timer_stop(t->h.loop->ev, &t->w);   /* Re-arming moves it. */
     t->cb = cb;
-    ev_timer_set(&t->w, after_s, repeat_s);
-    ev_timer_start(ev, &t->w);
+    tc_loop_update_time(t->h.loop);
+    t->base = t->h.loop->now_mono + after_s;
+    t->repeat = repeat_s;
+    t->slot = 0.0;
+    arm_at(t, t->base);
     return 0;
 }
 

@@ -1,5 +1,10 @@
 /* Unix domain stream sockets: path names and Linux's abstract namespace
- * ("@name"). */
+ * ("@name").
+ *
+ * A socket file is removed only when nothing listens on it (a connect is
+ * refused) or, at close, when it is still the very file this listener made
+ * (same st_dev and st_ino): a new server that took the path over in a
+ * rolling restart keeps its socket when the old one closes. */
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -29,6 +34,31 @@ unix_addr(const char *path, struct sockaddr_un *sun, socklen_t *len)
     return 0;
 }
 
+/* Whether something answers on the socket at sun.  A stale socket file
+ * refuses; a full backlog (EAGAIN) still means a live listener, which sees
+ * this probe as a connection closed at once.  When in doubt (no descriptor
+ * for the probe, no permission), the file is taken as in use. */
+static bool
+has_listener(const struct sockaddr_un *sun, socklen_t len)
+{
+    int fd = tc__socket(AF_UNIX, SOCK_STREAM);
+    if (fd < 0) {
+        return true;
+    }
+    int err = connect(fd, (const struct sockaddr *)sun, len) == 0 ? 0 : errno;
+    close(fd);
+    return err != ECONNREFUSED && err != ENOENT;
+}
+
+void
+tc__unix_unlink_own(const char *path, dev_t dev, ino_t ino)
+{
+    struct stat st;
+    if (lstat(path, &st) == 0 && st.st_dev == dev && st.st_ino == ino) {
+        unlink(path);
+    }
+}
+
 int
 tc_unix_listen(tc_loop_t *loop, const char *path,
                const tc_unix_listen_opts_t *opts, tc_connection_cb on_conn,
@@ -52,11 +82,13 @@ tc_unix_listen(tc_loop_t *loop, const char *path,
         return err;
     }
     bool abstract = path[0] == '@';
-    if (!abstract && opts->unlink_existing) {
-        struct stat st;
-        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
-            unlink(path);
+    struct stat st;
+    if (!abstract && opts->unlink_existing && lstat(path, &st) == 0 &&
+        S_ISSOCK(st.st_mode)) {
+        if (has_listener(&sun, len)) {
+            return -EADDRINUSE;
         }
+        unlink(path);
     }
     int fd = tc__socket(AF_UNIX, SOCK_STREAM);
     if (fd < 0) {
@@ -67,6 +99,10 @@ tc_unix_listen(tc_loop_t *loop, const char *path,
         close(fd);
         return err;
     }
+    /* The file bind made; a failed lstat leaves nothing to match. */
+    if (abstract || lstat(path, &st) != 0) {
+        memset(&st, 0, sizeof(st));
+    }
     if (listen(fd, opts->backlog > 0 ? opts->backlog : SOMAXCONN) != 0) {
         err = tc__neg_errno();
         goto fail;
@@ -75,15 +111,15 @@ tc_unix_listen(tc_loop_t *loop, const char *path,
     if (err != 0) {
         goto fail;
     }
-    if (!abstract && opts->unlink_on_close) {
-        tc__server_set_unlink_path(*out, path);
+    if (!abstract && opts->unlink_on_close && st.st_ino != 0) {
+        tc__server_set_unlink_path(*out, path, st.st_dev, st.st_ino);
     }
     return 0;
 
 fail:
     close(fd);
-    if (!abstract) {
-        unlink(path);
+    if (st.st_ino != 0) {
+        tc__unix_unlink_own(path, st.st_dev, st.st_ino);
     }
     return err;
 }

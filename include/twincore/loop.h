@@ -45,10 +45,13 @@ TC_EXTERN int tc_loop_run(tc_loop_t *loop, tc_run_mode_t mode);
 /* Make tc_loop_run() return after the current iteration. */
 TC_EXTERN void tc_loop_stop(tc_loop_t *loop);
 
-/* Cached monotonic time in milliseconds, updated once per iteration. */
+/* Cached monotonic time (CLOCK_MONOTONIC) in milliseconds, updated once
+ * per iteration, by tc_loop_update_time() and by arming a timer. */
 TC_EXTERN uint64_t tc_loop_now(const tc_loop_t *loop);
 /* Same clock in seconds, with sub-millisecond precision. */
 TC_EXTERN double tc_loop_now_s(const tc_loop_t *loop);
+/* Read the clock now into the loop's cached time.  Timers need no call:
+ * tc_timer_start() reads the clock itself (see timer.h). */
 TC_EXTERN void tc_loop_update_time(tc_loop_t *loop);
 
 /* Run fn(arg) on the next iteration, after IO of this one, in FIFO order.

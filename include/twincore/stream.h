@@ -23,7 +23,9 @@ extern "C" {
 typedef void (*tc_stream_read_cb)(tc_stream_t *s, const char *buf,
                                   size_t len);
 /* The peer shut down its write side; reading has stopped.  Without an
- * on_eof the stream shuts down its own write side after flushing. */
+ * on_eof the stream closes itself after flushing what is queued, as
+ * tc_stream_close(s, NULL) does: the handle is then freed, so an owner that
+ * keeps a pointer to it or hangs data on it sets on_eof. */
 typedef void (*tc_stream_eof_cb)(tc_stream_t *s);
 /* The connection failed; status is a negative code.  Called at most once. */
 typedef void (*tc_stream_error_cb)(tc_stream_t *s, int status);

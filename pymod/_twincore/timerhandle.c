@@ -276,7 +276,10 @@ static PyType_Slot TimerHandle_slots[] = {
     {Py_tp_methods, TimerHandle_methods},
     {Py_tp_members, TimerHandle_members},
     {Py_tp_repr, TimerHandle_repr},
-    {Py_tp_doc, "A pending call_later() call."},
+    {Py_tp_doc, "A pending call_later() call. It never fires before its "
+                "delay has passed on the monotonic clock, counted from "
+                "call_later() or reset(), however long the callback that "
+                "set it had run."},
     {0, NULL},
 };
 

@@ -140,6 +140,25 @@ def _check_port(port, what, low=0):
                          f"got {port}")
 
 
+def _unix_path(path, what):
+    """A Unix socket path for the C layer.  A leading NUL names Linux's
+    abstract namespace, as in the socket module; the C API spells it
+    '@name', which is accepted too (and what get_host() reports)."""
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"{what}(): 'path' must be str, bytes or "
+                        f"os.PathLike, got {type(path).__name__}") from None
+    if path[:1] == "\0":
+        path = "@" + path[1:]
+    elif path[:1] == b"\0":
+        path = b"@" + path[1:]
+    if ("\0" if isinstance(path, str) else b"\0") in path:
+        raise ValueError(f"{what}(): 'path' may hold a null byte only "
+                         f"first (an abstract name), got {path!r}")
+    return path
+
+
 def _check_timeout(timeout, what):
     if timeout is None:
         return
@@ -299,6 +318,11 @@ class Reactor(_twincore.Reactor):
         return super().listen_udp(port, protocol, host)
 
     def listen_unix(self, path, factory, backlog=0):
+        """Listen on a Unix socket path, or an abstract name ('\\0name' or
+        '@name').  A stale socket file is replaced; one a live server
+        listens on raises OSError(EADDRINUSE).  Closing unlinks the file
+        if it is still the one this listener made."""
+        path = _unix_path(path, "listen_unix")
         return super().listen_unix(path, _as_factory(factory, "listen_unix"),
                                    backlog)
 
@@ -390,8 +414,10 @@ class Reactor(_twincore.Reactor):
         return fut
 
     def connect_unix(self, path, factory):
-        """Connect to a Unix socket; returns a Future of the protocol."""
+        """Connect to a Unix socket path or abstract name ('\\0name' or
+        '@name'); returns a Future of the protocol."""
         self._check_thread()
+        path = _unix_path(path, "connect_unix")
         factory = _as_factory(factory, "connect_unix")
         fut = Future(self)
         _settle_with_connect(fut, self._connect_unix, path, factory)

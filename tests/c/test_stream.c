@@ -812,10 +812,11 @@ test_peer_eof_unix(void **state)
     peer_eof(KIND_UNIX);
 }
 
-/* Without on_eof the stream shuts down its own write side after flushing
- * what was queued. */
+/* Without on_eof the stream closes itself after flushing what was queued
+ * (issue 11.9: it used to shut down its write side and stay open, one
+ * descriptor per peer), also when its owner had shut down first. */
 static void
-test_eof_without_callback_flushes_then_shuts_down(void **state)
+eof_without_callback(bool shut_first)
 {
     tc_loop_t *loop;
     end_t a;
@@ -825,7 +826,6 @@ test_eof_without_callback_flushes_then_shuts_down(void **state)
     bool eof = false;
     tc_stream_callbacks_t cbs = {.on_read = e_read, .on_error = e_error};
 
-    (void)state;
     ASSERT_RC(tc_loop_new(&loop), 0);
     tcp_pair(fds);
     open_end(loop, fds[0], &a, "a", 0, false);
@@ -835,6 +835,9 @@ test_eof_without_callback_flushes_then_shuts_down(void **state)
     set_bufsizes(fds[1], 0, SMALL_RCV);
     write_chunks(&a, 2 * MiB, &off, 21);
     assert_true(tc_stream_write_queue_size(a.s) > 0);
+    if (shut_first) {
+        ASSERT_RC(tc_stream_shutdown(a.s), 0);
+    }
     assert_int_equal(shutdown(fds[1], SHUT_WR), 0);
     set_nonblock(fds[1], true);
     payload_check_init(&chk, 21);
@@ -851,10 +854,27 @@ test_eof_without_callback_flushes_then_shuts_down(void **state)
     assert_int_equal(chk.offset, off);
     assert_false(chk.bad);
     assert_int_equal(a.errors, 0);
-    ASSERT_RC(tc_stream_write(a.s, "x", 1), -EPIPE);
-    ASSERT_RC(tc_close(tc_stream_handle(a.s), NULL), 0);
+    /* Closed and freed: nothing is left open, its descriptor included. */
+    run_nowait(loop, 2);
+    assert_int_equal(tc_loop_open_handles(loop), 0);
+    assert_int_equal(walk_count(loop), 0);
+    assert_false(fd_is_open(fds[0]));
     close(fds[1]);
     close_loop_clean(loop);
+}
+
+static void
+test_eof_without_callback_flushes_then_closes(void **state)
+{
+    (void)state;
+    eof_without_callback(false);
+}
+
+static void
+test_eof_without_callback_after_shutdown_closes(void **state)
+{
+    (void)state;
+    eof_without_callback(true);
 }
 
 /* Half-close in both directions between two streams. */
@@ -1180,7 +1200,8 @@ main(void)
         cmocka_unit_test(test_read_stop_start_unix),
         cmocka_unit_test(test_peer_eof_tcp),
         cmocka_unit_test(test_peer_eof_unix),
-        cmocka_unit_test(test_eof_without_callback_flushes_then_shuts_down),
+        cmocka_unit_test(test_eof_without_callback_flushes_then_closes),
+        cmocka_unit_test(test_eof_without_callback_after_shutdown_closes),
         cmocka_unit_test(test_half_close_tcp),
         cmocka_unit_test(test_half_close_unix),
         cmocka_unit_test(test_reset_mid_write_reading),

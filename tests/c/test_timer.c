@@ -6,7 +6,17 @@
 #include <errno.h>
 #include <math.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+static int64_t
+now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 typedef struct tctx {
     tc_loop_t *loop;
@@ -443,7 +453,10 @@ test_close_active(void **state)
 }
 
 /* Many timers with random deadlines, half cancelled: exactly the others
- * fire, each once, in deadline order. */
+ * fire, each once, in deadline order.  Each delay counts from its own
+ * start call, so the order is that of start time + delay (to within the
+ * few microseconds between reading the clock here and in the call; the
+ * delays differ by whole milliseconds). */
 static void
 test_many_timers_cancel_half(void **state)
 {
@@ -452,6 +465,7 @@ test_many_timers_cancel_half(void **state)
     static tc_timer_t *t[N];
     static tctx_t c[N];
     static int order[N];
+    static int64_t due[N];
     int order_n = 0;
     uint64_t x = 88172645463325252ull;
 
@@ -464,9 +478,11 @@ test_many_timers_cancel_half(void **state)
         memset(&c[i], 0, sizeof(c[i]));
         c[i].order = order;
         c[i].order_n = &order_n;
-        c[i].id = (int)(x % 100); /* deadline in ms */
+        c[i].id = i;
+        uint64_t ms = x % 100;   /* deadline */
         ASSERT_RC(tc_timer_new(loop, &c[i], &t[i]), 0);
-        ASSERT_RC(tc_timer_start(t[i], order_cb, (uint64_t)c[i].id, 0), 0);
+        due[i] = now_ns() + (int64_t)ms * 1000000;
+        ASSERT_RC(tc_timer_start(t[i], order_cb, ms, 0), 0);
     }
     for (int i = 0; i < N; i += 2) {
         ASSERT_RC(tc_timer_stop(t[i]), 0);
@@ -479,7 +495,11 @@ test_many_timers_cancel_half(void **state)
         ASSERT_RC(tc_close(tc_timer_handle(t[i]), NULL), 0);
     }
     for (int i = 1; i < N / 2; i++) {
-        assert_true(order[i - 1] <= order[i]);
+        if (due[order[i - 1]] > due[order[i]] + 100000) {
+            fail_msg("timer %d fired before timer %d, due %lld us earlier",
+                     order[i - 1], order[i],
+                     (long long)(due[order[i - 1]] - due[order[i]]) / 1000);
+        }
     }
     close_loop_clean(loop);
 }
@@ -518,6 +538,277 @@ test_huge_delays(void **state)
     close_loop_clean(loop);
 }
 
+/* ---- never early ------------------------------------------------------
+ * A timer's delay counts from the tc_timer_start call on the monotonic
+ * clock, not from the loop's cached time: a callback that ran long before
+ * arming must not shorten the delay.  Measured in integer nanoseconds just
+ * before the start call and at the top of the fire callback. */
+
+static void
+spin_ns(int64_t ns)
+{
+    int64_t end = now_ns() + ns;
+
+    while (now_ns() < end) {
+    }
+}
+
+typedef struct early {
+    tc_loop_t *loop;
+    int64_t armed_at;     /* now_ns() just before tc_timer_start */
+    int64_t delay_ns;
+    int64_t repeat_ns;
+    int64_t spin_ns;      /* how long the callback runs before re-arming */
+    int fires;
+    int limit;
+    int early;            /* fires that came before their time */
+    int64_t worst_ns;     /* the earliest of them, before its time */
+    uint64_t rng;
+    double due_s;         /* tc_loop_now_s() after arming + the delay */
+    int cached_early;     /* fires that saw tc_loop_now_s() < due_s */
+} early_t;
+
+static void
+early_check(early_t *e, int64_t due)
+{
+    int64_t now = now_ns();
+
+    if (now < due) {
+        e->early++;
+        if (due - now > e->worst_ns) {
+            e->worst_ns = due - now;
+        }
+    }
+}
+
+/* The case: a callback runs 3 ms, then arms a 1 ms timer. */
+static void
+long_then_arm_cb(tc_timer_t *t)
+{
+    early_t *e = tc_handle_data(tc_timer_handle(t));
+
+    tc_loop_t *loop = tc_handle_loop(tc_timer_handle(t));
+
+    if (e->fires++ > 0) {
+        early_check(e, e->armed_at + e->delay_ns);
+        /* The loop's cached time agrees: arming refreshed it. */
+        if (tc_loop_now_s(loop) < e->due_s) {
+            e->cached_early++;
+        }
+    }
+    if (e->fires > e->limit) {
+        return;
+    }
+    spin_ns(e->spin_ns);
+    e->armed_at = now_ns();
+    ASSERT_RC(tc_timer_start(t, long_then_arm_cb, 1, 0), 0);
+    e->due_s = tc_loop_now_s(loop) + 0.001;
+}
+
+static void
+test_no_early_fire_after_long_callback(void **state)
+{
+    tc_loop_t *loop;
+    tc_timer_t *t;
+    early_t e = {.delay_ns = 1000000, .spin_ns = 3000000, .limit = 30};
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    ASSERT_RC(tc_timer_new(loop, &e, &t), 0);
+    ASSERT_RC(tc_timer_start(t, long_then_arm_cb, 0, 0), 0);
+    RUN_UNTIL(loop, e.fires > e.limit, 10000);
+    if (e.early > 0) {
+        fail_msg("%d of %d timers of 1 ms fired early, one by %lld us",
+                 e.early, e.limit, (long long)(e.worst_ns / 1000));
+    }
+    assert_int_equal(e.cached_early, 0);
+    ASSERT_RC(tc_close(tc_timer_handle(t), NULL), 0);
+    close_loop_clean(loop);
+}
+
+/* A timer armed before the loop first runs counts from the call too, not
+ * from when the loop was made. */
+static void
+stamp_cb(tc_timer_t *t)
+{
+    early_t *e = tc_handle_data(tc_timer_handle(t));
+
+    e->fires++;
+    early_check(e, e->armed_at + e->delay_ns);
+}
+
+static void
+test_no_early_fire_before_the_loop_runs(void **state)
+{
+    tc_loop_t *loop;
+    tc_timer_t *t;
+    early_t e = {.delay_ns = 20000000};
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    ASSERT_RC(tc_timer_new(loop, &e, &t), 0);
+    usleep(30000);   /* the loop's cached time is now 30 ms old */
+    e.armed_at = now_ns();
+    ASSERT_RC(tc_timer_start(t, stamp_cb, 20, 0), 0);
+    RUN_UNTIL(loop, e.fires == 1, 5000);
+    assert_int_equal(e.early, 0);
+    ASSERT_RC(tc_close(tc_timer_handle(t), NULL), 0);
+    close_loop_clean(loop);
+}
+
+static uint64_t
+xorshift(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+/* Many timers at once: each fire checks its own deadline, runs for a
+ * random while (so the loop's cached time goes stale for the callbacks
+ * after it), then re-arms with a random sub-millisecond or millisecond
+ * delay, through either start call. */
+static void
+random_rearm_cb(tc_timer_t *t)
+{
+    early_t *e = tc_handle_data(tc_timer_handle(t));
+    early_t *all = tc_loop_data(e->loop);
+
+    early_check(all, e->armed_at + e->delay_ns);
+    if (++all->fires >= all->limit) {
+        return;
+    }
+    spin_ns((int64_t)(xorshift(&all->rng) % 300) * 1000);
+    uint64_t r = xorshift(&all->rng);
+    e->armed_at = now_ns();
+    if (r & 1) {
+        e->delay_ns = (int64_t)((r >> 1) % 2) * 1000000;
+        ASSERT_RC(tc_timer_start(t, random_rearm_cb,
+                                 (uint64_t)(e->delay_ns / 1000000), 0), 0);
+    } else {
+        e->delay_ns = (int64_t)((r >> 1) % 1500) * 1000;
+        ASSERT_RC(tc_timer_start_s(t, random_rearm_cb,
+                                   (double)e->delay_ns / 1e9, 0), 0);
+    }
+}
+
+static void
+test_no_early_fire_in_10000_tries(void **state)
+{
+    enum { K = 16 };
+    tc_loop_t *loop;
+    tc_timer_t *t[K];
+    early_t e[K];
+    early_t all = {.limit = 10000, .rng = 88172645463325252ull};
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tc_loop_set_data(loop, &all);
+    for (int i = 0; i < K; i++) {
+        memset(&e[i], 0, sizeof(e[i]));
+        e[i].loop = loop;
+        e[i].delay_ns = (int64_t)i * 100000;
+        ASSERT_RC(tc_timer_new(loop, &e[i], &t[i]), 0);
+        e[i].armed_at = now_ns();
+        ASSERT_RC(tc_timer_start_s(t[i], random_rearm_cb,
+                                   (double)e[i].delay_ns / 1e9, 0), 0);
+    }
+    RUN_UNTIL(loop, all.fires >= all.limit, 60000);
+    if (all.early > 0) {
+        fail_msg("%d of %d timers fired early, one by %lld ns", all.early,
+                 all.fires, (long long)all.worst_ns);
+    }
+    for (int i = 0; i < K; i++) {
+        ASSERT_RC(tc_close(tc_timer_handle(t[i]), NULL), 0);
+    }
+    close_loop_clean(loop);
+}
+
+/* A repeating timer keeps a fixed schedule from its start call: fire k
+ * comes no earlier than after + (k - 1) * repeat, even when it is armed
+ * at the end of a long callback and its own callbacks overrun. */
+static void
+repeat_check_cb(tc_timer_t *t)
+{
+    early_t *e = tc_handle_data(tc_timer_handle(t));
+
+    early_check(e, e->armed_at + e->delay_ns + e->fires * e->repeat_ns);
+    e->fires++;
+    if (e->fires % 3 == 0) {
+        spin_ns(e->repeat_ns * 2);   /* overrun: later fires catch up */
+    }
+    if (e->fires == e->limit) {
+        ASSERT_RC(tc_timer_stop(t), 0);
+    }
+}
+
+static void
+arm_repeat_late_cb(tc_timer_t *starter)
+{
+    early_t *e = tc_handle_data(tc_timer_handle(starter));
+    tc_timer_t *t = tc_loop_data(e->loop);
+
+    spin_ns(3000000);
+    e->armed_at = now_ns();
+    ASSERT_RC(tc_timer_start_s(t, repeat_check_cb,
+                               (double)e->delay_ns / 1e9,
+                               (double)e->repeat_ns / 1e9), 0);
+}
+
+static void
+test_no_early_fire_repeating(void **state)
+{
+    tc_loop_t *loop;
+    tc_timer_t *t, *starter;
+    early_t e = {.delay_ns = 1000000, .repeat_ns = 500000, .limit = 40};
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    e.loop = loop;
+    ASSERT_RC(tc_timer_new(loop, &e, &t), 0);
+    ASSERT_RC(tc_timer_new(loop, &e, &starter), 0);
+    tc_loop_set_data(loop, t);
+    ASSERT_RC(tc_timer_start(starter, arm_repeat_late_cb, 0, 0), 0);
+    RUN_UNTIL(loop, e.fires == e.limit, 10000);
+    if (e.early > 0) {
+        fail_msg("%d of %d repeats fired early, one by %lld us", e.early,
+                 e.fires, (long long)(e.worst_ns / 1000));
+    }
+    ASSERT_RC(tc_close(tc_timer_handle(t), NULL), 0);
+    ASSERT_RC(tc_close(tc_timer_handle(starter), NULL), 0);
+    close_loop_clean(loop);
+}
+
+/* An embedding host that polls for tc_loop_backend_timeout() and then
+ * runs TC_RUN_NOWAIT never sees a timer fire before its time either. */
+static void
+test_no_early_fire_embedded(void **state)
+{
+    tc_loop_t *loop;
+    tc_timer_t *t;
+    early_t e = {.delay_ns = 2500000};
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    ASSERT_RC(tc_timer_new(loop, &e, &t), 0);
+    for (int i = 0; i < 20; i++) {
+        int before = e.fires;
+        uint64_t deadline = mono_ms() + 5000;
+
+        spin_ns(3000000);
+        e.armed_at = now_ns();
+        ASSERT_RC(tc_timer_start_s(t, stamp_cb, 0.0025, 0), 0);
+        while (e.fires == before && mono_ms() < deadline) {
+            host_iteration(loop, 1);
+        }
+        assert_int_equal(e.fires, before + 1);
+    }
+    assert_int_equal(e.early, 0);
+    ASSERT_RC(tc_close(tc_timer_handle(t), NULL), 0);
+    close_loop_clean(loop);
+}
+
 int
 main(void)
 {
@@ -537,6 +828,11 @@ main(void)
         cmocka_unit_test(test_close_active),
         cmocka_unit_test(test_many_timers_cancel_half),
         cmocka_unit_test(test_huge_delays),
+        cmocka_unit_test(test_no_early_fire_after_long_callback),
+        cmocka_unit_test(test_no_early_fire_before_the_loop_runs),
+        cmocka_unit_test(test_no_early_fire_in_10000_tries),
+        cmocka_unit_test(test_no_early_fire_repeating),
+        cmocka_unit_test(test_no_early_fire_embedded),
     };
 
     return cmocka_run_group_tests_name("timer", tests, NULL, NULL);

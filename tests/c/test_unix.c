@@ -108,6 +108,8 @@ remove_tmpdir(void **state)
 
     snprintf(path, sizeof(path), "%s/s.sock", tmpdir);
     unlink(path);
+    snprintf(path, sizeof(path), "%s/s.sock.new", tmpdir);
+    unlink(path);
     snprintf(path, sizeof(path), "%s/file", tmpdir);
     unlink(path);
     rmdir(tmpdir);
@@ -381,6 +383,91 @@ test_connect_errors(void **state)
     close_loop_clean(loop);
 }
 
+/* A path a live listener uses is refused, also with unlink_existing (which
+ * replaces only a stale file), and the first listener keeps working. */
+static void
+test_live_path_refused(void **state)
+{
+    tc_loop_t *loop;
+    srv_t sv = {0}, sv2 = {0};
+    char path[128];
+    tc_unix_listen_opts_t opts = {.unlink_existing = true,
+                                  .unlink_on_close = true};
+    tc_server_t *out = NULL;
+    struct stat before, after;
+
+    (void)state;
+    sock_path(path, sizeof(path));
+    unlink(path);
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    ASSERT_RC(tc_unix_listen(loop, path, &opts, on_conn, &sv, &sv.srv), 0);
+    assert_int_equal(lstat(path, &before), 0);
+    ASSERT_RC(tc_unix_listen(loop, path, &opts, on_conn, &sv2, &out),
+              -EADDRINUSE);
+    assert_null(out);
+    ASSERT_RC(tc_unix_listen(loop, path, NULL, on_conn, &sv2, &out),
+              -EADDRINUSE);
+    assert_null(out);
+    assert_int_equal(lstat(path, &after), 0);
+    assert_true(before.st_ino == after.st_ino);
+    /* The probe connected once and went away; then real clients work. */
+    roundtrip(loop, &sv, path);
+    ASSERT_RC(tc_close(tc_server_handle(sv.srv), srv_closed), 0);
+    RUN_UNTIL(loop, sv.closed == 1, 5000);
+    assert_false(exists(path));
+    close_loop(loop);
+}
+
+/* A rolling restart: a new server takes the path over (atomically by
+ * rename, or after the file was removed); closing the old listener must
+ * not unlink the new one's socket. */
+static void
+test_close_keeps_a_successors_socket(void **state)
+{
+    tc_loop_t *loop;
+    srv_t old = {0}, fresh = {0};
+    char path[128], tmp[140];
+    tc_unix_listen_opts_t opts = {.unlink_existing = true,
+                                  .unlink_on_close = true};
+
+    (void)state;
+    sock_path(path, sizeof(path));
+    snprintf(tmp, sizeof(tmp), "%s.new", path);
+    unlink(path);
+    ASSERT_RC(tc_loop_new(&loop), 0);
+
+    /* 1. The successor binds a temporary name and renames it over. */
+    ASSERT_RC(tc_unix_listen(loop, path, &opts, on_conn, &old, &old.srv), 0);
+    ASSERT_RC(tc_unix_listen(loop, tmp, &opts, on_conn, &fresh, &fresh.srv),
+              0);
+    assert_int_equal(rename(tmp, path), 0);
+    ASSERT_RC(tc_close(tc_server_handle(old.srv), srv_closed), 0);
+    RUN_UNTIL(loop, old.closed == 1, 5000);
+    assert_true(exists(path));
+    roundtrip(loop, &fresh, path);
+    /* The successor renamed its file: at close it still finds it. */
+    ASSERT_RC(tc_close(tc_server_handle(fresh.srv), srv_closed), 0);
+    RUN_UNTIL(loop, fresh.closed == 1, 5000);
+    assert_false(exists(tmp));
+
+    /* 2. The old file was removed by hand and a new server bound. */
+    memset(&old, 0, sizeof(old));
+    memset(&fresh, 0, sizeof(fresh));
+    unlink(path);
+    ASSERT_RC(tc_unix_listen(loop, path, &opts, on_conn, &old, &old.srv), 0);
+    assert_int_equal(unlink(path), 0);
+    ASSERT_RC(tc_unix_listen(loop, path, &opts, on_conn, &fresh, &fresh.srv),
+              0);
+    ASSERT_RC(tc_close(tc_server_handle(old.srv), srv_closed), 0);
+    RUN_UNTIL(loop, old.closed == 1, 5000);
+    assert_true(exists(path));
+    roundtrip(loop, &fresh, path);
+    ASSERT_RC(tc_close(tc_server_handle(fresh.srv), srv_closed), 0);
+    RUN_UNTIL(loop, fresh.closed == 1, 5000);
+    assert_false(exists(path));
+    close_loop(loop);
+}
+
 int
 main(void)
 {
@@ -391,6 +478,8 @@ main(void)
         cmocka_unit_test(test_abstract),
         cmocka_unit_test(test_name_errors),
         cmocka_unit_test(test_connect_errors),
+        cmocka_unit_test(test_live_path_refused),
+        cmocka_unit_test(test_close_keeps_a_successors_socket),
     };
 
     return cmocka_run_group_tests_name("unix", tests, make_tmpdir,

@@ -2,6 +2,8 @@
 when, and argument errors."""
 
 import gc
+import os
+import random
 import time
 import weakref
 
@@ -40,6 +42,73 @@ def test_does_not_fire_before_its_time(reactor):
     reactor.run()
     assert len(fired) == 1
     assert fired[0] >= when - 0.001
+
+
+# A delay counts from the call on the monotonic clock (time.monotonic),
+# however long the callback that set it had run: the reactor's cached time
+# of the iteration's start must not shorten it.  TWINCORE_EARLY_TRIES sets
+# the number of tries for a longer run by hand (10,000: about a minute).
+EARLY_TRIES = int(os.environ.get("TWINCORE_EARLY_TRIES", "150"))
+
+
+def _count_early_fires(reactor, tries, use_reset):
+    rng = random.Random(11)
+    early = []
+    fires = 0
+    handle = None
+    armed = None   # (time.monotonic() before the call, delay)
+
+    def arm():
+        nonlocal handle, armed
+        # Run longer than the delay first: the cached time goes stale.
+        delay = rng.uniform(0.0001, 0.0015)
+        time.sleep(delay + rng.uniform(0, 0.002))
+        t0 = time.monotonic()
+        if use_reset and handle is not None:
+            handle.reset(delay)
+        else:
+            handle = reactor.call_later(delay, fire)
+        armed = (t0, delay)
+        assert handle.when() >= t0 + delay
+
+    def fire():
+        nonlocal fires
+        now = time.monotonic()
+        t0, delay = armed
+        if now - t0 < delay or reactor.time() < handle.when():
+            early.append((now - t0, delay))
+        fires += 1
+        if fires == tries:
+            reactor.stop()
+        else:
+            arm()
+
+    reactor.call_soon(arm)
+    reactor.run()
+    return fires, early
+
+
+@pytest.mark.parametrize("use_reset", [False, True],
+                         ids=["call_later", "reset"])
+def test_never_fires_early_after_a_long_callback(reactor, use_reset):
+    fires, early = _count_early_fires(reactor, EARLY_TRIES, use_reset)
+    assert fires == EARLY_TRIES
+    assert early == [], f"{len(early)} of {fires} fired early: {early[:5]}"
+
+
+def test_the_issue_case_3_ms_callback_then_1_ms_timer(reactor):
+    gaps = []
+
+    def long_callback(n):
+        time.sleep(0.003)
+        t0 = time.monotonic()
+        reactor.call_later(0.001, lambda: gaps.append(time.monotonic() - t0)
+                           or (reactor.stop() if n == 1 else
+                               reactor.call_soon(long_callback, n - 1)))
+    reactor.call_soon(long_callback, 30)
+    reactor.run()
+    assert len(gaps) == 30
+    assert min(gaps) >= 0.001
 
 
 def test_timers_fire_in_deadline_order(reactor):

@@ -130,14 +130,27 @@ run_closing(tc_loop_t *loop, bool all)
 }
 
 /* libev calls this once for the prepare watchers and once for everything
- * the poll produced; only the second is followed by our phase. */
+ * the poll produced; only the second is followed by our phase.
+ *
+ * An event fed after the second call (a stream's notify fed from a soon
+ * call or the after-iteration hook, e.g. reading resumed over plaintext
+ * TLS already decoded) runs in the first call of the next iteration (or
+ * of the next tc_loop_run), before the poll.  What it queues for our
+ * phase (soon calls, a binding's own events) must not wait for epoll,
+ * which may never fire: when anything but our prepare watcher ran, the
+ * poll does not block. */
 static void
 invoke_pending(struct ev_loop *ev)
 {
     tc_loop_t *loop = loop_of(ev);
+    int fed = ev_pending_count(ev) - (ev_is_pending(&loop->prepare) ? 1 : 0);
     ev_invoke_pending(ev);
     if (loop->in_prepare_phase) {
         loop->in_prepare_phase = false;
+        if ((fed > 0 || has_queued_work(loop)) &&
+            !ev_is_active(&loop->soon_idle)) {
+            ev_idle_start(ev, &loop->soon_idle);
+        }
         return;
     }
     run_soon(loop);

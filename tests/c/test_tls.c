@@ -10,7 +10,9 @@
  * both ends; mutual TLS; plaintext, garbage and silent clients against a
  * listener that goes on serving; close_notify against a vanishing peer;
  * half-close; handshake timeouts; interop with openssl s_server and
- * s_client (spawned on loopback, bounded in time, killed by PID). */
+ * s_client (spawned on loopback, bounded in time, killed by PID); plaintext
+ * that came in one read with the handshake's end (from a plain-OpenSSL
+ * peer on a thread), read and answered from soon calls. */
 #include "helpers.h"
 
 #include <errno.h>
@@ -1245,14 +1247,15 @@ test_eof_kept_while_paused(void **state)
 /* ---- plaintext OpenSSL holds when nothing more comes from epoll ------- */
 
 /* A TLS 1.3 client sends its Finished and its request in one flight, and
- * may end with close_notify in that flight too: the server decodes the
+ * may end with close_notify in that flight too; a TLS 1.2 server sends its
+ * Finished and may speak first right behind it.  The receiver decodes the
  * handshake's end and the plaintext behind it in one read, and no epoll
- * event follows (the client waits for the answer).  Here the server works
- * as the Python binding does, from soon calls (its dispatch runs after the
- * loop's callbacks): it starts reading from one, pauses on each read and
- * resumes from another, and answers from a third.  Each of those must run
- * without another event on the socket.  The client is plain OpenSSL on
- * memory BIOs in a thread, so that the flight is exactly one send(). */
+ * event follows (the peer waits for an answer).  Here the twincore end
+ * works as the Python binding does, from soon calls (its dispatch runs
+ * after the loop's callbacks): it starts reading from one, pauses on each
+ * read and resumes from another, and answers from a third.  Each of those
+ * must run without another event on the socket.  The peer is plain OpenSSL
+ * on memory BIOs in a thread, so that its flight is exactly one send(). */
 
 typedef struct late_server {
     tc_loop_t *loop;
@@ -1364,17 +1367,17 @@ late_accept(tc_server_t *srv, tc_stream_t *conn, int status)
     ASSERT_RC(tc_tls_wrap(conn, ls->ctx, NULL, late_handshake, 5000), 0);
 }
 
-typedef struct flight_client {
-    int port;
+typedef struct flight_peer {
+    bool server;            /* TLS 1.2 server, else TLS 1.3 client */
     const char *request;
     bool close_notify;      /* end the flight with close_notify */
-    int fd;
+    _Atomic int fd;         /* connected, or a listener (server) */
     char answer[256];
     size_t answer_len;
     bool clean_end;         /* the server's close_notify came */
     const char *failure;
     atomic_bool done;
-} flight_client_t;
+} flight_peer_t;
 
 static bool
 send_bio(int fd, BIO *wb)
@@ -1387,19 +1390,36 @@ send_bio(int fd, BIO *wb)
 }
 
 static void *
-flight_client_run(void *arg)
+flight_peer_run(void *arg)
 {
-    flight_client_t *fc = arg;
-    SSL_CTX *sc = SSL_CTX_new(TLS_client_method());
+    flight_peer_t *fc = arg;
+    SSL_CTX *sc = SSL_CTX_new(fc->server ? TLS_server_method()
+                                         : TLS_client_method());
     SSL *ssl = NULL;
     char buf[16384];
     fc->failure = "setup";
+    if (fc->server) {
+        int lfd = fc->fd;
+        fc->fd = accept(lfd, NULL, NULL);
+        close(lfd);
+        if (fc->fd < 0) {
+            goto out;
+        }
+    }
     if (sc == NULL ||
-        !SSL_CTX_set_min_proto_version(sc, TLS1_3_VERSION) ||
-        !SSL_CTX_load_verify_locations(sc, cert("ca.pem"), NULL)) {
+        (fc->server
+             ? !SSL_CTX_set_max_proto_version(sc, TLS1_2_VERSION) ||
+                   !SSL_CTX_use_certificate_chain_file(sc,
+                                                       cert("server.pem")) ||
+                   !SSL_CTX_use_PrivateKey_file(sc, cert("server.key"),
+                                                SSL_FILETYPE_PEM)
+             : !SSL_CTX_set_min_proto_version(sc, TLS1_3_VERSION) ||
+                   !SSL_CTX_load_verify_locations(sc, cert("ca.pem"),
+                                                  NULL))) {
         goto out;
     }
-    SSL_CTX_set_verify(sc, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_verify(sc, fc->server ? SSL_VERIFY_NONE : SSL_VERIFY_PEER,
+                       NULL);
     ssl = SSL_new(sc);
     BIO *rb = BIO_new(BIO_s_mem());
     BIO *wb = BIO_new(BIO_s_mem());
@@ -1409,9 +1429,13 @@ flight_client_run(void *arg)
         goto out;
     }
     SSL_set_bio(ssl, rb, wb);
-    SSL_set_connect_state(ssl);
-    SSL_set_tlsext_host_name(ssl, "localhost");
-    /* Bounded: a stalled server ends this thread after 20 s at most. */
+    if (fc->server) {
+        SSL_set_accept_state(ssl);
+    } else {
+        SSL_set_connect_state(ssl);
+        SSL_set_tlsext_host_name(ssl, "localhost");
+    }
+    /* Bounded: a stalled twincore end ends this thread after 20 s. */
     struct timeval tv = {.tv_sec = 20};
     setsockopt(fc->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     fc->failure = "handshake";
@@ -1428,7 +1452,8 @@ flight_client_run(void *arg)
         BIO_write(rb, buf, (int)n);
     }
     /* Our Finished waits in wb: the request and maybe close_notify join
-     * it, and the whole flight leaves in one send(). */
+     * it, and the whole flight leaves in one send().  (A TLS 1.2 server's
+     * last flight ends with its Finished too.) */
     size_t written;
     fc->failure = "request";
     if (SSL_write_ex(ssl, fc->request, strlen(fc->request), &written) != 1 ||
@@ -1461,38 +1486,53 @@ out:
     SSL_free(ssl);
     SSL_CTX_free(sc);
     ERR_clear_error();
-    close(fc->fd);
+    if (fc->fd >= 0) {
+        close(fc->fd);
+    }
     atomic_store(&fc->done, true);
     return NULL;
 }
 
 static void
-late_case(bool close_notify)
+late_case(bool close_notify, bool twincore_client)
 {
     tc_loop_t *loop;
     ASSERT_RC(tc_loop_new(&loop), 0);
-    late_server_t ls = {.loop = loop, .ctx = server_ctx(), .hs_status = 1,
+    late_server_t ls = {.loop = loop, .hs_status = 1,
                         .pause_on_read = close_notify};
-    ASSERT_RC(tc_tcp_listen(loop, "127.0.0.1", 0, NULL, late_accept, &ls,
-                            &ls.srv),
-              0);
-    flight_client_t fc = {.port = tc_server_port(ls.srv),
-                          .request = "GET / HTTP/1.0\r\n\r\n",
-                          .close_notify = close_notify};
+    flight_peer_t fc = {.server = twincore_client,
+                        .request = "GET / HTTP/1.0\r\n\r\n",
+                        .close_notify = close_notify};
     atomic_init(&fc.done, false);
-    fc.fd = tcp_connect_raw("127.0.0.1", fc.port, false);
-    assert_true(fc.fd >= 0);
+    if (twincore_client) {
+        int port;
+        fc.fd = tcp_listener("127.0.0.1", 1, &port);
+        assert_true(fc.fd >= 0);
+        ls.ctx = client_ctx();
+        ASSERT_RC(tc_tls_connect(loop, "127.0.0.1", port, ls.ctx,
+                                 "localhost", NULL, late_handshake, &ls,
+                                 &ls.s),
+                  0);
+        ASSERT_RC(tc_stream_set_callbacks(ls.s, &late_cbs), 0);
+    } else {
+        ls.ctx = server_ctx();
+        ASSERT_RC(tc_tcp_listen(loop, "127.0.0.1", 0, NULL, late_accept,
+                                &ls, &ls.srv),
+                  0);
+        fc.fd = tcp_connect_raw("127.0.0.1", tc_server_port(ls.srv), false);
+        assert_true(fc.fd >= 0);
+    }
     pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, flight_client_run, &fc), 0);
+    assert_int_equal(pthread_create(&th, NULL, flight_peer_run, &fc), 0);
     /* One TC_RUN_DEFAULT run, as the Python binding runs the loop (separate
      * TC_RUN_ONCE runs each begin with the pending events, which hides
-     * the stall); the server's close or the guard ends it. */
+     * the stall); the twincore end's close or the guard ends it. */
     tc_timer_t *guard;
     ASSERT_RC(tc_timer_new(loop, NULL, &guard), 0);
     ASSERT_RC(tc_timer_start(guard, late_guard_fired, 10000, 0), 0);
     tc_loop_run(loop, TC_RUN_DEFAULT);
     if (!ls.closed) {
-        shutdown(fc.fd, SHUT_RDWR);   /* unblock the client, then report */
+        shutdown(fc.fd, SHUT_RDWR);   /* unblock the peer, then report */
     }
     pthread_join(th, NULL);
     assert_true(ls.closed);
@@ -1505,7 +1545,9 @@ late_case(bool close_notify)
     assert_int_equal(ls.errors, 0);
     assert_int_equal(ls.eofs, close_notify ? 1 : 0);
     tc_close(tc_timer_handle(guard), NULL);
-    tc_close(tc_server_handle(ls.srv), NULL);
+    if (ls.srv != NULL) {
+        tc_close(tc_server_handle(ls.srv), NULL);
+    }
     tc_tls_ctx_free(ls.ctx);
     close_loop_clean(loop);
 }
@@ -1516,7 +1558,7 @@ static void
 test_request_with_finished_read_late(void **state)
 {
     (void)state;
-    late_case(false);
+    late_case(false, false);
 }
 
 /* The same flight ends with close_notify; reading pauses after the request
@@ -1525,7 +1567,17 @@ static void
 test_close_notify_with_finished_after_resume(void **state)
 {
     (void)state;
-    late_case(true);
+    late_case(true, false);
+}
+
+/* A TLS 1.2 server speaks first right behind its Finished: the client
+ * starts reading (from a soon call) over what its handshake's last read
+ * brought. */
+static void
+test_greeting_with_server_finished_read_late(void **state)
+{
+    (void)state;
+    late_case(false, true);
 }
 
 /* ---- interop with the openssl command ----------------------------------- */
@@ -1731,6 +1783,7 @@ main(void)
         cmocka_unit_test(test_eof_kept_while_paused),
         cmocka_unit_test(test_request_with_finished_read_late),
         cmocka_unit_test(test_close_notify_with_finished_after_resume),
+        cmocka_unit_test(test_greeting_with_server_finished_read_late),
         cmocka_unit_test(test_interop_openssl_s_server),
         cmocka_unit_test(test_interop_openssl_s_client),
     };

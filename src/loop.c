@@ -69,6 +69,14 @@ has_queued_work(const tc_loop_t *loop)
     return loop->soon.len > 0 || loop->closing_head != NULL;
 }
 
+/* Work for the after-phase: ours, or what events fed earlier and run
+ * before this poll queued where we cannot see it (see invoke_pending). */
+static bool
+must_not_block(const tc_loop_t *loop)
+{
+    return has_queued_work(loop) || loop->fed_ran;
+}
+
 static void
 prepare_cb(struct ev_loop *ev, ev_prepare *w, int revents)
 {
@@ -78,7 +86,7 @@ prepare_cb(struct ev_loop *ev, ev_prepare *w, int revents)
     loop->in_prepare_phase = true;
     loop->fd_changes = false;   /* libev applies them right after this */
     /* An active idle watcher makes libev poll with a zero timeout. */
-    if (has_queued_work(loop)) {
+    if (must_not_block(loop)) {
         if (!ev_is_active(&loop->soon_idle)) {
             ev_idle_start(ev, &loop->soon_idle);
         }
@@ -134,11 +142,11 @@ run_closing(tc_loop_t *loop, bool all)
  *
  * An event fed after the second call (a stream's notify fed from a soon
  * call or the after-iteration hook, e.g. reading resumed over plaintext
- * TLS already decoded) runs in the first call of the next iteration (or
- * of the next tc_loop_run), before the poll.  What it queues for our
- * phase (soon calls, a binding's own events) must not wait for epoll,
- * which may never fire: when anything but our prepare watcher ran, the
- * poll does not block. */
+ * TLS already decoded) runs in the first call of the next iteration, or
+ * in the one ev_run() begins with, before the poll.  What it queued for
+ * our phase (soon calls, a binding's own events) must not wait for epoll,
+ * which may never fire: once anything but our prepare watcher ran, the
+ * poll does not block until our phase has run. */
 static void
 invoke_pending(struct ev_loop *ev)
 {
@@ -147,12 +155,15 @@ invoke_pending(struct ev_loop *ev)
     ev_invoke_pending(ev);
     if (loop->in_prepare_phase) {
         loop->in_prepare_phase = false;
-        if ((fed > 0 || has_queued_work(loop)) &&
-            !ev_is_active(&loop->soon_idle)) {
+        if (fed > 0) {
+            loop->fed_ran = true;
+        }
+        if (must_not_block(loop) && !ev_is_active(&loop->soon_idle)) {
             ev_idle_start(ev, &loop->soon_idle);
         }
         return;
     }
+    loop->fed_ran = false;
     run_soon(loop);
     run_closing(loop, false);
     if (loop->after_iteration != NULL) {
@@ -480,7 +491,7 @@ tc_loop_backend_timeout(tc_loop_t *loop)
         return -1;
     }
     TC__ASSERT_LOOP_THREAD(loop);
-    if (has_queued_work(loop) || loop->fd_changes ||
+    if (must_not_block(loop) || loop->fd_changes ||
         ev_pending_count(loop->ev) > 0) {
         return 0;
     }

@@ -28,7 +28,11 @@ needs_tls = pytest.mark.skipif(not twincore.HAVE_TLS,
 MAKE_CERTS = r"""
 set -e
 cd "$1"
-printf '[srv]\nbasicConstraints = CA:FALSE\nsubjectAltName = DNS:localhost,IP:127.0.0.1\n' > ext.cnf
+cat > ext.cnf <<'EOF'
+[srv]
+basicConstraints = CA:FALSE
+subjectAltName = DNS:localhost,IP:127.0.0.1
+EOF
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
   -keyout ca.key -out ca.pem -days 30 -subj '/CN=twincore real-peer CA'
 openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
@@ -92,8 +96,8 @@ def run_peer(reactor, argv, timeout, env=None):
             os.killpg(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate()
             out += b"\n(killed after %d s)" % timeout
-        reactor.call_from_thread(done.set_result,
-                                 (proc.returncode, out.decode(errors="replace")))
+        result = (proc.returncode, out.decode(errors="replace"))
+        reactor.call_from_thread(done.set_result, result)
 
     thread = threading.Thread(target=body)
     thread.start()

@@ -88,6 +88,7 @@ struct tc_loop_s {
     ev_idle soon_idle;             /* keeps epoll from blocking */
     ev_prepare prepare;            /* re-evaluates soon_idle */
     bool in_prepare_phase;         /* invoke_pending: no after-phase */
+    bool fed_ran;                  /* fed events ran before the poll */
 
     /* Cross-thread calls wake the loop through an eventfd of our own, not
      * ev_async: libev writes an async's fd only while blocked inside

@@ -70,6 +70,14 @@ has_queued_work(const tc_loop_t *loop)
     return loop->soon.len > 0 || loop->closing_head != NULL;
 }
 
+/* Work for the after-phase: ours, or what events fed earlier and run
+ * before this poll queued where we cannot see it (see invoke_pending). */
+static bool
+must_not_block(const tc_loop_t *loop)
+{
+    return has_queued_work(loop) || loop->fed_ran;
+}
+
 static void
 prepare_cb(struct ev_loop *ev, ev_prepare *w, int revents)
 {
@@ -79,7 +87,7 @@ prepare_cb(struct ev_loop *ev, ev_prepare *w, int revents)
     loop->in_prepare_phase = true;
     loop->fd_changes = false;   /* libev applies them right after this */
     /* An active idle watcher makes libev poll with a zero timeout. */
-    if (has_queued_work(loop)) {
+    if (must_not_block(loop)) {
         if (!ev_is_active(&loop->soon_idle)) {
             ev_idle_start(ev, &loop->soon_idle);
         }
@@ -131,7 +139,15 @@ run_closing(tc_loop_t *loop, bool all)
 }
 
 /* libev calls this once for the prepare watchers and once for everything
- * the poll produced; only the second is followed by our phase. */
+ * the poll produced; only the second is followed by our phase.
+ *
+ * An event fed after the second call (a stream's notify fed from a soon
+ * call or the after-iteration hook, e.g. reading resumed over plaintext
+ * TLS already decoded) runs in the first call of the next iteration, or
+ * in the one ev_run() begins with, before the poll.  What it queued for
+ * our phase (soon calls, a binding's own events) must not wait for epoll,
+ * which may never fire: once anything but our prepare watcher ran, the
+ * poll does not block until our phase has run. */
 static void
 invoke_pending(struct ev_loop *ev)
 {
@@ -140,11 +156,19 @@ invoke_pending(struct ev_loop *ev)
         loop->polled = false;
         loop->now_mono = monotonic_s();
     }
+    int fed = ev_pending_count(ev) - (ev_is_pending(&loop->prepare) ? 1 : 0);
     ev_invoke_pending(ev);
     if (loop->in_prepare_phase) {
         loop->in_prepare_phase = false;
+        if (fed > 0) {
+            loop->fed_ran = true;
+        }
+        if (must_not_block(loop) && !ev_is_active(&loop->soon_idle)) {
+            ev_idle_start(ev, &loop->soon_idle);
+        }
         return;
     }
+    loop->fed_ran = false;
     run_soon(loop);
     run_closing(loop, false);
     if (loop->after_iteration != NULL) {
@@ -472,7 +496,7 @@ tc_loop_backend_timeout(tc_loop_t *loop)
         return -1;
     }
     TC__ASSERT_LOOP_THREAD(loop);
-    if (has_queued_work(loop) || loop->fd_changes ||
+    if (must_not_block(loop) || loop->fd_changes ||
         ev_pending_count(loop->ev) > 0) {
         return 0;
     }

@@ -1,7 +1,8 @@
 /* The loop: run modes, stop, call-soon order, calls from other threads
  * (none lost, per-thread order kept, few wakeups), handle bookkeeping
  * (walk, -EBUSY on close, close callbacks on a later iteration) and the
- * embedding mode (backend fd + timeout + TC_RUN_NOWAIT). */
+ * embedding mode (backend fd + timeout + TC_RUN_NOWAIT); events fed after an
+ * iteration's callbacks, whose work never waits for epoll. */
 #include "helpers.h"
 
 #include <errno.h>
@@ -916,6 +917,100 @@ test_embedding_cross_thread_wakeup(void **state)
     close_loop_clean(loop);
 }
 
+/* ---- events fed after the callbacks of an iteration -------------------- */
+
+/* A write that fails inside a user's call reports on_error from the loop:
+ * the stream feeds itself an event.  Fed from the after-phase (a soon call;
+ * a binding runs its users' code there, from the after-iteration hook) or
+ * before tc_loop_run, it runs before the next poll; what it queues for the
+ * after-phase alone (a binding's own events, here counted for the hook)
+ * must not wait for epoll, where nothing else will happen (issue 11: TLS
+ * requests left unanswered).  One TC_RUN_DEFAULT run, as a binding runs. */
+typedef struct fed_case {
+    tc_loop_t *loop;
+    tc_stream_t *s;
+    int binding_events;     /* queued by on_error, run by the hook */
+    int handled;
+    bool guard_fired;
+} fed_case_t;
+
+static void
+fed_error(tc_stream_t *s, int status)
+{
+    fed_case_t *fc = tc_handle_data(tc_stream_handle(s));
+    ASSERT_RC(status, -EPIPE);
+    fc->binding_events++;
+}
+
+static void
+fed_hook(void *arg)
+{
+    fed_case_t *fc = arg;
+    if (fc->handled < fc->binding_events) {
+        fc->handled = fc->binding_events;
+        tc_loop_stop(fc->loop);
+    }
+}
+
+static void
+fed_write(void *arg)
+{
+    fed_case_t *fc = arg;
+    ASSERT_RC(tc_stream_write(fc->s, "x", 1), -EPIPE);
+}
+
+static void
+fed_guard(tc_timer_t *t)
+{
+    fed_case_t *fc = tc_handle_data(tc_timer_handle(t));
+    fc->guard_fired = true;
+    tc_loop_stop(fc->loop);
+}
+
+static void
+fed_case(bool before_run)
+{
+    fed_case_t fc = {0};
+    ASSERT_RC(tc_loop_new(&fc.loop), 0);
+    int fds[2];
+    unix_pair(fds);
+    close(fds[1]);   /* every write fails */
+    ASSERT_RC(tc_stream_open(fc.loop, fds[0], &fc, &fc.s), 0);
+    tc_stream_callbacks_t cbs = {.on_error = fed_error};
+    ASSERT_RC(tc_stream_set_callbacks(fc.s, &cbs), 0);
+    tc_loop_set_after_iteration(fc.loop, fed_hook, &fc);
+    tc_timer_t *guard;
+    ASSERT_RC(tc_timer_new(fc.loop, &fc, &guard), 0);
+    ASSERT_RC(tc_timer_start(guard, fed_guard, 5000, 0), 0);
+    if (before_run) {
+        fed_write(&fc);
+    } else {
+        ASSERT_RC(tc_loop_call_soon(fc.loop, fed_write, &fc), 0);
+    }
+    tc_loop_run(fc.loop, TC_RUN_DEFAULT);
+    assert_false(fc.guard_fired);
+    assert_int_equal(fc.binding_events, 1);
+    assert_int_equal(fc.handled, 1);
+    tc_loop_set_after_iteration(fc.loop, NULL, NULL);
+    tc_close(tc_timer_handle(guard), NULL);
+    tc_close(tc_stream_handle(fc.s), NULL);
+    close_loop_clean(fc.loop);
+}
+
+static void
+test_fed_from_after_phase_does_not_wait_for_epoll(void **state)
+{
+    (void)state;
+    fed_case(false);
+}
+
+static void
+test_fed_before_run_does_not_wait_for_epoll(void **state)
+{
+    (void)state;
+    fed_case(true);
+}
+
 int
 main(void)
 {
@@ -941,6 +1036,8 @@ main(void)
         cmocka_unit_test(test_embedding),
         cmocka_unit_test(test_embedding_timeout_zero_when_work_is_due),
         cmocka_unit_test(test_embedding_cross_thread_wakeup),
+        cmocka_unit_test(test_fed_from_after_phase_does_not_wait_for_epoll),
+        cmocka_unit_test(test_fed_before_run_does_not_wait_for_epoll),
     };
 
     return cmocka_run_group_tests_name("loop", tests, NULL, NULL);

@@ -10,10 +10,14 @@
  * both ends; mutual TLS; plaintext, garbage and silent clients against a
  * listener that goes on serving; close_notify against a vanishing peer;
  * half-close; handshake timeouts; interop with openssl s_server and
- * s_client (spawned on loopback, bounded in time, killed by PID). */
+ * s_client (spawned on loopback, bounded in time, killed by PID); plaintext
+ * that came in one read with the handshake's end (from a plain-OpenSSL
+ * peer on a thread), read and answered from soon calls. */
 #include "helpers.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -23,6 +27,9 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #define MiB (1024u * 1024u)
 
@@ -1237,6 +1244,342 @@ test_eof_kept_while_paused(void **state)
     close_loop(loop);
 }
 
+/* ---- plaintext OpenSSL holds when nothing more comes from epoll ------- */
+
+/* A TLS 1.3 client sends its Finished and its request in one flight, and
+ * may end with close_notify in that flight too; a TLS 1.2 server sends its
+ * Finished and may speak first right behind it.  The receiver decodes the
+ * handshake's end and the plaintext behind it in one read, and no epoll
+ * event follows (the peer waits for an answer).  Here the twincore end
+ * works as the Python binding does, from soon calls (its dispatch runs
+ * after the loop's callbacks): it starts reading from one, pauses on each
+ * read and resumes from another, and answers from a third.  Each of those
+ * must run without another event on the socket.  The peer is plain OpenSSL
+ * on memory BIOs in a thread, so that its flight is exactly one send(). */
+
+typedef struct late_server {
+    tc_loop_t *loop;
+    tc_server_t *srv;
+    tc_tls_ctx_t *ctx;
+    tc_stream_t *s;
+    bool pause_on_read;
+    int hs_status;
+    char text[256];
+    size_t text_len;
+    int reads, eofs, errors, replies;
+    bool closed;
+} late_server_t;
+
+static void
+late_start_reading(void *arg)
+{
+    late_server_t *ls = arg;
+    if (ls->s != NULL && !ls->closed) {
+        ASSERT_RC(tc_stream_read_start(ls->s), 0);
+    }
+}
+
+static void
+late_closed(tc_handle_t *h)
+{
+    late_server_t *ls = tc_handle_data(h);
+    ls->closed = true;
+    tc_loop_stop(ls->loop);
+}
+
+static void
+late_guard_fired(tc_timer_t *t)
+{
+    tc_loop_stop(tc_handle_loop(tc_timer_handle(t)));
+}
+
+static void
+late_reply(void *arg)
+{
+    late_server_t *ls = arg;
+    static const char answer[] = "HTTP/1.0 200 OK\r\n\r\nhello";
+    ls->replies++;
+    ASSERT_RC(tc_stream_write(ls->s, answer, sizeof(answer) - 1), 0);
+    ASSERT_RC(tc_stream_close(ls->s, late_closed), 0);
+}
+
+static void
+late_read(tc_stream_t *s, const char *buf, size_t len)
+{
+    late_server_t *ls = tc_handle_data(tc_stream_handle(s));
+    ls->reads++;
+    assert_true(ls->text_len + len < sizeof(ls->text));
+    memcpy(ls->text + ls->text_len, buf, len);
+    ls->text_len += len;
+    ls->text[ls->text_len] = '\0';
+    if (ls->pause_on_read) {
+        ASSERT_RC(tc_stream_read_stop(s), 0);
+        ASSERT_RC(tc_loop_call_soon(ls->loop, late_start_reading, ls), 0);
+    } else if (strstr(ls->text, "\r\n\r\n") != NULL) {
+        ASSERT_RC(tc_loop_call_soon(ls->loop, late_reply, ls), 0);
+    }
+}
+
+static void
+late_eof(tc_stream_t *s)
+{
+    late_server_t *ls = tc_handle_data(tc_stream_handle(s));
+    ls->eofs++;
+    ASSERT_RC(tc_loop_call_soon(ls->loop, late_reply, ls), 0);
+}
+
+static void
+late_error(tc_stream_t *s, int status)
+{
+    late_server_t *ls = tc_handle_data(tc_stream_handle(s));
+    (void)status;
+    ls->errors++;
+    tc_close(tc_stream_handle(s), late_closed);
+}
+
+static const tc_stream_callbacks_t late_cbs = {
+    .on_read = late_read,
+    .on_eof = late_eof,
+    .on_error = late_error,
+};
+
+static void
+late_handshake(tc_stream_t *s, int status)
+{
+    late_server_t *ls = tc_handle_data(tc_stream_handle(s));
+    ls->hs_status = status;
+    if (status != 0) {
+        tc_close(tc_stream_handle(s), late_closed);
+        return;
+    }
+    ASSERT_RC(tc_loop_call_soon(ls->loop, late_start_reading, ls), 0);
+}
+
+static void
+late_accept(tc_server_t *srv, tc_stream_t *conn, int status)
+{
+    late_server_t *ls = tc_handle_data(tc_server_handle(srv));
+    ASSERT_RC(status, 0);
+    assert_null(ls->s);
+    ls->s = conn;
+    tc_handle_set_data(tc_stream_handle(conn), ls);
+    ASSERT_RC(tc_stream_set_callbacks(conn, &late_cbs), 0);
+    ASSERT_RC(tc_tls_wrap(conn, ls->ctx, NULL, late_handshake, 5000), 0);
+}
+
+typedef struct flight_peer {
+    bool server;            /* TLS 1.2 server, else TLS 1.3 client */
+    const char *request;
+    bool close_notify;      /* end the flight with close_notify */
+    _Atomic int fd;         /* connected, or a listener (server) */
+    char answer[256];
+    size_t answer_len;
+    bool clean_end;         /* the server's close_notify came */
+    const char *failure;
+    atomic_bool done;
+} flight_peer_t;
+
+static bool
+send_bio(int fd, BIO *wb)
+{
+    char *p;
+    long n = BIO_get_mem_data(wb, &p);
+    bool ok = n <= 0 || send(fd, p, (size_t)n, MSG_NOSIGNAL) == n;
+    (void)BIO_reset(wb);
+    return ok;
+}
+
+static void *
+flight_peer_run(void *arg)
+{
+    flight_peer_t *fc = arg;
+    SSL_CTX *sc = SSL_CTX_new(fc->server ? TLS_server_method()
+                                         : TLS_client_method());
+    SSL *ssl = NULL;
+    char buf[16384];
+    fc->failure = "setup";
+    if (fc->server) {
+        int lfd = fc->fd;
+        fc->fd = accept(lfd, NULL, NULL);
+        close(lfd);
+        if (fc->fd < 0) {
+            goto out;
+        }
+    }
+    if (sc == NULL ||
+        (fc->server
+             ? !SSL_CTX_set_max_proto_version(sc, TLS1_2_VERSION) ||
+                   !SSL_CTX_use_certificate_chain_file(sc,
+                                                       cert("server.pem")) ||
+                   !SSL_CTX_use_PrivateKey_file(sc, cert("server.key"),
+                                                SSL_FILETYPE_PEM)
+             : !SSL_CTX_set_min_proto_version(sc, TLS1_3_VERSION) ||
+                   !SSL_CTX_load_verify_locations(sc, cert("ca.pem"),
+                                                  NULL))) {
+        goto out;
+    }
+    SSL_CTX_set_verify(sc, fc->server ? SSL_VERIFY_NONE : SSL_VERIFY_PEER,
+                       NULL);
+    ssl = SSL_new(sc);
+    BIO *rb = BIO_new(BIO_s_mem());
+    BIO *wb = BIO_new(BIO_s_mem());
+    if (ssl == NULL || rb == NULL || wb == NULL) {
+        BIO_free(rb);
+        BIO_free(wb);
+        goto out;
+    }
+    SSL_set_bio(ssl, rb, wb);
+    if (fc->server) {
+        SSL_set_accept_state(ssl);
+    } else {
+        SSL_set_connect_state(ssl);
+        SSL_set_tlsext_host_name(ssl, "localhost");
+    }
+    /* Bounded: a stalled twincore end ends this thread after 20 s. */
+    struct timeval tv = {.tv_sec = 20};
+    setsockopt(fc->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    fc->failure = "handshake";
+    int rc;
+    while ((rc = SSL_do_handshake(ssl)) != 1) {
+        if (SSL_get_error(ssl, rc) != SSL_ERROR_WANT_READ ||
+            !send_bio(fc->fd, wb)) {
+            goto out;
+        }
+        ssize_t n = recv(fc->fd, buf, sizeof(buf), 0);
+        if (n <= 0) {
+            goto out;
+        }
+        BIO_write(rb, buf, (int)n);
+    }
+    /* Our Finished waits in wb: the request and maybe close_notify join
+     * it, and the whole flight leaves in one send().  (A TLS 1.2 server's
+     * last flight ends with its Finished too.) */
+    size_t written;
+    fc->failure = "request";
+    if (SSL_write_ex(ssl, fc->request, strlen(fc->request), &written) != 1 ||
+        (fc->close_notify && SSL_shutdown(ssl) < 0) ||
+        !send_bio(fc->fd, wb)) {
+        goto out;
+    }
+    fc->failure = "no answer";
+    for (;;) {
+        size_t got;
+        while (SSL_read_ex(ssl, buf, sizeof(buf), &got) == 1) {
+            size_t room = sizeof(fc->answer) - 1 - fc->answer_len;
+            got = got < room ? got : room;
+            memcpy(fc->answer + fc->answer_len, buf, got);
+            fc->answer_len += got;
+            fc->answer[fc->answer_len] = '\0';
+        }
+        if (SSL_get_error(ssl, 0) == SSL_ERROR_ZERO_RETURN) {
+            fc->clean_end = true;
+            fc->failure = NULL;
+            break;
+        }
+        ssize_t n = recv(fc->fd, buf, sizeof(buf), 0);
+        if (n <= 0) {
+            break;
+        }
+        BIO_write(rb, buf, (int)n);
+    }
+out:
+    SSL_free(ssl);
+    SSL_CTX_free(sc);
+    ERR_clear_error();
+    if (fc->fd >= 0) {
+        close(fc->fd);
+    }
+    atomic_store(&fc->done, true);
+    return NULL;
+}
+
+static void
+late_case(bool close_notify, bool twincore_client)
+{
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    late_server_t ls = {.loop = loop, .hs_status = 1,
+                        .pause_on_read = close_notify};
+    flight_peer_t fc = {.server = twincore_client,
+                        .request = "GET / HTTP/1.0\r\n\r\n",
+                        .close_notify = close_notify};
+    atomic_init(&fc.done, false);
+    if (twincore_client) {
+        int port;
+        fc.fd = tcp_listener("127.0.0.1", 1, &port);
+        assert_true(fc.fd >= 0);
+        ls.ctx = client_ctx();
+        ASSERT_RC(tc_tls_connect(loop, "127.0.0.1", port, ls.ctx,
+                                 "localhost", NULL, late_handshake, &ls,
+                                 &ls.s),
+                  0);
+        ASSERT_RC(tc_stream_set_callbacks(ls.s, &late_cbs), 0);
+    } else {
+        ls.ctx = server_ctx();
+        ASSERT_RC(tc_tcp_listen(loop, "127.0.0.1", 0, NULL, late_accept,
+                                &ls, &ls.srv),
+                  0);
+        fc.fd = tcp_connect_raw("127.0.0.1", tc_server_port(ls.srv), false);
+        assert_true(fc.fd >= 0);
+    }
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, flight_peer_run, &fc), 0);
+    /* One TC_RUN_DEFAULT run, as the Python binding runs the loop (separate
+     * TC_RUN_ONCE runs each begin with the pending events, which hides
+     * the stall); the twincore end's close or the guard ends it. */
+    tc_timer_t *guard;
+    ASSERT_RC(tc_timer_new(loop, NULL, &guard), 0);
+    ASSERT_RC(tc_timer_start(guard, late_guard_fired, 10000, 0), 0);
+    tc_loop_run(loop, TC_RUN_DEFAULT);
+    if (!ls.closed) {
+        shutdown(fc.fd, SHUT_RDWR);   /* unblock the peer, then report */
+    }
+    pthread_join(th, NULL);
+    assert_true(ls.closed);
+    assert_null(fc.failure);
+    ASSERT_RC(ls.hs_status, 0);
+    assert_string_equal(ls.text, "GET / HTTP/1.0\r\n\r\n");
+    assert_string_equal(fc.answer, "HTTP/1.0 200 OK\r\n\r\nhello");
+    assert_true(fc.clean_end);
+    assert_int_equal(ls.replies, 1);
+    assert_int_equal(ls.errors, 0);
+    assert_int_equal(ls.eofs, close_notify ? 1 : 0);
+    tc_close(tc_timer_handle(guard), NULL);
+    if (ls.srv != NULL) {
+        tc_close(tc_server_handle(ls.srv), NULL);
+    }
+    tc_tls_ctx_free(ls.ctx);
+    close_loop_clean(loop);
+}
+
+/* Reading starts (from a soon call) over a request that came with the
+ * client's Finished; the answer goes from another soon call. */
+static void
+test_request_with_finished_read_late(void **state)
+{
+    (void)state;
+    late_case(false, false);
+}
+
+/* The same flight ends with close_notify; reading pauses after the request
+ * and resumes from a soon call, over the close_notify OpenSSL kept. */
+static void
+test_close_notify_with_finished_after_resume(void **state)
+{
+    (void)state;
+    late_case(true, false);
+}
+
+/* A TLS 1.2 server speaks first right behind its Finished: the client
+ * starts reading (from a soon call) over what its handshake's last read
+ * brought. */
+static void
+test_greeting_with_server_finished_read_late(void **state)
+{
+    (void)state;
+    late_case(false, true);
+}
+
 /* ---- interop with the openssl command ----------------------------------- */
 
 static pid_t
@@ -1438,6 +1781,9 @@ main(void)
         cmocka_unit_test(test_abort_resets),
         cmocka_unit_test(test_graceful_close_lingers_for_the_peer),
         cmocka_unit_test(test_eof_kept_while_paused),
+        cmocka_unit_test(test_request_with_finished_read_late),
+        cmocka_unit_test(test_close_notify_with_finished_after_resume),
+        cmocka_unit_test(test_greeting_with_server_finished_read_late),
         cmocka_unit_test(test_interop_openssl_s_server),
         cmocka_unit_test(test_interop_openssl_s_client),
     };

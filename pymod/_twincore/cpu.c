@@ -61,6 +61,9 @@ typedef struct CpuPoolObject {
     tc_pool_shutdown_mode_t closing_mode;
     size_t queued, max_queued;
     unsigned drainers;      /* submitted and not yet finished */
+    /* Closed on one of its workers: nobody joins them, so the drainers
+     * hold the pool (one reference) until the last is done with it. */
+    bool held_by_drainers;
     bool qlock_ready;
     uint64_t submitted, cancelled;         /* guards: qlock */
     atomic_uint_fast64_t completed, failed, running;
@@ -278,6 +281,18 @@ send_back(CpuTaskObject *list)
     }
 }
 
+/* Under p->qlock, GIL held: this drainer found the queue empty and ends;
+ * the last one releases the pool's reference after its last use. */
+static void
+drainer_done(CpuPoolObject *p, bool *release)
+{
+    p->drainers--;
+    if (p->drainers == 0 && p->held_by_drainers) {
+        p->held_by_drainers = false;
+        *release = true;
+    }
+}
+
 /* Thread: worker, GIL: takes.  Runs queued tasks until none is left,
  * handing the GIL back between batches. */
 static int
@@ -287,12 +302,13 @@ drain_work(tc_work_t *work, void *arg)
     CpuPoolObject *p = arg;
     CpuTaskObject *done_head = NULL, *done_tail = NULL;
     unsigned in_batch = 0;
+    bool release = false;
     PyGILState_STATE gil = PyGILState_Ensure();
     uint64_t batch_start = now_ns();
     pthread_mutex_lock(&p->qlock);
     CpuTaskObject *t = dequeue(p);
     if (t == NULL) {
-        p->drainers--;
+        drainer_done(p, &release);
     }
     pthread_mutex_unlock(&p->qlock);
     while (t != NULL) {
@@ -309,7 +325,7 @@ drain_work(tc_work_t *work, void *arg)
         live_unlink(p, t);  /* before it is sent back and may be freed */
         t = flush ? NULL : dequeue(p);
         if (!flush && t == NULL) {
-            p->drainers--;
+            drainer_done(p, &release);
         }
         pthread_mutex_unlock(&p->qlock);
         if (flush) {
@@ -322,10 +338,13 @@ drain_work(tc_work_t *work, void *arg)
             pthread_mutex_lock(&p->qlock);
             t = dequeue(p);
             if (t == NULL) {
-                p->drainers--;
+                drainer_done(p, &release);
             }
             pthread_mutex_unlock(&p->qlock);
         }
+    }
+    if (release) {
+        Py_DECREF(p);   /* the last use of p here; may free it */
     }
     PyGILState_Release(gil);
     send_back(done_head);
@@ -665,13 +684,18 @@ join_workers(CpuPoolObject *p)
     err = tc_pool_shutdown(pool, mode);
     tc_pool_free(pool);
     Py_END_ALLOW_THREADS
+    pthread_mutex_lock(&p->qlock);
     if (err != -EDEADLK) {
         /* Every drainer has run or was cancelled with the pool; no new
          * one starts on a closed pool. */
-        pthread_mutex_lock(&p->qlock);
         p->drainers = 0;
-        pthread_mutex_unlock(&p->qlock);
+    } else if (p->drainers > 0 && !p->held_by_drainers) {
+        /* On a worker: the drainers still to run or finish must find the
+         * object alive, though their tasks may all be delivered first. */
+        Py_INCREF(p);
+        p->held_by_drainers = true;
     }
+    pthread_mutex_unlock(&p->qlock);
 }
 
 /* GIL: drops. */
@@ -1004,6 +1028,7 @@ CpuPool_after_fork(CpuPoolObject *p, PyObject *unused)
         live_unlink(p, p->live);
     }
     p->drainers = 0;
+    p->held_by_drainers = false;    /* theirs: left alive here */
     pthread_mutex_unlock(&p->qlock);
     atomic_store(&p->running, 0);
     while (forgotten != NULL) {

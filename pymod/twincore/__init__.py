@@ -174,9 +174,11 @@ def _make_default_pool():
 def _close_pools():
     # Join the workers while the interpreter is whole: a worker taking the
     # GIL during finalization would hang (or be ended by pthread_exit).
-    # Tasks running now finish; queued ones are cancelled.
+    # Tasks running now finish; queued ones are cancelled. No loop runs any
+    # more, so close() need not refuse to block one.
     for pool in list(_open_pools):
-        pool.close(cancel_queued=True)
+        pool._begin_close(True)
+        pool._join_workers()
 
 
 def _pools_after_fork():

@@ -154,20 +154,15 @@ _open_pools = weakref.WeakSet()
 def _get_default_pool():
     global _default_pool
     with _default_pool_lock:
-        return _make_default_pool()
-
-
-def _make_default_pool():
-    global _default_pool
-    if _default_pool is None or _default_pool.closed:
-        workers = os.environ.get("TWINCORE_CPU_WORKERS", "0")
-        try:
-            n = int(workers)
-        except ValueError:
-            raise ValueError("TWINCORE_CPU_WORKERS must be an integer, got "
-                             f"{workers!r}") from None
-        _default_pool = CpuPool(workers=n)
-    return _default_pool
+        if _default_pool is None or _default_pool.closed:
+            workers = os.environ.get("TWINCORE_CPU_WORKERS", "0")
+            try:
+                n = int(workers)
+            except ValueError:
+                raise ValueError("TWINCORE_CPU_WORKERS must be an integer, "
+                                 f"got {workers!r}") from None
+            _default_pool = CpuPool(workers=n)
+        return _default_pool
 
 
 @atexit.register
@@ -328,7 +323,7 @@ class Reactor(_twincore.Reactor):
             with _default_pool_lock:
                 pool = _twincore.Reactor.cpu_pool.__get__(self)
                 if pool is None:
-                    pool = _make_default_pool()
+                    pool = _get_default_pool()
                     _twincore.Reactor.cpu_pool.__set__(self, pool)
         return pool
 

@@ -514,13 +514,13 @@ def test_blocking_close_on_the_running_reactor_thread_is_refused(reactor):
 
     async def main():
         fut = pool.defer(blocker, reactor=reactor)
-        threading.Timer(0.5, blocker.release).start()
         with pytest.raises(RuntimeError, match="aclose"):
             pool.close()
         with pytest.raises(RuntimeError, match="aclose"):
             with pool:
                 pass
         assert not pool.closed   # refused: nothing happened
+        blocker.release()
         return await fut
     assert run_until(reactor, main()) == "blocker"
     # Nothing runs for the reactor any more: close() does not refuse.

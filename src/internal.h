@@ -114,7 +114,8 @@ struct tc_loop_s {
     bool polled;                   /* now_mono is due for a refresh */
     int backend_fd;                /* -2: not looked up yet */
     unsigned extra_refs;           /* tc__loop_ref() count */
-    void *resolver_pool;           /* tc_pool_t used for host names */
+    /* tc_pool_t used for host names; set from any thread. */
+    _Atomic(void *) resolver_pool;
     /* pool.c: work completed for this loop, a lock-free stack drained by
      * one tc_loop_call_from_thread per batch; and the count of work not
      * yet delivered (tc_loop_close must refuse while it is not 0). */

@@ -89,6 +89,7 @@ struct tc_pool_s {
     bool start_failed;          /* do not retry pthread_create each time */
     bool stopping;
     bool freed;
+    bool detached;              /* freed by a worker: no one joins */
     size_t outstanding;         /* records handed out, not yet recycled */
     tc_work_t *freelist;
     size_t nfree;
@@ -573,7 +574,21 @@ worker_main(void *arg)
             pool->running_low--;
         }
     }
+    /* Freed by one of us: nobody joins, and each worker pins the pool
+     * until it is out (see free_from_worker). */
+    bool detached = pool->detached;
+    bool last = false;
+    if (detached) {
+        pool->outstanding--;
+        last = pool->outstanding == 0;
+    }
     pthread_mutex_unlock(&pool->lock);
+    if (detached) {
+        pthread_detach(pthread_self());
+        if (last) {
+            pool_destroy(pool);
+        }
+    }
     return NULL;
 }
 
@@ -1093,17 +1108,9 @@ tc_pool_shutdown(tc_pool_t *pool, tc_pool_shutdown_mode_t mode)
     return 0;
 }
 
-void
-tc_pool_free(tc_pool_t *pool)
+static void
+unregister(tc_pool_t *pool)
 {
-    if (pool == NULL) {
-        return;
-    }
-    int err = tc_pool_shutdown(pool, TC_POOL_DRAIN);
-    assert(err != -EDEADLK && "tc_pool_free from one of its workers");
-    if (err == -EDEADLK) {
-        return;
-    }
     pthread_mutex_lock(&registry_lock);
     if (pool->reg_prev != NULL) {
         pool->reg_prev->reg_next = pool->reg_next;
@@ -1114,6 +1121,43 @@ tc_pool_free(tc_pool_t *pool)
         pool->reg_next->reg_prev = pool->reg_prev;
     }
     pthread_mutex_unlock(&registry_lock);
+}
+
+/* tc_pool_free() on one of the pool's own workers, which cannot join
+ * itself: stop (draining) without a join, and let the workers detach as
+ * they leave.  Each started worker pins the pool (counts as outstanding)
+ * until it is out, so the last of them, or the last done callback,
+ * releases the memory.  The calling worker finishes its work first. */
+static void
+free_from_worker(tc_pool_t *pool)
+{
+    unregister(pool);
+    pthread_mutex_lock(&pool->lock);
+    if (!pool->stopping) {
+        pool->stopping = true;
+        atomic_store_explicit(&pool->stage_ok, false, memory_order_relaxed);
+        wake_workers(pool);
+        pthread_cond_broadcast(&pool->work_cond);
+        pthread_cond_broadcast(&pool->space_cond);
+    }
+    pool->detached = true;
+    pool->freed = true;
+    pool->outstanding += pool->nstarted;
+    pthread_mutex_unlock(&pool->lock);
+}
+
+void
+tc_pool_free(tc_pool_t *pool)
+{
+    if (pool == NULL) {
+        return;
+    }
+    if (current_pool == pool) {
+        free_from_worker(pool);
+        return;
+    }
+    tc_pool_shutdown(pool, TC_POOL_DRAIN);
+    unregister(pool);
 
     pthread_mutex_lock(&pool->lock);
     pool->freed = true;

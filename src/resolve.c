@@ -133,7 +133,7 @@ tc_getaddrinfo(tc_loop_t *loop, tc_pool_t *pool, const char *host, int port,
         return -EINVAL;
     }
     if (pool == NULL) {
-        pool = loop->resolver_pool;
+        pool = tc_loop_resolver_pool(loop);
         if (pool == NULL) {
             return -ENOTSUP;
         }
@@ -151,15 +151,18 @@ void
 tc_loop_set_resolver_pool(tc_loop_t *loop, tc_pool_t *pool)
 {
     if (loop != NULL) {
-        TC__ASSERT_LOOP_THREAD(loop);
-        loop->resolver_pool = pool;
+        atomic_store_explicit(&loop->resolver_pool, pool,
+                              memory_order_release);
     }
 }
 
 tc_pool_t *
 tc_loop_resolver_pool(const tc_loop_t *loop)
 {
-    return loop != NULL ? loop->resolver_pool : NULL;
+    return loop != NULL ? atomic_load_explicit(
+                              &((tc_loop_t *)loop)->resolver_pool,
+                              memory_order_acquire)
+                        : NULL;
 }
 
 int
@@ -169,7 +172,8 @@ tc__resolve_one(tc_loop_t *loop, const char *host, int port,
     if (loop == NULL || cb == NULL) {
         return -EINVAL;
     }
-    if (loop->resolver_pool == NULL) {
+    tc_pool_t *pool = tc_loop_resolver_pool(loop);
+    if (pool == NULL) {
         return -ENOTSUP;
     }
     struct tc__resolve_req *req = calloc(1, sizeof(*req));
@@ -178,8 +182,7 @@ tc__resolve_one(tc_loop_t *loop, const char *host, int port,
     }
     req->one_cb = cb;
     req->one_arg = arg;
-    int err = submit_lookup(loop, loop->resolver_pool, host, port, AF_UNSPEC,
-                            req);
+    int err = submit_lookup(loop, pool, host, port, AF_UNSPEC, req);
     if (err == 0 && out != NULL) {
         *out = req;
     }

@@ -117,7 +117,11 @@ TC_EXTERN int tc_pool_shutdown(tc_pool_t *pool, tc_pool_shutdown_mode_t mode);
 
 /* Shut down (draining) unless already done, and free the pool.  Done
  * callbacks not yet run still run on their loops; the last of them
- * releases the memory.  Thread: any but a worker of this pool. */
+ * releases the memory.  Called from one of the pool's own work functions
+ * it cannot join that worker, so it returns at once: the workers run the
+ * queued work, then exit on their own, and the last one out (or the last
+ * done callback) releases the memory.  Not while another thread is inside
+ * tc_pool_shutdown() of the same pool.  Thread: any. */
 TC_EXTERN void tc_pool_free(tc_pool_t *pool);
 
 /* Copy the counters and histograms into *out.  Thread: any. */

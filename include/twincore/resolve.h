@@ -35,8 +35,10 @@ TC_EXTERN int tc_getaddrinfo(tc_loop_t *loop, tc_pool_t *pool,
 
 /* Use pool (NULL: none) for the loop's name lookups, tc_tcp_connect()
  * included.  The loop borrows the pool: keep it until the loop is closed
- * or another is set. */
+ * or another is set, and until lookups already submitted to it are done.
+ * Thread: any (a lookup started meanwhile uses the old or the new one). */
 TC_EXTERN void tc_loop_set_resolver_pool(tc_loop_t *loop, tc_pool_t *pool);
+/* The loop's resolver pool, or NULL.  Thread: any. */
 TC_EXTERN tc_pool_t *tc_loop_resolver_pool(const tc_loop_t *loop);
 
 #ifdef __cplusplus

@@ -12,7 +12,9 @@
  * 2 cancelled.
  *
  * A task's reference (the pool's) keeps it, and its reactor, alive from
- * submission to delivery.  While queued or running it is the pool's, and
+ * submission to delivery; the task in turn holds its pool until then, so a
+ * pool nobody else holds finishes its work, and is never freed on one of
+ * its own workers (only a task of its own runs there).  While queued or running it is the pool's, and
  * the GC must not take the reactor from under the worker; once sent back
  * it waits in the loop's cross-thread queue, owned by the reactor: listed
  * on r->transit, so the reactor's traverse shows it to the GC and its
@@ -41,18 +43,27 @@ struct CpuTaskObject {
     int priority;
     int status;             /* 0, or -ECANCELED */
     CpuTaskObject *qprev, *qnext;   /* queue, then a finished batch */
+    CpuTaskObject *lprev, *lnext;   /* pool->live, queued or running */
     CpuTaskObject *tprev, *tnext;   /* reactor->transit; its lock */
-    struct CpuPoolObject *pool;     /* borrowed: outlives its tasks */
+    struct CpuPoolObject *pool;     /* owned until delivered */
 };
 
 typedef struct CpuPoolObject {
     PyObject_HEAD
     tc_pool_t *pool;        /* NULL once closed */
     unsigned workers;
-    pthread_mutex_t qlock;  /* guards: head, tail, queued, drainers */
+    /* guards: head, tail, live, queued, drainers.  Taken only with the
+     * GIL held, so no worker holds it when Python forks. */
+    pthread_mutex_t qlock;
     CpuTaskObject *head[NPRIO], *tail[NPRIO];
+    CpuTaskObject *live;    /* tasks queued or running, for close() */
+    tc_pool_t *closing;     /* closed, workers not yet joined */
+    tc_pool_shutdown_mode_t closing_mode;
     size_t queued, max_queued;
     unsigned drainers;      /* submitted and not yet finished */
+    /* Closed on one of its workers: nobody joins them, so the drainers
+     * hold the pool (one reference) until the last is done with it. */
+    bool held_by_drainers;
     bool qlock_ready;
     uint64_t submitted, cancelled;         /* guards: qlock */
     atomic_uint_fast64_t completed, failed, running;
@@ -74,6 +85,8 @@ now_ns(void)
 }
 
 /* Queue operations: under p->qlock. */
+static void unlink_task(CpuPoolObject *p, CpuTaskObject *t);
+
 static void
 enqueue(CpuPoolObject *p, CpuTaskObject *t)
 {
@@ -87,6 +100,35 @@ enqueue(CpuPoolObject *p, CpuTaskObject *t)
     p->tail[t->priority] = t;
     t->queued = true;
     p->queued++;
+    t->lprev = NULL;
+    t->lnext = p->live;
+    if (p->live != NULL) {
+        p->live->lprev = t;
+    }
+    p->live = t;
+}
+
+/* The task no longer runs nor waits (finished or cancelled). */
+static void
+live_unlink(CpuPoolObject *p, CpuTaskObject *t)
+{
+    if (t->lprev != NULL) {
+        t->lprev->lnext = t->lnext;
+    } else {
+        p->live = t->lnext;
+    }
+    if (t->lnext != NULL) {
+        t->lnext->lprev = t->lprev;
+    }
+    t->lprev = t->lnext = NULL;
+}
+
+/* Remove a queued task that will not run. */
+static void
+drop_queued(CpuPoolObject *p, CpuTaskObject *t)
+{
+    unlink_task(p, t);
+    live_unlink(p, t);
 }
 
 static void
@@ -239,6 +281,18 @@ send_back(CpuTaskObject *list)
     }
 }
 
+/* Under p->qlock, GIL held: this drainer found the queue empty and ends;
+ * the last one releases the pool's reference after its last use. */
+static void
+drainer_done(CpuPoolObject *p, bool *release)
+{
+    p->drainers--;
+    if (p->drainers == 0 && p->held_by_drainers) {
+        p->held_by_drainers = false;
+        *release = true;
+    }
+}
+
 /* Thread: worker, GIL: takes.  Runs queued tasks until none is left,
  * handing the GIL back between batches. */
 static int
@@ -248,17 +302,16 @@ drain_work(tc_work_t *work, void *arg)
     CpuPoolObject *p = arg;
     CpuTaskObject *done_head = NULL, *done_tail = NULL;
     unsigned in_batch = 0;
+    bool release = false;
     PyGILState_STATE gil = PyGILState_Ensure();
     uint64_t batch_start = now_ns();
-    for (;;) {
-        pthread_mutex_lock(&p->qlock);
-        CpuTaskObject *t = dequeue(p);
-        if (t == NULL) {
-            p->drainers--;
-            pthread_mutex_unlock(&p->qlock);
-            break;
-        }
-        pthread_mutex_unlock(&p->qlock);
+    pthread_mutex_lock(&p->qlock);
+    CpuTaskObject *t = dequeue(p);
+    if (t == NULL) {
+        drainer_done(p, &release);
+    }
+    pthread_mutex_unlock(&p->qlock);
+    while (t != NULL) {
         run_python_task(p, t);
         if (done_tail != NULL) {
             done_tail->qnext = t;
@@ -266,14 +319,32 @@ drain_work(tc_work_t *work, void *arg)
             done_head = t;
         }
         done_tail = t;
-        if (++in_batch >= BATCH_TASKS || now_ns() - batch_start > BATCH_NS) {
+        bool flush = ++in_batch >= BATCH_TASKS ||
+                     now_ns() - batch_start > BATCH_NS;
+        pthread_mutex_lock(&p->qlock);
+        live_unlink(p, t);  /* before it is sent back and may be freed */
+        t = flush ? NULL : dequeue(p);
+        if (!flush && t == NULL) {
+            drainer_done(p, &release);
+        }
+        pthread_mutex_unlock(&p->qlock);
+        if (flush) {
             PyGILState_Release(gil);
             send_back(done_head);
             done_head = done_tail = NULL;
             in_batch = 0;
             gil = PyGILState_Ensure();
             batch_start = now_ns();
+            pthread_mutex_lock(&p->qlock);
+            t = dequeue(p);
+            if (t == NULL) {
+                drainer_done(p, &release);
+            }
+            pthread_mutex_unlock(&p->qlock);
         }
+    }
+    if (release) {
+        Py_DECREF(p);   /* the last use of p here; may free it */
     }
     PyGILState_Release(gil);
     send_back(done_head);
@@ -336,6 +407,7 @@ cpu_task_dispatch(ReactorObject *r, pyevent_t *ev)
     }
     Py_XDECREF(on_done);
     Py_DECREF(value);
+    Py_CLEAR(task->pool);   /* may close it: no task of it is left */
     Py_DECREF(task);   /* the pool's reference */
 }
 
@@ -344,6 +416,7 @@ cpu_task_discard(void *arg)
 {
     CpuTaskObject *task = arg;
     task->done = true;
+    Py_CLEAR(task->pool);
     Py_DECREF(task);
 }
 
@@ -376,7 +449,7 @@ cancel_queued(CpuTaskObject *task)
     if (!task->done && p != NULL) {
         pthread_mutex_lock(&p->qlock);
         if (task->queued) {
-            unlink_task(p, task);
+            drop_queued(p, task);
             p->cancelled++;
             removed = true;
         }
@@ -434,6 +507,7 @@ CpuTask_traverse(CpuTaskObject *task, visitproc visit, void *arg)
     Py_VISIT(task->args);
     Py_VISIT(task->kwargs);
     Py_VISIT(task->on_done);
+    Py_VISIT(task->pool);
     return 0;
 }
 
@@ -447,6 +521,7 @@ CpuTask_clear(CpuTaskObject *task)
     Py_CLEAR(task->kwargs);
     Py_CLEAR(task->on_done);
     Py_CLEAR(task->outcome);
+    Py_CLEAR(task->pool);
     return 0;
 }
 
@@ -559,20 +634,24 @@ CpuPool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     return (PyObject *)p;
 }
 
-/* GIL: drops.  Workers may need the GIL to finish a Python call. */
+/* GIL: held.  Refuse new tasks from now on (closed) and, with
+ * TC_POOL_CANCEL, cancel the queued ones: they complete as cancelled on
+ * their reactors.  join_workers() then joins the workers. */
 static void
-close_pool(CpuPoolObject *p, tc_pool_shutdown_mode_t mode)
+begin_close(CpuPoolObject *p, tc_pool_shutdown_mode_t mode)
 {
     tc_pool_t *pool = p->pool;
     p->pool = NULL;
     if (pool == NULL) {
         return;
     }
+    p->closing = pool;
+    p->closing_mode = mode;
     if (mode == TC_POOL_CANCEL) {
-        /* Queued tasks complete as cancelled on their reactors. */
         CpuTaskObject *head = NULL, *tail = NULL, *t;
         pthread_mutex_lock(&p->qlock);
         while ((t = dequeue(p)) != NULL) {
+            live_unlink(p, t);
             t->status = -ECANCELED;
             p->cancelled++;
             if (tail != NULL) {
@@ -585,17 +664,89 @@ close_pool(CpuPoolObject *p, tc_pool_shutdown_mode_t mode)
         pthread_mutex_unlock(&p->qlock);
         send_back(head);
     }
-    /* Drainers finish what they run (and, draining, what is queued); they
-     * need the GIL for it. */
+}
+
+/* GIL: drops.  Join the workers of a closed pool: drainers finish what
+ * they run (and, draining, what is queued), and need the GIL for it.  On
+ * one of the pool's own workers nothing is joined: tc_pool_free() leaves
+ * the workers to exit on their own. */
+static void
+join_workers(CpuPoolObject *p)
+{
+    tc_pool_t *pool = p->closing;
+    tc_pool_shutdown_mode_t mode = p->closing_mode;
+    p->closing = NULL;
+    if (pool == NULL) {
+        return;
+    }
+    int err;
     Py_BEGIN_ALLOW_THREADS
-    tc_pool_shutdown(pool, mode);
+    err = tc_pool_shutdown(pool, mode);
     tc_pool_free(pool);
     Py_END_ALLOW_THREADS
-    /* Every drainer has run or was cancelled with the pool; no new one
-     * starts on a closed pool. */
     pthread_mutex_lock(&p->qlock);
-    p->drainers = 0;
+    if (err != -EDEADLK) {
+        /* Every drainer has run or was cancelled with the pool; no new
+         * one starts on a closed pool. */
+        p->drainers = 0;
+    } else if (p->drainers > 0 && !p->held_by_drainers) {
+        /* On a worker: the drainers still to run or finish must find the
+         * object alive, though their tasks may all be delivered first. */
+        Py_INCREF(p);
+        p->held_by_drainers = true;
+    }
     pthread_mutex_unlock(&p->qlock);
+}
+
+/* GIL: drops. */
+static void
+close_pool(CpuPoolObject *p, tc_pool_shutdown_mode_t mode)
+{
+    begin_close(p, mode);
+    join_workers(p);
+}
+
+/* GIL: held.  Would joining the workers here stall the reactor running on
+ * this thread: is a task of its still queued (unless cancelled now) or
+ * running?  Such a task may even need the loop to finish.  Returns that
+ * reactor (borrowed) or NULL. */
+static ReactorObject *
+blocks_own_loop(CpuPoolObject *p, bool cancel)
+{
+    ReactorObject *found = NULL;
+    pthread_mutex_lock(&p->qlock);
+    for (CpuTaskObject *t = p->live; t != NULL && !found; t = t->lnext) {
+        ReactorObject *r = t->reactor;
+        if (cancel && t->queued) {
+            continue;
+        }
+        if (r->loop != NULL && tc_loop_is_owner_thread(r->loop) &&
+            r->running) {
+            found = r;
+        }
+    }
+    pthread_mutex_unlock(&p->qlock);
+    return found;
+}
+
+/* GIL: drops.  close() and __exit__: refuse to block a running reactor
+ * that still waits for tasks of this pool. */
+static int
+close_blocking(CpuPoolObject *p, tc_pool_shutdown_mode_t mode,
+               const char *what)
+{
+    if ((p->pool != NULL || p->closing != NULL) &&
+        blocks_own_loop(p, mode == TC_POOL_CANCEL) != NULL) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s: tasks of this CpuPool still run for the reactor "
+                     "running on this thread, and joining the workers here "
+                     "would stall its loop (or deadlock, if a task needs "
+                     "it); use 'await pool.aclose()' or 'async with'",
+                     what);
+        return -1;
+    }
+    close_pool(p, mode);
+    return 0;
 }
 
 /* Validate (reactor, fn, args, kwargs, priority) in args[0..4]. */
@@ -677,8 +828,9 @@ submit_task(CpuPoolObject *p, tc_state *st, ReactorObject *r, PyObject *fn,
     task->priority = (int)prio;
     task->status = 0;
     task->qprev = task->qnext = NULL;
+    task->lprev = task->lnext = NULL;
     task->tprev = task->tnext = NULL;
-    task->pool = p;
+    task->pool = (CpuPoolObject *)Py_NewRef(p);
     PyObject_GC_Track(task);
 
     pthread_mutex_lock(&p->qlock);
@@ -709,7 +861,7 @@ submit_task(CpuPoolObject *p, tc_state *st, ReactorObject *r, PyObject *fn,
             p->drainers--;
             bool orphan = p->drainers == 0 && task->queued;
             if (orphan) {
-                unlink_task(p, task);
+                drop_queued(p, task);
                 p->submitted--;
             }
             pthread_mutex_unlock(&p->qlock);
@@ -817,7 +969,76 @@ CpuPool_close(CpuPoolObject *p, PyObject *args, PyObject *kwargs)
                                      &cancel)) {
         return NULL;
     }
-    close_pool(p, cancel ? TC_POOL_CANCEL : TC_POOL_DRAIN);
+    if (close_blocking(p, cancel ? TC_POOL_CANCEL : TC_POOL_DRAIN,
+                       "close()") < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+CpuPool_begin_close(CpuPoolObject *p, PyObject *arg)
+{
+    int cancel = PyObject_IsTrue(arg);
+    if (cancel < 0) {
+        return NULL;
+    }
+    begin_close(p, cancel ? TC_POOL_CANCEL : TC_POOL_DRAIN);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+CpuPool_reactor_here(CpuPoolObject *p, PyObject *arg)
+{
+    int cancel = PyObject_IsTrue(arg);
+    if (cancel < 0) {
+        return NULL;
+    }
+    ReactorObject *r = blocks_own_loop(p, cancel);
+    return Py_NewRef(r != NULL ? (PyObject *)r : Py_None);
+}
+
+static PyObject *
+CpuPool_join_workers(CpuPoolObject *p, PyObject *unused)
+{
+    (void)unused;
+    join_workers(p);
+    Py_RETURN_NONE;
+}
+
+/* In a child after fork(): the native pool forgot its workers and their
+ * work; forget ours too.  Tasks queued or running in the parent are the
+ * parent's: they never run here (their Futures stay pending), and new
+ * tasks start new drainers. */
+static PyObject *
+CpuPool_after_fork(CpuPoolObject *p, PyObject *unused)
+{
+    (void)unused;
+    if (!p->qlock_ready) {
+        Py_RETURN_NONE;
+    }
+    CpuTaskObject *forgotten = NULL, *t;
+    pthread_mutex_lock(&p->qlock);
+    while ((t = dequeue(p)) != NULL) {
+        t->qnext = forgotten;
+        forgotten = t;
+    }
+    /* Running ones keep their pool reference: it stays alive here. */
+    while (p->live != NULL) {
+        live_unlink(p, p->live);
+    }
+    p->drainers = 0;
+    p->held_by_drainers = false;    /* theirs: left alive here */
+    pthread_mutex_unlock(&p->qlock);
+    atomic_store(&p->running, 0);
+    while (forgotten != NULL) {
+        t = forgotten;
+        forgotten = t->qnext;
+        t->qnext = NULL;
+        t->done = true;
+        Py_CLEAR(t->pool);
+        Py_DECREF(t);   /* the queue's */
+    }
     Py_RETURN_NONE;
 }
 
@@ -832,7 +1053,9 @@ static PyObject *
 CpuPool_exit(CpuPoolObject *p, PyObject *args)
 {
     (void)args;
-    close_pool(p, TC_POOL_DRAIN);
+    if (close_blocking(p, TC_POOL_DRAIN, "CpuPool.__exit__") < 0) {
+        return NULL;
+    }
     Py_RETURN_FALSE;
 }
 
@@ -887,7 +1110,24 @@ static PyMethodDef CpuPool_methods[] = {
     {"close", (PyCFunction)(void (*)(void))CpuPool_close,
      METH_VARARGS | METH_KEYWORDS,
      "close($self, cancel_queued=False)\n--\n\nRun (or cancel) what is "
-     "queued, then join the workers."},
+     "queued, then join the workers.  On the thread of a running reactor "
+     "that still waits for tasks of this pool it raises RuntimeError "
+     "instead of stalling the loop: use aclose() there.  On one of the "
+     "pool's own workers it does not wait: the workers exit once the "
+     "queue is done."},
+    {"_begin_close", (PyCFunction)CpuPool_begin_close, METH_O,
+     "_begin_close($self, cancel_queued, /)\n--\n\nLow level (aclose()): "
+     "closed from now on; the workers are joined by _join_workers()."},
+    {"_reactor_here", (PyCFunction)CpuPool_reactor_here, METH_O,
+     "_reactor_here($self, cancel_queued, /)\n--\n\nLow level (aclose()): "
+     "the reactor running on this thread that tasks of this pool still run "
+     "for (queued ones too, unless cancel_queued), or None."},
+    {"_join_workers", (PyCFunction)CpuPool_join_workers, METH_NOARGS,
+     "_join_workers($self, /)\n--\n\nLow level (aclose()): join the "
+     "workers of a closed pool; blocks, without the GIL."},
+    {"_after_fork", (PyCFunction)CpuPool_after_fork, METH_NOARGS,
+     "_after_fork($self, /)\n--\n\nIn a child after fork(): forget the "
+     "parent's tasks and drainers."},
     {"__enter__", (PyCFunction)CpuPool_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)CpuPool_exit, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},

@@ -63,7 +63,15 @@ class CpuPool(_CCpuPool):
     per CPU). A worker takes the GIL only for the call itself, so callables
     that release it (hashlib, zlib, numpy) run on every core at once.
     A pool nobody closed is closed at interpreter exit, as
-    ``close(cancel_queued=True)``."""
+    ``close(cancel_queued=True)``; one nobody holds stays open until its
+    queued and running tasks are delivered.
+
+    ``close()`` joins the workers, so on a reactor's thread it would stall
+    the loop: there it raises RuntimeError while tasks for that reactor
+    still run. In a coroutine use ``await pool.aclose()`` or
+    ``async with CpuPool() as pool:``. After ``fork()`` the child's pool
+    starts new workers; tasks queued or running in the parent never run in
+    the child."""
 
     def __new__(cls, *args, **kwargs):
         self = super().__new__(cls, *args, **kwargs)
@@ -82,6 +90,45 @@ class CpuPool(_CCpuPool):
         if timeout is not None:
             _apply_timeout(r, fut, timeout, "defer_to_cpu")
         return fut
+
+    def aclose(self, cancel_queued=False, *, reactor=None):
+        """Close without blocking the reactor: new tasks are refused at
+        once (``closed`` is True), queued ones run (or, with cancel_queued,
+        complete as cancelled), and the workers are joined on a helper
+        thread. Returns a Future, settled on the reactor's thread once
+        they are; ``await pool.aclose()`` in a coroutine. reactor: the one
+        to settle it on (default: the reactor running on this thread that
+        tasks of this pool still run for; with none, nothing here waits for
+        the pool and it closes at once, as close() does)."""
+        r = reactor
+        if r is None:
+            r = self._reactor_here(cancel_queued)
+        if r is None:
+            self.close(cancel_queued)
+            fut = Future()
+            fut.set_result(None)
+            return fut
+        fut = Future(r)
+        self._begin_close(cancel_queued)
+
+        def join():
+            try:
+                self._join_workers()
+            finally:
+                try:
+                    r.call_from_thread(_set_if_pending, fut, None)
+                except RuntimeError:
+                    pass   # the reactor closed meanwhile: nobody waits
+        # Not a daemon: interpreter exit waits for it before the exit hook.
+        threading.Thread(target=join, name="twincore-pool-close").start()
+        return fut
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info):
+        await self.aclose()
+        return False
 
 
 def _apply_timeout(r, fut, timeout, what):
@@ -105,30 +152,45 @@ def _apply_timeout(r, fut, timeout, what):
 
 
 _default_pool = None
-# Every CpuPool made, the default one too, for the exit hook.
+# Made on first use, maybe by a thread other than the reactor's.
+_default_pool_lock = threading.RLock()
+# Every CpuPool made, the default one too, for the exit and fork hooks.
 _open_pools = weakref.WeakSet()
 
 
 def _get_default_pool():
     global _default_pool
-    if _default_pool is None or _default_pool.closed:
-        workers = os.environ.get("TWINCORE_CPU_WORKERS", "0")
-        try:
-            n = int(workers)
-        except ValueError:
-            raise ValueError("TWINCORE_CPU_WORKERS must be an integer, got "
-                             f"{workers!r}") from None
-        _default_pool = CpuPool(workers=n)
-    return _default_pool
+    with _default_pool_lock:
+        if _default_pool is None or _default_pool.closed:
+            workers = os.environ.get("TWINCORE_CPU_WORKERS", "0")
+            try:
+                n = int(workers)
+            except ValueError:
+                raise ValueError("TWINCORE_CPU_WORKERS must be an integer, "
+                                 f"got {workers!r}") from None
+            _default_pool = CpuPool(workers=n)
+        return _default_pool
 
 
 @atexit.register
 def _close_pools():
     # Join the workers while the interpreter is whole: a worker taking the
     # GIL during finalization would hang (or be ended by pthread_exit).
-    # Tasks running now finish; queued ones are cancelled.
+    # Tasks running now finish; queued ones are cancelled. No loop runs any
+    # more, so close() need not refuse to block one.
     for pool in list(_open_pools):
-        pool.close(cancel_queued=True)
+        pool._begin_close(True)
+        pool._join_workers()
+
+
+def _pools_after_fork():
+    # The native pools forgot their workers and queued work in the child;
+    # the Python bookkeeping (queues, drainer counts) must follow.
+    for pool in list(_open_pools):
+        pool._after_fork()
+
+
+os.register_at_fork(after_in_child=_pools_after_fork)
 
 
 def _check_port(port, what, low=0):
@@ -292,10 +354,16 @@ class Reactor(_twincore.Reactor):
 
     @property
     def cpu_pool(self):
+        """The CpuPool of defer_to_cpu() and name lookups; the default
+        pool unless one was set. Any thread may read it (a monitoring
+        thread reading stats())."""
         pool = _twincore.Reactor.cpu_pool.__get__(self)
         if pool is None:
-            pool = _get_default_pool()
-            _twincore.Reactor.cpu_pool.__set__(self, pool)
+            with _default_pool_lock:
+                pool = _twincore.Reactor.cpu_pool.__get__(self)
+                if pool is None:
+                    pool = _get_default_pool()
+                    _twincore.Reactor.cpu_pool.__set__(self, pool)
         return pool
 
     @cpu_pool.setter

@@ -496,6 +496,88 @@ test_shutdown_from_worker_refused(void **state)
     close_loop_clean(loop);
 }
 
+/* Threads of this process, from /proc. */
+static unsigned
+count_threads(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    assert_non_null(f);
+    char line[256];
+    unsigned n = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "Threads:", 8) == 0) {
+            n = (unsigned)strtoul(line + 8, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return n;
+}
+
+static atomic_bool self_freed, free_go;
+
+static int
+free_self_work(tc_work_t *w, void *arg)
+{
+    (void)w;
+    (void)arg;
+    wait_flag(&free_go);        /* once more work is queued behind us */
+    tc_pool_free(self_pool);    /* returns at once: no self-join */
+    atomic_store(&self_freed, true);
+    return 0;
+}
+
+/* tc_pool_free() inside a work function of the same pool (a Python pool
+ * collected by the GC on its own worker): no abort, no join of itself;
+ * queued work still drains, every done callback runs, the workers exit
+ * on their own and the last releases the pool (LSan checks). */
+static void
+test_free_from_worker(void **state)
+{
+    (void)state;
+    enum { N = 100 };
+    unsigned threads_before = count_threads();
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    self_pool = new_pool(2, 0, false);
+    atomic_store(&self_freed, false);
+    atomic_store(&free_go, false);
+    gate_t blocker = {0};
+    ASSERT_RC(tc_pool_submit(self_pool, loop, gate_work, gate_done,
+                             &blocker, TC_PRIORITY_NORMAL, NULL), 0);
+    wait_flag(&blocker.started);
+    race_t freer = {0};
+    race_t r[N] = {0};
+    ASSERT_RC(tc_pool_submit(self_pool, loop, free_self_work, race_done,
+                             &freer, TC_PRIORITY_NORMAL, NULL), 0);
+    for (int i = 0; i < N; i++) {
+        ASSERT_RC(tc_pool_submit(self_pool, loop, race_work, race_done,
+                                 &r[i], TC_PRIORITY_NORMAL, NULL), 0);
+    }
+    atomic_store(&free_go, true);
+    wait_flag(&self_freed);
+    atomic_store(&blocker.open, true);
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    assert_int_equal(freer.done, 1);
+    ASSERT_RC(freer.status, 0);
+    assert_int_equal(blocker.done, 1);
+    ASSERT_RC(blocker.status, 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(r[i].done, 1);
+        ASSERT_RC(r[i].status, 0);
+        assert_int_equal(atomic_load(&r[i].ran), 1);
+    }
+    /* The workers leave without a join. */
+    uint64_t deadline = mono_ms() + DEADLINE_MS;
+    while (count_threads() > threads_before) {
+        if (mono_ms() > deadline) {
+            fail_msg("the workers of a pool freed by a worker never exit");
+        }
+        sleep_ms(1);
+    }
+    close_loop_clean(loop);
+}
+
 /* ---- two loops, one pool ---- */
 
 typedef struct side {
@@ -1090,6 +1172,7 @@ main(void)
         cmocka_unit_test(test_shutdown_drain_runs_queued),
         cmocka_unit_test(test_shutdown_cancel_queued),
         cmocka_unit_test(test_shutdown_from_worker_refused),
+        cmocka_unit_test(test_free_from_worker),
         cmocka_unit_test(test_two_loops_share_pool),
         cmocka_unit_test(test_high_priority_jumps_queue),
         cmocka_unit_test(test_low_priority_leaves_a_worker),

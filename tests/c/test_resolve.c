@@ -4,6 +4,7 @@
  * here needs network DNS: ".invalid" never resolves (RFC 6761). */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -204,6 +205,47 @@ gate_work(tc_work_t *w, void *arg)
     return 0;
 }
 
+typedef struct set_pool_arg {
+    tc_loop_t *loop;
+    tc_pool_t *pool;
+} set_pool_arg_t;
+
+static void *
+set_pool_main(void *arg)
+{
+    set_pool_arg_t *sp = arg;
+    tc_loop_set_resolver_pool(sp->loop, sp->pool);
+    return NULL;
+}
+
+/* A monitoring thread may set up the resolver pool first (Python reads
+ * reactor.cpu_pool there); the loop's own lookups then use it. */
+static void
+test_resolver_pool_set_from_another_thread(void **state)
+{
+    (void)state;
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tc_pool_t *pool = new_pool(1);
+    set_pool_arg_t sp = {loop, pool};
+    pthread_t tid;
+    assert_int_equal(pthread_create(&tid, NULL, set_pool_main, &sp), 0);
+    assert_int_equal(pthread_join(tid, NULL), 0);
+    assert_ptr_equal(tc_loop_resolver_pool(loop), pool);
+    answer_t a = {0};
+    ASSERT_RC(tc_getaddrinfo(loop, NULL, "localhost", 80, AF_UNSPEC,
+                             on_addrinfo, &a), 0);
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    assert_int_equal(a.calls, 1);
+    ASSERT_RC(a.status, 0);
+    sp.pool = NULL;
+    assert_int_equal(pthread_create(&tid, NULL, set_pool_main, &sp), 0);
+    assert_int_equal(pthread_join(tid, NULL), 0);
+    assert_null(tc_loop_resolver_pool(loop));
+    tc_pool_free(pool);
+    close_loop_clean(loop);
+}
+
 static void
 test_resolve_one(void **state)
 {
@@ -314,6 +356,7 @@ main(void)
         cmocka_unit_test(test_invalid_name),
         cmocka_unit_test(test_bad_args_and_loop_pool),
         cmocka_unit_test(test_resolve_one),
+        cmocka_unit_test(test_resolver_pool_set_from_another_thread),
         cmocka_unit_test(test_many_and_shutdown_cancel),
     };
 

@@ -346,3 +346,229 @@ def test_default_pool_bad_environment():
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ValueError")
     assert "TWINCORE_CPU_WORKERS" in out.stdout
+
+
+# ---- lifetimes: who may close or free a pool, and where (issue 12) --------
+
+def run_child(code, timeout=60):
+    """Run code in a new interpreter: a broken pool aborts it, not the
+    suite."""
+    return subprocess.run([sys.executable, "-c", code],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_child_ok(res, expected):
+    assert res.returncode == 0, \
+        f"exit status {res.returncode}; stderr:\n{res.stderr[-3000:]}"
+    assert "AddressSanitizer" not in res.stderr, res.stderr[-3000:]
+    assert res.stdout.split() == expected, (res.stdout, res.stderr[-3000:])
+
+
+LIFETIME_PRELUDE = """
+import gc, threading, weakref
+import twincore
+r = twincore.Reactor()
+
+def run_until(fut, timeout=30):
+    fut.add_done_callback(lambda _: r.stop())
+    handle = r.call_later(timeout, r.stop)
+    r.run()
+    handle.cancel()
+    assert fut.done(), "timed out"
+    return fut.result()
+"""
+
+
+def test_a_pool_in_a_cycle_collected_while_its_task_allocates():
+    """The GC runs on the pool's worker (inside the task) while the pool is
+    garbage but for that task: it stays alive until the task is delivered,
+    and is collected (and closed) afterwards, never on its own worker."""
+    res = run_child(LIFETIME_PRELUDE + """
+def churn():
+    junk = [[[] for _ in range(50)] for _ in range(2000)]
+    gc.collect()
+    return len(junk)
+
+pool = twincore.CpuPool(workers=1)
+pool.me = pool   # a reference cycle: only the GC frees it
+ref = weakref.ref(pool)
+fut = pool.defer(churn, reactor=r)
+del pool
+print(run_until(fut))
+gc.collect()
+print(ref() is None)
+""")
+    assert_child_ok(res, ["2000", "True"])
+
+
+def test_a_task_drops_the_last_reference_to_its_own_pool():
+    res = run_child(LIFETIME_PRELUDE + """
+holder = [twincore.CpuPool(workers=1)]
+ref = weakref.ref(holder[0])
+
+def drop():
+    holder.clear()
+    return "dropped"
+
+fut = holder[0].defer(drop, reactor=r)
+print(run_until(fut))
+print(ref() is None)
+""")
+    assert_child_ok(res, ["dropped", "True"])
+
+
+def test_close_from_one_of_its_own_workers():
+    """pool.defer(pool.close): the pool closes at once (no self-join); the
+    tasks queued behind still run, and the workers exit on their own."""
+    res = run_child(LIFETIME_PRELUDE + """
+pool = twincore.CpuPool(workers=2)
+gate = threading.Event()
+first = pool.defer(gate.wait, 30, reactor=r)
+closer = pool.defer(pool.close, reactor=r)
+print(run_until(closer))
+print(pool.closed)
+later = []
+try:
+    pool.defer(len, "x", reactor=r)
+except RuntimeError as exc:
+    later.append("refused")
+print(*later)
+gate.set()
+print(run_until(first))
+pool.close()   # already closed: returns
+
+# Nobody holds the pool once its tasks are delivered, while its drainers,
+# joined by nobody, may still be finishing: they keep it alive till then.
+refs = []
+for n in range(56, 72):
+    pool = twincore.CpuPool(workers=1)
+    refs.append(weakref.ref(pool))
+    gate = threading.Event()
+    futs = [pool.defer(gate.wait, 30, reactor=r),
+            pool.defer(pool.close, reactor=r)]
+    futs += [pool.defer(pow, i, 2, reactor=r) for i in range(n)]
+    del pool
+    gate.set()
+    got = run_until(twincore.gather(*futs, reactor=r))
+    assert got == [True, None] + [i * i for i in range(n)], got
+for _ in range(100):
+    gc.collect()
+    if all(ref() is None for ref in refs):
+        break
+    threading.Event().wait(0.05)
+print(all(ref() is None for ref in refs))
+""")
+    assert_child_ok(res, ["None", "True", "refused", "True", "True"])
+
+
+def test_cpu_pool_first_read_from_another_thread():
+    """A monitoring thread may be the first to read reactor.cpu_pool (the
+    lazy set-up of the default pool and the loop's resolver); threads that
+    race for it get the same pool, and the reactor's thread then uses it."""
+    res = run_child(LIFETIME_PRELUDE + """
+seen = []
+barrier = threading.Barrier(4)
+
+def monitor():
+    barrier.wait()
+    pool = r.cpu_pool
+    seen.append((pool, pool.stats()["workers"] == pool.workers))
+
+threads = [threading.Thread(target=monitor) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(len(seen), len({id(p) for p, _ in seen}), all(ok for _, ok in seen))
+print(seen[0][0] is r.cpu_pool)
+print(run_until(r.defer_to_cpu(pow, 2, 10)))
+""")
+    assert_child_ok(res, ["4", "1", "True", "True", "1024"])
+
+
+def test_an_unreferenced_pool_finishes_its_queued_work(reactor):
+    blocker = Blocker()
+    pool = twincore.CpuPool(workers=1)
+    first = pool.defer(blocker, reactor=reactor)
+    assert blocker.started.wait(10)
+    queued = pool.defer(pow, 2, 5, reactor=reactor)
+    del pool   # nobody holds it; its tasks do
+    blocker.release()
+    got = run_until(reactor, twincore.gather(first, queued,
+                                             reactor=reactor))
+    assert got == ["blocker", 32]
+
+
+def test_await_a_task_of_a_pool_nobody_holds(reactor):
+    async def main():
+        return await twincore.CpuPool(workers=1).defer(pow, 3, 4,
+                                                       reactor=reactor)
+    assert run_until(reactor, main()) == 81
+
+
+# ---- closing on the reactor's thread: aclose() and async with ----------
+
+def test_blocking_close_on_the_running_reactor_thread_is_refused(reactor):
+    blocker = Blocker()
+    pool = twincore.CpuPool(workers=1)
+
+    async def main():
+        fut = pool.defer(blocker, reactor=reactor)
+        with pytest.raises(RuntimeError, match="aclose"):
+            pool.close()
+        with pytest.raises(RuntimeError, match="aclose"):
+            with pool:
+                pass
+        assert not pool.closed   # refused: nothing happened
+        blocker.release()
+        return await fut
+    assert run_until(reactor, main()) == "blocker"
+    # Nothing runs for the reactor any more: close() does not refuse.
+    async def close_idle():
+        pool.close()
+        return pool.closed
+    assert run_until(reactor, close_idle()) is True
+
+
+def test_async_with_lets_tasks_that_need_the_loop_finish(reactor):
+    """A task that waits for the reactor's thread: a blocking close on that
+    thread would deadlock; async with closes without blocking the loop."""
+    def needs_loop():
+        ran = threading.Event()
+        reactor.call_from_thread(ran.set)
+        assert ran.wait(30), "the loop never ran the call"
+        return "done"
+
+    async def main():
+        async with twincore.CpuPool(workers=1) as pool:
+            fut = pool.defer(needs_loop, reactor=reactor)
+        assert pool.closed
+        assert fut.done()   # the workers were joined: it ran
+        async with twincore.CpuPool(workers=1) as idle:
+            assert await idle.defer(pow, 2, 3, reactor=reactor) == 8
+        assert idle.closed   # nothing ran any more: closed at once
+        return fut.result()
+    assert run_until(reactor, main()) == "done"
+
+
+def test_aclose(reactor):
+    blocker = Blocker()
+    pool = twincore.CpuPool(workers=1)
+    ran = []
+    first = pool.defer(blocker, reactor=reactor)
+    assert blocker.started.wait(10)
+    queued = [pool.defer(ran.append, i, reactor=reactor) for i in range(3)]
+
+    async def main():
+        closing = pool.aclose(cancel_queued=True, reactor=reactor)
+        assert pool.closed   # at once: new tasks are refused
+        with pytest.raises(RuntimeError, match="closed"):
+            pool.defer(len, "x", reactor=reactor)
+        assert not closing.done()   # the blocker still runs
+        blocker.release()
+        assert await closing is None
+        assert first.done() and first.result() == "blocker"
+        assert await pool.aclose(reactor=reactor) is None   # twice: fine
+        return [f.cancelled() for f in queued]
+    assert run_until(reactor, main()) == [True, True, True]
+    assert ran == []

@@ -640,3 +640,74 @@ def test_a_pool_nobody_closed_is_joined_at_exit():
     assert res.stdout.splitlines() == ["main done", "task 0 finished"], \
         res.stdout
     assert took < 10, f"exit took {took:.1f} s"
+
+
+# ---- fork while every worker of the default pool is busy (issue 12.4) -----
+
+FORK_SCRIPT = """
+import multiprocessing, threading
+mode = sys.argv[1]
+r = twincore.reactor
+pool = r.cpu_pool
+started = threading.Semaphore(0)
+release = threading.Event()
+
+def block():
+    started.release()
+    assert release.wait(30)
+    return os.getpid()
+
+def queued(i):
+    os.write(1, b"queued %d ran in %d\\n" % (i, os.getpid()))
+    return i
+
+def run_until(fut, timeout=20):
+    fut.add_done_callback(lambda _: r.stop())
+    handle = r.call_later(timeout, r.stop)
+    r.run()
+    handle.cancel()
+    return fut.result() if fut.done() else "timed out"
+
+def child():
+    # New tasks complete; the parent's never run here.
+    got = run_until(twincore.defer_to_cpu(pow, 2, 10))
+    os.write(1, b"child %d got %r\\n" % (os.getpid(), got))
+    os._exit(0 if got == 1024 else 3)
+
+blockers = [twincore.defer_to_cpu(block) for _ in range(pool.workers)]
+for _ in blockers:
+    assert started.acquire(timeout=10)
+later = [twincore.defer_to_cpu(queued, i) for i in range(3)]
+if mode == "os.fork":
+    pid = os.fork()
+    if pid == 0:
+        child()
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+else:
+    proc = multiprocessing.get_context("fork").Process(target=child)
+    proc.start()
+    proc.join(60)
+    code = proc.exitcode
+print("child exit", code, flush=True)
+# The parent's own tasks then finish in the parent.
+release.set()
+got = run_until(twincore.gather(*blockers, *later))
+print("parent got", got == [os.getpid()] * len(blockers) + [0, 1, 2],
+      flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["os.fork", "multiprocessing"])
+def test_fork_while_every_default_pool_worker_is_busy(mode):
+    res = run_script(FORK_SCRIPT, mode, timeout=90)
+    assert_clean_exit(res, res.stderr)
+    lines = res.stdout.splitlines()
+    child = [ln for ln in lines if ln.startswith("child ") and " got " in ln]
+    assert len(child) == 1 and child[0].endswith("got 1024"), res.stdout
+    child_pid = child[0].split()[1]
+    assert "child exit 0" in lines, res.stdout
+    assert "parent got True" in lines, res.stdout
+    ran = [ln for ln in lines if ln.startswith("queued ")]
+    assert len(ran) == 3, res.stdout
+    assert not any(ln.endswith(" " + child_pid) for ln in ran), res.stdout

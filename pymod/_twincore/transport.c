@@ -814,6 +814,10 @@ Transport_write_eof(TransportObject *t, PyObject *unused)
     t->write_eof = true;
     transport_flush(t);
     int err = tc_stream_shutdown(t->stream);
+    if (err == -EPIPE || err == -ECONNRESET || err == -ENOTCONN) {
+        /* The peer left; connection_lost will say so. */
+        Py_RETURN_NONE;
+    }
     if (err != 0) {
         return tcpy_raise(reactor_state(t->reactor), err);
     }

@@ -81,7 +81,10 @@ class Factory:
                 f"{type(self).__name__}.build_protocol(): set the factory's "
                 "'protocol' or override build_protocol()")
         proto = self.protocol(*self._args, **self._kwargs)
-        proto.factory = self
+        try:
+            proto.factory = self
+        except (AttributeError, TypeError):
+            pass   # __slots__ or a read-only property: not Twisted-style
         return proto
 
 

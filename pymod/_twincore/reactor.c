@@ -1159,11 +1159,14 @@ static PyMethodDef Reactor_methods[] = {
      "stop($self, /)\n--\n\nMake run() return after the current iteration."},
     {"close", (PyCFunction)reactor_close, METH_NOARGS,
      "close($self, /)\n--\n\nClose every listener, transport, datagram "
-     "transport, timer and signal handler of the reactor at once, without "
-     "calling their protocols, and free the loop's descriptors. Queued "
+     "transport, timer and signal handler of the reactor at once and free "
+     "the loop's descriptors; then call connection_lost() once for every "
+     "transport whose protocol has not heard it yet "
+     "(ConnectionAbortedError for an open connection cut short). Queued "
      "callbacks are dropped, and Futures it would settle stay pending. "
      "Afterwards every method raises RuntimeError; close() again does "
-     "nothing. RuntimeError while run() runs."},
+     "nothing. RuntimeError while run() runs. A reactor collected by the "
+     "GC closes the same way but calls no protocol."},
     {"call_soon", (PyCFunction)(void (*)(void))reactor_call_soon,
      METH_FASTCALL,
      "call_soon($self, fn, /, *args)\n--\n\nCall fn(*args) on the next "

@@ -1102,15 +1102,18 @@ static PyMethodDef Transport_methods[] = {
     {"write", (PyCFunction)Transport_write, METH_O,
      "write($self, data, /)\n--\n\nQueue bytes after any already queued; "
      "sent after the current batch of callbacks. Raises BrokenPipeError "
-     "once closed or shut down."},
+     "after the program's own close(), abort() or write_eof(); once the "
+     "connection was lost otherwise (the peer left, an error), the data is "
+     "dropped quietly, as asyncio and Twisted do."},
     {"writelines", (PyCFunction)Transport_writelines, METH_O,
-     "writelines($self, iterable, /)\n--\n\nwrite() each item."},
+     "writelines($self, iterable, /)\n--\n\nwrite() the items, all or "
+     "nothing: a TypeError for any item queues none."},
     {"close", (PyCFunction)Transport_close, METH_NOARGS,
-     "close($self, /)\n--\n\nFlush what is queued, then close; "
-     "connection_lost(None) follows."},
+     "close($self, /)\n--\n\nFlush what is queued, then close; no more "
+     "data_received() or eof_received(), connection_lost(None) follows."},
     {"abort", (PyCFunction)Transport_abort, METH_NOARGS,
      "abort($self, /)\n--\n\nDiscard what is queued and reset the "
-     "connection."},
+     "connection; only connection_lost() follows."},
     {"write_eof", (PyCFunction)Transport_write_eof, METH_NOARGS,
      "write_eof($self, /)\n--\n\nShut down the write side after the "
      "queue is flushed; reading goes on."},

@@ -540,7 +540,8 @@ transport_dispatch(ReactorObject *r, pyevent_t *ev)
             PyObject *factory = Py_NewRef(t->factory);
             int rc = start_protocol(t, factory);
             Py_DECREF(factory);
-            if (rc == 0) {
+            if (rc == 0 || (rc == -2 && t->failure == NULL)) {
+                /* (KeyboardInterrupt stops the reactor, nothing else.) */
                 call_on_connect(t, t->protocol, NULL);
             } else if (rc == -2) {
                 /* connection_made raised: the connect fails with it. */
@@ -619,7 +620,6 @@ drop_write(TransportObject *t)
     if (++t->dropped_writes != DROPPED_WRITES_WARNING) {
         return;
     }
-    PyObject *exc = tcpy_fetch_exception();
     PyObject *res = PyObject_CallMethod(
         reactor_state(t->reactor)->logger, "warning", "si",
         "twincore: %d writes to a transport whose connection was lost "
@@ -629,9 +629,6 @@ drop_write(TransportObject *t)
         reactor_report(t->reactor, "logging");
     }
     Py_XDECREF(res);
-    if (exc != NULL) {
-        tcpy_restore_exception(exc);
-    }
 }
 
 /* May method write?  1 yes; 0 no, drop the data quietly (the connection
@@ -670,9 +667,32 @@ wrote(TransportObject *t)
     }
 }
 
+/* write() of checked data: 0, or -1 with an exception. */
+static int
+write_checked(TransportObject *t, const char *buf, Py_ssize_t len)
+{
+    int rc = check_writable(t, "write");
+    if (rc <= 0 || len == 0) {
+        return rc < 0 ? -1 : 0;
+    }
+    if (bytebuf_append(&t->outbuf, buf, (size_t)len) != 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    wrote(t);
+    return 0;
+}
+
 static PyObject *
 Transport_write(TransportObject *t, PyObject *data)
 {
+    if (PyBytes_CheckExact(data)) {
+        if (write_checked(t, PyBytes_AS_STRING(data),
+                          PyBytes_GET_SIZE(data)) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
         PyErr_Format(PyExc_TypeError,
@@ -680,16 +700,7 @@ Transport_write(TransportObject *t, PyObject *data)
                      "%.100s", Py_TYPE(data)->tp_name);
         return NULL;
     }
-    int rc = check_writable(t, "write");
-    if (rc > 0 && view.len > 0) {
-        rc = bytebuf_append(&t->outbuf, view.buf, (size_t)view.len);
-        if (rc != 0) {
-            PyErr_NoMemory();
-            rc = -1;
-        } else {
-            wrote(t);
-        }
-    }
+    int rc = write_checked(t, view.buf, view.len);
     PyBuffer_Release(&view);
     if (rc < 0) {
         return NULL;
@@ -702,8 +713,8 @@ static PyObject *
 Transport_writelines(TransportObject *t, PyObject *iterable)
 {
     PyObject *seq = PySequence_Fast(
-        iterable, "writelines(): 'data' must be an iterable of bytes-like "
-                  "objects");
+        iterable, "writelines(): 'iterable' must be an iterable of "
+                  "bytes-like data");
     if (seq == NULL) {
         return NULL;
     }
@@ -719,8 +730,8 @@ Transport_writelines(TransportObject *t, PyObject *iterable)
         PyObject *item = PySequence_Fast_GET_ITEM(seq, got);
         if (PyObject_GetBuffer(item, &views[got], PyBUF_SIMPLE) < 0) {
             PyErr_Format(PyExc_TypeError,
-                         "writelines(): 'data' must hold bytes-like "
-                         "objects, got %.100s at index %zd",
+                         "writelines(): each item of 'iterable' must be "
+                         "bytes-like data, got %.100s at index %zd",
                          Py_TYPE(item)->tp_name, got);
             rc = -1;
             break;

@@ -17,8 +17,8 @@ method that raises (``connection_made``, ``data_received``,
 "twincore") and drops its connection: ``connection_lost`` gets that
 exception, and a client's connect Future fails with it when
 ``connection_made`` raised. An exception in ``connection_lost`` is only
-logged, and so is one in ``datagram_received``/``error_received`` (one bad
-datagram does not close a UDP socket, as in asyncio).
+logged, and so is one in any DatagramProtocol method (one bad datagram does
+not close a UDP socket, as in asyncio).
 ``Reactor.close()`` calls ``connection_lost`` for every open transport.
 """
 

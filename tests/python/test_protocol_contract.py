@@ -182,6 +182,63 @@ def test_no_eof_received_after_close_in_data_received(reactor, connector,
     listener.close()
 
 
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_close_in_data_received_matches_asyncio(kind, sock_dir):
+    """The oracle: after close() in data_received asyncio calls only
+    connection_lost(None), however the client goes on."""
+    from conftest import ScenarioProtocol, run_scenario
+    results = {}
+    for impl in ("asyncio", "twincore"):
+        def make_server(later, done):
+            return ScenarioProtocol(
+                "server", later, on_data=lambda p, d: p.transport.close(),
+                on_lost=lambda p: done())
+
+        def make_client(later, done):
+            def on_made(p):
+                p.transport.write(b"one")
+                later(0.02, lambda: p.transport.is_closing() or
+                      p.transport.write(b"two"))
+                later(0.04, lambda: p.transport.is_closing() or
+                      p.transport.write_eof())
+            return ScenarioProtocol("client", later, on_made=on_made,
+                                    keep_open_on_eof=False,
+                                    on_lost=lambda p: done())
+        server, _ = run_scenario(impl, kind, make_server, make_client,
+                                 sock_dir)
+        results[impl] = server.events
+    assert results["twincore"] == results["asyncio"] == [
+        ("made",), ("data", b"one"), ("lost", None)]
+
+
+@pytest.mark.callback_errors
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_data_received_raising_matches_asyncio(kind, sock_dir, caplog):
+    """The oracle: asyncio, too, drops the connection of a data_received
+    that raised and hands the exception to connection_lost."""
+    from conftest import ScenarioProtocol, run_scenario
+    results = {}
+
+    def bad(p, data):
+        raise Boom("bad input")
+    for impl in ("asyncio", "twincore"):
+        def make_server(later, done):
+            return ScenarioProtocol("server", later, on_data=bad,
+                                    on_lost=lambda p: done())
+
+        def make_client(later, done):
+            return ScenarioProtocol(
+                "client", later,
+                on_made=lambda p: p.transport.write(b"input"),
+                on_lost=lambda p: done())
+        with caplog.at_level(logging.ERROR):
+            server, _ = run_scenario(impl, kind, make_server, make_client,
+                                     sock_dir)
+        results[impl] = server.events
+    assert results["twincore"] == results["asyncio"] == [
+        ("made",), ("data", b"input"), ("lost", Boom)]
+
+
 # ---- defect 4: .transport before connection_made ------------------------
 
 class NoSuper(twincore.Protocol):

@@ -743,7 +743,8 @@ Transport_writelines(TransportObject *t, PyObject *iterable)
     if (rc > 0) {
         size_t before = t->outbuf.len;
         for (Py_ssize_t i = 0; i < n && rc > 0; i++) {
-            if (bytebuf_append(&t->outbuf, views[i].buf,
+            if (views[i].len > 0 &&   /* an empty one's buf may be NULL */
+                bytebuf_append(&t->outbuf, views[i].buf,
                                (size_t)views[i].len) != 0) {
                 t->outbuf.len = before;
                 PyErr_NoMemory();

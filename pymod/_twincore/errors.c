@@ -28,6 +28,43 @@ tcpy_raise(tc_state *st, int err)
     return NULL;
 }
 
+PyObject *
+tcpy_error_at(tc_state *st, int err, const char *attempt, PyObject *addr)
+{
+    assert(PyGILState_Check());
+    PyObject *cls = (err <= -3000 || err >= 0) ? st->Error : PyExc_OSError;
+    int code = (err <= -3000 || err >= 0) ? err : -err;
+    /* asyncio's wording: "... address ('127.0.0.1', 80): address already
+     * in use", the reason in lower case. */
+    PyObject *reason = PyUnicode_FromString(tc_strerror(err));
+    PyObject *lower = reason ? PyObject_CallMethod(reason, "lower", NULL)
+                             : NULL;
+    Py_XDECREF(reason);
+    if (lower == NULL) {
+        return NULL;
+    }
+    PyObject *msg = PyUnicode_FromFormat("error while attempting to %s %R: "
+                                         "%U", attempt, addr, lower);
+    Py_DECREF(lower);
+    if (msg == NULL) {
+        return NULL;
+    }
+    PyObject *exc = PyObject_CallFunction(cls, "iO", code, msg);
+    Py_DECREF(msg);
+    return exc;
+}
+
+PyObject *
+tcpy_raise_at(tc_state *st, int err, const char *attempt, PyObject *addr)
+{
+    PyObject *exc = tcpy_error_at(st, err, attempt, addr);
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
 /* 3.11 has no PyErr_GetRaisedException: fetch, normalise, attach tb. */
 PyObject *
 tcpy_fetch_exception(void)

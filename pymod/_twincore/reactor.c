@@ -531,9 +531,41 @@ reactor_close(ReactorObject *r, PyObject *unused)
                         "close it after run() returns");
         return NULL;
     }
+    /* The protocols of open transports hear connection_lost, once, after
+     * the loop is gone (no Python runs inside reactor_teardown()). */
+    tc_state *st = reactor_state(r);
+    PyObject *lost = PyList_New(0);
+    if (lost == NULL) {
+        return NULL;
+    }
+    for (loopref_t *ref = r->held; ref != NULL; ref = ref->next) {
+        if ((Py_IS_TYPE(ref->obj, st->Transport_type) ||
+             Py_IS_TYPE(ref->obj, st->DatagramTransport_type)) &&
+            PyList_Append(lost, ref->obj) < 0) {
+            Py_DECREF(lost);
+            return NULL;
+        }
+    }
     if (reactor_teardown(r) < 0) {
+        Py_DECREF(lost);
         PyErr_SetString(PyExc_RuntimeError,
                         "close(): the reactor's loop is in use");
+        return NULL;
+    }
+    /* Oldest first: r->held lists the newest first. */
+    for (Py_ssize_t i = PyList_GET_SIZE(lost) - 1; i >= 0; i--) {
+        PyObject *obj = PyList_GET_ITEM(lost, i);
+        if (Py_IS_TYPE(obj, st->Transport_type)) {
+            transport_reactor_closed(obj);
+        } else {
+            datagram_reactor_closed(obj);
+        }
+    }
+    Py_DECREF(lost);
+    PyObject *exc = r->pending_exc;   /* KeyboardInterrupt in one of them */
+    r->pending_exc = NULL;
+    if (exc != NULL) {
+        tcpy_restore_exception(exc);
         return NULL;
     }
     Py_RETURN_NONE;
@@ -694,7 +726,11 @@ reactor_listen_server(ReactorObject *r, const char *what, const char *host,
         return -1;
     }
     if (err != 0) {
-        tcpy_raise(reactor_state(r), err);
+        PyObject *addr = Py_BuildValue("(zi)", host, port);
+        if (addr != NULL) {
+            tcpy_raise_at(reactor_state(r), err, "bind on address", addr);
+            Py_DECREF(addr);
+        }
         return -1;
     }
     return 0;
@@ -745,25 +781,34 @@ reactor_listen_unix(ReactorObject *r, PyObject *args, PyObject *kwargs)
     tc_server_t *server;
     int err = tc_unix_listen(r->loop, PyBytes_AS_STRING(path_obj), &opts,
                              listener_on_connection, NULL, &server);
-    Py_DECREF(path_obj);
     if (err != 0) {
-        return tcpy_raise(reactor_state(r), err);
+        PyObject *addr = PyUnicode_DecodeFSDefault(PyBytes_AS_STRING(path_obj));
+        Py_DECREF(path_obj);
+        if (addr != NULL) {
+            tcpy_raise_at(reactor_state(r), err, "bind on address", addr);
+            Py_DECREF(addr);
+        }
+        return NULL;
     }
+    Py_DECREF(path_obj);
     return listener_new(r, server, factory, true);
 }
 
+/* addr: stolen; named by a failed connect's error. */
 static PyObject *
 start_client(ReactorObject *r, tc_stream_t *s, bool is_unix,
-             PyObject *factory, PyObject *on_connect)
+             PyObject *factory, PyObject *on_connect, PyObject *addr)
 {
     PyObject *t = transport_new(r, s, is_unix);
     if (t == NULL) {
         tc_close(tc_stream_handle(s), NULL);
+        Py_DECREF(addr);
         return NULL;
     }
     TransportObject *tr = (TransportObject *)t;
     tr->factory = Py_NewRef(factory);
     tr->on_connect = Py_NewRef(on_connect);
+    tr->connect_to = addr;
     return t;
 }
 
@@ -813,13 +858,19 @@ reactor_connect_tcp(ReactorObject *r, PyObject *args, PyObject *kwargs)
     if (opts.timeout_ms == 0 && timeout > 0.0 && timeout <= 1e9) {
         opts.timeout_ms = 1;
     }
+    PyObject *addr = Py_BuildValue("(si)", host, port);
+    if (addr == NULL) {
+        return NULL;
+    }
     tc_stream_t *s;
     int err = tc_tcp_connect(r->loop, host, port, &opts, transport_on_connect,
                              NULL, &s);
     if (err != 0) {
-        return tcpy_raise(reactor_state(r), err);
+        tcpy_raise_at(reactor_state(r), err, "connect to", addr);
+        Py_DECREF(addr);
+        return NULL;
     }
-    return start_client(r, s, false, factory, on_connect);
+    return start_client(r, s, false, factory, on_connect, addr);
 }
 
 static PyObject *
@@ -837,14 +888,21 @@ reactor_connect_unix(ReactorObject *r, PyObject *args, PyObject *kwargs)
         Py_DECREF(path_obj);
         return NULL;
     }
+    PyObject *addr = PyUnicode_DecodeFSDefault(PyBytes_AS_STRING(path_obj));
+    if (addr == NULL) {
+        Py_DECREF(path_obj);
+        return NULL;
+    }
     tc_stream_t *s;
     int err = tc_unix_connect(r->loop, PyBytes_AS_STRING(path_obj),
                               transport_on_connect, NULL, &s);
     Py_DECREF(path_obj);
     if (err != 0) {
-        return tcpy_raise(reactor_state(r), err);
+        tcpy_raise_at(reactor_state(r), err, "connect to", addr);
+        Py_DECREF(addr);
+        return NULL;
     }
-    return start_client(r, s, true, factory, on_connect);
+    return start_client(r, s, true, factory, on_connect, addr);
 }
 
 static PyObject *
@@ -875,7 +933,12 @@ reactor_listen_udp(ReactorObject *r, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     if (err != 0) {
-        return tcpy_raise(reactor_state(r), err);
+        PyObject *addr = Py_BuildValue("(si)", host, port);
+        if (addr != NULL) {
+            tcpy_raise_at(reactor_state(r), err, "bind on address", addr);
+            Py_DECREF(addr);
+        }
+        return NULL;
     }
     return datagram_new(r, udp, protocol);
 }
@@ -1122,11 +1185,14 @@ static PyMethodDef Reactor_methods[] = {
      "stop($self, /)\n--\n\nMake run() return after the current iteration."},
     {"close", (PyCFunction)reactor_close, METH_NOARGS,
      "close($self, /)\n--\n\nClose every listener, transport, datagram "
-     "transport, timer and signal handler of the reactor at once, without "
-     "calling their protocols, and free the loop's descriptors. Queued "
+     "transport, timer and signal handler of the reactor at once and free "
+     "the loop's descriptors; then call connection_lost() once for every "
+     "transport whose protocol has not heard it yet "
+     "(ConnectionAbortedError for an open connection cut short). Queued "
      "callbacks are dropped, and Futures it would settle stay pending. "
      "Afterwards every method raises RuntimeError; close() again does "
-     "nothing. RuntimeError while run() runs."},
+     "nothing. RuntimeError while run() runs. A reactor collected by the "
+     "GC closes the same way but calls no protocol."},
     {"call_soon", (PyCFunction)(void (*)(void))reactor_call_soon,
      METH_FASTCALL,
      "call_soon($self, fn, /, *args)\n--\n\nCall fn(*args) on the next "

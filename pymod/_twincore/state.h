@@ -153,6 +153,10 @@ struct TransportObject {
     PyObject *factory;          /* client: to build the protocol */
     PyObject *on_connect;       /* client: callback(protocol, exc) */
     PyObject *peer, *host;      /* cached address tuples or str */
+    PyObject *connect_to;       /* client: the address, for connect errors */
+    PyObject *failure;          /* what a protocol method raised: the
+                                 * connection is aborted and
+                                 * connection_lost gets it */
     bytebuf_t inbuf, outbuf;
     TransportObject *next_dirty;
     size_t low_water, high_water;
@@ -162,6 +166,13 @@ struct TransportObject {
     bool reading_paused;        /* by the protocol */
     bool writing_paused;        /* protocol was told pause_writing() */
     bool closing;               /* close()/abort() called */
+    bool input_done;            /* closed by us (close, abort, EOF, a
+                                 * failing protocol method): no more
+                                 * data_received/eof_received */
+    bool user_closed;           /* the program called close()/abort():
+                                 * write() raises; else writes after the
+                                 * connection is lost are dropped */
+    unsigned dropped_writes;
     bool write_eof;
     bool closed;                /* PYEV_CLOSED dispatched */
     bool is_unix;
@@ -210,6 +221,10 @@ PyObject *transport_new(ReactorObject *r, tc_stream_t *s, bool is_unix);
 void transport_dispatch(ReactorObject *r, pyevent_t *ev);
 void listener_dispatch(ReactorObject *r, pyevent_t *ev);
 void transport_flush(TransportObject *t);
+/* GIL: held.  The reactor was closed (reactor.c, after its loop is gone):
+ * connection_lost, once, to a protocol that has not heard it yet. */
+void transport_reactor_closed(PyObject *t);
+void datagram_reactor_closed(PyObject *d);
 extern const tc_stream_callbacks_t transport_callbacks;
 void transport_on_connect(tc_stream_t *s, int status);
 void listener_on_connection(tc_server_t *server, tc_stream_t *conn,
@@ -239,6 +254,14 @@ tc_pool_t *cpupool_native(PyObject *pool);
 /* Errors (errors.c). */
 PyObject *tcpy_error_object(tc_state *st, int err);
 PyObject *tcpy_raise(tc_state *st, int err);
+/* An error of an attempt to bind on or connect to addr ("bind on address",
+ * "connect to"): the same class and errno as tcpy_error_object(), the
+ * address in the message, as asyncio's.  New ref, or NULL. */
+PyObject *tcpy_error_at(tc_state *st, int err, const char *attempt,
+                        PyObject *addr);
+/* tcpy_error_at() raised; returns NULL. */
+PyObject *tcpy_raise_at(tc_state *st, int err, const char *attempt,
+                        PyObject *addr);
 void tcpy_log_current(tc_state *st, const char *context);
 PyObject *tcpy_fetch_exception(void);             /* new ref or NULL */
 void tcpy_restore_exception(PyObject *exc);       /* steals */

@@ -568,17 +568,28 @@ reactor_connect_tls(ReactorObject *r, PyObject *args, PyObject *kwargs)
                         "server_hostname");
         return NULL;
     }
+    PyObject *addr = Py_BuildValue("(si)", host, port);
+    if (addr == NULL) {
+        if (err == 0) {
+            tc_close(tc_stream_handle(s), NULL);
+        }
+        return NULL;
+    }
     if (err != 0) {
-        return tcpy_raise(st, err);
+        tcpy_raise_at(st, err, "connect to", addr);
+        Py_DECREF(addr);
+        return NULL;
     }
     PyObject *t = transport_new(r, s, false);
     if (t == NULL) {
         tc_close(tc_stream_handle(s), NULL);
+        Py_DECREF(addr);
         return NULL;
     }
     TransportObject *tr = (TransportObject *)t;
     tr->factory = Py_NewRef(factory);
     tr->on_connect = Py_NewRef(on_connect);
+    tr->connect_to = addr;   /* named by a failed connect's error */
     return t;
 }
 

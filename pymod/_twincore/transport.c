@@ -9,7 +9,16 @@
  * no object and do nothing.  A Listener is held the same way.
  * Writes are buffered in outbuf under the GIL and handed to the stream by
  * transport_flush() after the batch, without the GIL: many writes of one
- * iteration become one send. */
+ * iteration become one send.
+ *
+ * The protocol contract (Twisted's, asyncio's): .transport is set before
+ * connection_made; after close()/abort() (or the close that follows EOF)
+ * no data_received/eof_received reaches the protocol; a protocol method
+ * that raises (but connection_lost) aborts the connection, whose
+ * connection_lost gets that exception; connection_lost comes exactly once,
+ * also when the reactor is closed.  write() raises BrokenPipeError only
+ * after the program's own close()/abort()/write_eof(); writes after the
+ * connection was lost otherwise are dropped, as asyncio and Twisted do. */
 #include <sys/socket.h>
 
 #include "state.h"
@@ -35,7 +44,7 @@ static void
 t_on_read(tc_stream_t *s, const char *buf, size_t len)
 {
     TransportObject *t = tc_handle_data(tc_stream_handle(s));
-    if (t == NULL) {
+    if (t == NULL || t->input_done) {
         return;
     }
     if (bytebuf_append(&t->inbuf, buf, len) != 0) {
@@ -57,7 +66,9 @@ t_on_eof(tc_stream_t *s)
         return;
     }
     t->eof = true;
-    pyevents_push(t->reactor, PYEV_EOF, (PyObject *)t, NULL, 0);
+    if (!t->input_done) {
+        pyevents_push(t->reactor, PYEV_EOF, (PyObject *)t, NULL, 0);
+    }
 }
 
 static void
@@ -156,6 +167,14 @@ static void
 transport_detach(PyObject *obj)
 {
     TransportObject *t = (TransportObject *)obj;
+    /* The reason transport_reactor_closed() gives: an open connection, or
+     * a close() that had not sent everything yet, is cut short. */
+    bool flushed = t->stream == NULL ||
+                   tc_handle_is_closing(tc_stream_handle(t->stream)) ||
+                   pending_writes(t) == 0;
+    if (t->error == 0 && (!t->closing || !flushed)) {
+        t->error = -ECONNABORTED;
+    }
     if (t->stream != NULL) {
         tc_handle_t *h = tc_stream_handle(t->stream);
         tc_handle_set_data(h, NULL);
@@ -168,6 +187,39 @@ transport_detach(PyObject *obj)
     t->closed = true;
     t->outbuf.len = 0;
     t->inbuf.len = 0;
+}
+
+void
+transport_reactor_closed(PyObject *obj)
+{
+    TransportObject *t = (TransportObject *)obj;
+    if (t->protocol == NULL) {
+        return;   /* told already, or never made */
+    }
+    tc_state *st = reactor_state(t->reactor);
+    PyObject *exc = NULL;
+    if (t->failure != NULL) {
+        exc = Py_NewRef(t->failure);
+    } else if (t->error == -ECONNABORTED) {
+        exc = PyObject_CallFunction(PyExc_ConnectionAbortedError, "is",
+                                    ECONNABORTED, "the reactor was closed");
+    } else if (t->error != 0) {
+        exc = tcpy_error_object(st, t->error);
+    }
+    if (t->error != 0 && exc == NULL) {
+        reactor_report(t->reactor, "connection_lost");
+    }
+    PyObject *proto = t->protocol;
+    t->protocol = NULL;
+    PyObject *res = PyObject_CallMethodOneArg(proto, st->str_connection_lost,
+                                              exc ? exc : Py_None);
+    if (res == NULL) {
+        reactor_report(t->reactor, "connection_lost");
+    }
+    Py_XDECREF(res);
+    Py_XDECREF(exc);
+    Py_DECREF(proto);
+    Py_CLEAR(t->failure);
 }
 
 PyObject *
@@ -218,28 +270,71 @@ address_of(TransportObject *t, bool peer)
 
 /* ---- dispatch: GIL held ------------------------------------------------- */
 
+/* No more input for the protocol: the program (or the close after EOF)
+ * closes the connection. */
 static void
+stop_input(TransportObject *t)
+{
+    t->input_done = true;
+    t->inbuf.len = 0;
+    t->eof_deferred = false;
+}
+
+/* GIL: held.  A protocol method raised the current exception: log it and,
+ * as Twisted does, drop the connection; connection_lost gets the
+ * exception.  KeyboardInterrupt and SystemExit only stop the reactor. */
+static void
+protocol_failed(TransportObject *t, const char *context)
+{
+    PyObject *exc = tcpy_fetch_exception();
+    if (exc == NULL) {
+        return;
+    }
+    bool fatal = PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt) ||
+                 PyErr_GivenExceptionMatches(exc, PyExc_SystemExit);
+    if (!fatal && t->failure == NULL) {
+        t->failure = Py_NewRef(exc);
+    }
+    tcpy_restore_exception(exc);
+    reactor_report(t->reactor, context);
+    if (fatal || t->closed) {
+        return;
+    }
+    stop_input(t);
+    t->outbuf.len = 0;
+    if (t->stream != NULL &&
+        !tc_handle_is_closing(tc_stream_handle(t->stream))) {
+        /* Also cuts a graceful close short; t_on_closed replaces its
+         * callback, so connection_lost still comes once. */
+        t->closing = true;
+        tc_stream_abort(t->stream, t_on_closed);
+    }
+}
+
+/* Returns 0, or -1 when the method raised (the connection is aborted). */
+static int
 call_protocol(TransportObject *t, PyObject *name, PyObject *arg,
               const char *context)
 {
     if (t->protocol == NULL) {
-        return;
+        return 0;
     }
     PyObject *res = arg != NULL
                         ? PyObject_CallMethodOneArg(t->protocol, name, arg)
                         : PyObject_CallMethodNoArgs(t->protocol, name);
     if (res == NULL) {
-        reactor_report(t->reactor, context);
-        return;
+        protocol_failed(t, context);
+        return -1;
     }
     Py_DECREF(res);
+    return 0;
 }
 
 static void
 deliver_data(TransportObject *t)
 {
-    if (t->inbuf.len == 0 || t->closed || t->protocol == NULL ||
-        t->reading_paused) {
+    if (t->inbuf.len == 0 || t->closed || t->input_done ||
+        t->protocol == NULL || t->reading_paused) {
         return;
     }
     PyObject *data = PyBytes_FromStringAndSize(t->inbuf.data,
@@ -262,7 +357,7 @@ static void transport_close_impl(TransportObject *t);
 static void
 deliver_eof(TransportObject *t)
 {
-    if (t->closed || t->protocol == NULL) {
+    if (t->closed || t->input_done || t->protocol == NULL) {
         return;
     }
     if (t->inbuf.len > 0) {
@@ -271,18 +366,18 @@ deliver_eof(TransportObject *t)
     }
     PyObject *res = PyObject_CallMethodNoArgs(
         t->protocol, reactor_state(t->reactor)->str_eof_received);
-    int keep_open = 0;
     if (res == NULL) {
-        reactor_report(t->reactor, "eof_received");
-    } else {
-        keep_open = PyObject_IsTrue(res);
-        Py_DECREF(res);
-        if (keep_open < 0) {
-            reactor_report(t->reactor, "eof_received");
-            keep_open = 0;
-        }
+        protocol_failed(t, "eof_received");
+        return;
+    }
+    int keep_open = PyObject_IsTrue(res);
+    Py_DECREF(res);
+    if (keep_open < 0) {
+        protocol_failed(t, "eof_received");
+        return;
     }
     if (!keep_open) {
+        stop_input(t);
         transport_close_impl(t);
     }
 }
@@ -305,8 +400,44 @@ call_on_connect(TransportObject *t, PyObject *protocol, PyObject *exc)
     Py_DECREF(cb);
 }
 
-/* Build the protocol and announce the connection.  Returns 0, or -1 after
- * aborting the connection (the error is logged). */
+/* GIL: held.  Twisted's makeConnection sets .transport before
+ * connectionMade: so do we, and .factory when build_protocol left it
+ * unset.  A protocol that cannot take the attribute (__slots__, a
+ * read-only property) is left alone.  Returns 0, or -1 with another
+ * exception set. */
+static int
+set_protocol_attr(PyObject *proto, const char *name, PyObject *value,
+                  bool only_if_none)
+{
+    if (only_if_none) {
+        PyObject *old = PyObject_GetAttrString(proto, name);
+        if (old == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                goto failed;
+            }
+            PyErr_Clear();
+        }
+        Py_XDECREF(old);
+        if (old != NULL && old != Py_None) {
+            return 0;
+        }
+    }
+    if (PyObject_SetAttrString(proto, name, value) == 0) {
+        return 0;
+    }
+failed:
+    if (PyErr_ExceptionMatches(PyExc_AttributeError) ||
+        PyErr_ExceptionMatches(PyExc_TypeError)) {
+        PyErr_Clear();
+        return 0;
+    }
+    return -1;
+}
+
+/* Build the protocol and announce the connection.  Returns 0, -1 after
+ * aborting the connection (the error is logged, no protocol is left), or
+ * -2 when connection_made raised (the connection is aborted and
+ * connection_lost follows with t->failure). */
 static int
 start_protocol(TransportObject *t, PyObject *factory)
 {
@@ -332,8 +463,15 @@ start_protocol(TransportObject *t, PyObject *factory)
     }
     t->protocol = proto;
     tc_stream_read_start(t->stream);
-    call_protocol(t, st->str_connection_made, (PyObject *)t,
-                  "connection_made");
+    if (set_protocol_attr(proto, "transport", (PyObject *)t, false) < 0 ||
+        set_protocol_attr(proto, "factory", factory, true) < 0) {
+        protocol_failed(t, "connection_made");
+        return -2;
+    }
+    if (call_protocol(t, st->str_connection_made, (PyObject *)t,
+                      "connection_made") < 0) {
+        return -2;
+    }
     return 0;
 }
 
@@ -372,7 +510,11 @@ transport_dispatch(ReactorObject *r, pyevent_t *ev)
             break;   /* closed meanwhile: PYEV_CLOSED reports it */
         }
         if (ev->status != 0) {
-            PyObject *exc = tls_error_object(st, ev->status, t->stream);
+            PyObject *exc =
+                t->connect_to != NULL && ev->status > -3000
+                    ? tcpy_error_at(st, ev->status, "connect to",
+                                    t->connect_to)
+                    : tls_error_object(st, ev->status, t->stream);
             if (exc == NULL) {
                 reactor_report(r, "connect");
             } else if (t->on_connect == NULL) {
@@ -398,8 +540,12 @@ transport_dispatch(ReactorObject *r, pyevent_t *ev)
             PyObject *factory = Py_NewRef(t->factory);
             int rc = start_protocol(t, factory);
             Py_DECREF(factory);
-            if (rc == 0) {
+            if (rc == 0 || (rc == -2 && t->failure == NULL)) {
+                /* (KeyboardInterrupt stops the reactor, nothing else.) */
                 call_on_connect(t, t->protocol, NULL);
+            } else if (rc == -2) {
+                /* connection_made raised: the connect fails with it. */
+                call_on_connect(t, NULL, t->failure);
             } else {
                 PyObject *exc = PyObject_CallFunction(
                     PyExc_ConnectionAbortedError, "s",
@@ -414,8 +560,14 @@ transport_dispatch(ReactorObject *r, pyevent_t *ev)
         t->closing = true;
         t->inbuf.len = 0;
         PyObject *exc = NULL;
-        if (t->error != 0) {
-            exc = tcpy_error_object(st, t->error);
+        if (t->failure != NULL) {
+            exc = t->failure;   /* what a protocol method raised */
+            t->failure = NULL;
+        } else if (t->error != 0) {
+            exc = t->on_connect != NULL && t->connect_to != NULL
+                      ? tcpy_error_at(st, t->error, "connect to",
+                                      t->connect_to)
+                      : tcpy_error_object(st, t->error);
             if (exc == NULL) {
                 reactor_report(r, "connection_lost");
             }
@@ -431,13 +583,21 @@ transport_dispatch(ReactorObject *r, pyevent_t *ev)
             Py_XDECREF(why);
         }
         if (t->protocol != NULL) {
-            call_protocol(t, st->str_connection_lost, exc ? exc : Py_None,
-                          "connection_lost");
+            /* Only logged: the connection is gone already. */
+            PyObject *proto = Py_NewRef(t->protocol);
+            PyObject *res = PyObject_CallMethodOneArg(
+                proto, st->str_connection_lost, exc ? exc : Py_None);
+            if (res == NULL) {
+                reactor_report(r, "connection_lost");
+            }
+            Py_XDECREF(res);
+            Py_DECREF(proto);
         }
         Py_XDECREF(exc);
         Py_CLEAR(t->protocol);
         Py_CLEAR(t->factory);
         Py_CLEAR(t->on_connect);
+        Py_CLEAR(t->connect_to);
         Py_XDECREF(reactor_unhold(r, &t->held));   /* the handle's */
         break;
     }
@@ -448,31 +608,56 @@ transport_dispatch(ReactorObject *r, pyevent_t *ev)
 
 /* ---- Transport methods: GIL held, loop thread ---------------------------- */
 
+#define DROPPED_WRITES_WARNING 5   /* asyncio's threshold */
+
+/* A write to a connection that was lost (not closed by the program) is
+ * dropped, as asyncio and Twisted do; a late result for a client that has
+ * gone is no error.  Warn once, after several: a program that writes on
+ * and on to a dead connection may want to know. */
+static void
+drop_write(TransportObject *t)
+{
+    if (++t->dropped_writes != DROPPED_WRITES_WARNING) {
+        return;
+    }
+    PyObject *res = PyObject_CallMethod(
+        reactor_state(t->reactor)->logger, "warning", "si",
+        "twincore: %d writes to a transport whose connection was lost "
+        "were dropped (warned once per transport)",
+        DROPPED_WRITES_WARNING);
+    if (res == NULL) {
+        reactor_report(t->reactor, "logging");
+    }
+    Py_XDECREF(res);
+}
+
+/* May method write?  1 yes; 0 no, drop the data quietly (the connection
+ * was lost, not closed by the program); -1 with BrokenPipeError after the
+ * program's own close(), abort() or write_eof(), or RuntimeError. */
 static int
-check_usable(TransportObject *t, const char *method)
+check_writable(TransportObject *t, const char *method)
 {
     if (reactor_check_thread(t->reactor) < 0) {
         return -1;
     }
-    if (!is_open(t) || t->write_eof) {
+    if (t->write_eof || t->user_closed) {
         PyErr_Format(PyExc_BrokenPipeError,
                      "%s(): the transport is %s", method,
                      t->write_eof ? "shut down for writing" : "closed");
         return -1;
     }
-    return 0;
-}
-
-static int
-append_write(TransportObject *t, const char *data, size_t len)
-{
-    if (len == 0) {
+    if (!is_open(t)) {
+        drop_write(t);
         return 0;
     }
-    if (bytebuf_append(&t->outbuf, data, len) != 0) {
-        PyErr_NoMemory();
-        return -1;
-    }
+    return 1;
+}
+
+/* Bytes went into outbuf: schedule the flush, and tell the protocol when
+ * they pass the high watermark. */
+static void
+wrote(TransportObject *t)
+{
     reactor_mark_dirty(t->reactor, t);
     reactor_wake(t->reactor);
     if (!t->writing_paused && pending_writes(t) > t->high_water) {
@@ -480,18 +665,30 @@ append_write(TransportObject *t, const char *data, size_t len)
         call_protocol(t, reactor_state(t->reactor)->str_pause_writing, NULL,
                       "pause_writing");
     }
+}
+
+/* write() of checked data: 0, or -1 with an exception. */
+static int
+write_checked(TransportObject *t, const char *buf, Py_ssize_t len)
+{
+    int rc = check_writable(t, "write");
+    if (rc <= 0 || len == 0) {
+        return rc < 0 ? -1 : 0;
+    }
+    if (bytebuf_append(&t->outbuf, buf, (size_t)len) != 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    wrote(t);
     return 0;
 }
 
 static PyObject *
 Transport_write(TransportObject *t, PyObject *data)
 {
-    if (check_usable(t, "write") < 0) {
-        return NULL;
-    }
     if (PyBytes_CheckExact(data)) {
-        if (append_write(t, PyBytes_AS_STRING(data),
-                         (size_t)PyBytes_GET_SIZE(data)) < 0) {
+        if (write_checked(t, PyBytes_AS_STRING(data),
+                          PyBytes_GET_SIZE(data)) < 0) {
             return NULL;
         }
         Py_RETURN_NONE;
@@ -503,7 +700,7 @@ Transport_write(TransportObject *t, PyObject *data)
                      "%.100s", Py_TYPE(data)->tp_name);
         return NULL;
     }
-    int rc = append_write(t, view.buf, (size_t)view.len);
+    int rc = write_checked(t, view.buf, view.len);
     PyBuffer_Release(&view);
     if (rc < 0) {
         return NULL;
@@ -511,32 +708,59 @@ Transport_write(TransportObject *t, PyObject *data)
     Py_RETURN_NONE;
 }
 
+/* All or nothing: every item is checked before any is queued. */
 static PyObject *
 Transport_writelines(TransportObject *t, PyObject *iterable)
 {
-    if (check_usable(t, "writelines") < 0) {
+    PyObject *seq = PySequence_Fast(
+        iterable, "writelines(): 'iterable' must be an iterable of "
+                  "bytes-like data");
+    if (seq == NULL) {
         return NULL;
     }
-    PyObject *it = PyObject_GetIter(iterable);
-    if (it == NULL) {
-        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Py_buffer *views = PyMem_New(Py_buffer, n > 0 ? n : 1);
+    if (views == NULL) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
     }
-    PyObject *item;
-    while ((item = PyIter_Next(it)) != NULL) {
-        PyObject *res = is_open(t) ? Transport_write(t, item) : NULL;
-        Py_DECREF(item);
-        if (res == NULL) {
-            if (!PyErr_Occurred()) {
-                PyErr_SetString(PyExc_BrokenPipeError,
-                                "writelines(): the transport was closed");
-            }
-            Py_DECREF(it);
-            return NULL;
+    Py_ssize_t got = 0;
+    int rc = 1;
+    for (; got < n; got++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, got);
+        if (PyObject_GetBuffer(item, &views[got], PyBUF_SIMPLE) < 0) {
+            PyErr_Format(PyExc_TypeError,
+                         "writelines(): each item of 'iterable' must be "
+                         "bytes-like data, got %.100s at index %zd",
+                         Py_TYPE(item)->tp_name, got);
+            rc = -1;
+            break;
         }
-        Py_DECREF(res);
     }
-    Py_DECREF(it);
-    if (PyErr_Occurred()) {
+    if (rc > 0) {
+        rc = check_writable(t, "writelines");
+    }
+    if (rc > 0) {
+        size_t before = t->outbuf.len;
+        for (Py_ssize_t i = 0; i < n && rc > 0; i++) {
+            if (views[i].len > 0 &&   /* an empty one's buf may be NULL */
+                bytebuf_append(&t->outbuf, views[i].buf,
+                               (size_t)views[i].len) != 0) {
+                t->outbuf.len = before;
+                PyErr_NoMemory();
+                rc = -1;
+            }
+        }
+        if (rc > 0 && t->outbuf.len > before) {
+            wrote(t);
+        }
+    }
+    for (Py_ssize_t i = 0; i < got; i++) {
+        PyBuffer_Release(&views[i]);
+    }
+    PyMem_Free(views);
+    Py_DECREF(seq);
+    if (rc < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -548,6 +772,7 @@ transport_close_impl(TransportObject *t)
     if (!is_open(t)) {
         return;
     }
+    stop_input(t);
     t->closing = true;
     transport_flush(t);
     tc_stream_close(t->stream, t_on_closed);
@@ -558,11 +783,13 @@ Transport_close(TransportObject *t, PyObject *unused)
 {
     (void)unused;
     if (!is_open(t)) {
-        Py_RETURN_NONE;   /* also once the reactor is closed */
+        t->user_closed = true;   /* write() raises from now on */
+        Py_RETURN_NONE;          /* also once the reactor is closed */
     }
     if (reactor_check_thread(t->reactor) < 0) {
         return NULL;
     }
+    t->user_closed = true;
     transport_close_impl(t);
     Py_RETURN_NONE;
 }
@@ -572,12 +799,15 @@ Transport_abort(TransportObject *t, PyObject *unused)
 {
     (void)unused;
     if (!is_open(t)) {
-        Py_RETURN_NONE;   /* also once the reactor is closed */
+        t->user_closed = true;   /* write() raises from now on */
+        Py_RETURN_NONE;          /* also once the reactor is closed */
     }
     if (reactor_check_thread(t->reactor) < 0) {
         return NULL;
     }
+    t->user_closed = true;
     if (is_open(t)) {
+        stop_input(t);
         t->closing = true;
         t->outbuf.len = 0;
         tc_stream_abort(t->stream, t_on_closed);
@@ -589,12 +819,17 @@ static PyObject *
 Transport_write_eof(TransportObject *t, PyObject *unused)
 {
     (void)unused;
-    if (check_usable(t, "write_eof") < 0) {
-        return NULL;
+    int rc = check_writable(t, "write_eof");
+    if (rc <= 0) {
+        return rc < 0 ? NULL : Py_NewRef(Py_None);
     }
     t->write_eof = true;
     transport_flush(t);
     int err = tc_stream_shutdown(t->stream);
+    if (err == -EPIPE || err == -ECONNRESET || err == -ENOTCONN) {
+        /* The peer left; connection_lost will say so. */
+        Py_RETURN_NONE;
+    }
     if (err != 0) {
         return tcpy_raise(reactor_state(t->reactor), err);
     }
@@ -823,6 +1058,8 @@ Transport_traverse(TransportObject *t, visitproc visit, void *arg)
     Py_VISIT(t->on_connect);
     Py_VISIT(t->peer);
     Py_VISIT(t->host);
+    Py_VISIT(t->connect_to);
+    Py_VISIT(t->failure);
     return 0;
 }
 
@@ -834,6 +1071,8 @@ Transport_clear(TransportObject *t)
     Py_CLEAR(t->on_connect);
     Py_CLEAR(t->peer);
     Py_CLEAR(t->host);
+    Py_CLEAR(t->connect_to);
+    Py_CLEAR(t->failure);
     return 0;
 }
 
@@ -875,15 +1114,18 @@ static PyMethodDef Transport_methods[] = {
     {"write", (PyCFunction)Transport_write, METH_O,
      "write($self, data, /)\n--\n\nQueue bytes after any already queued; "
      "sent after the current batch of callbacks. Raises BrokenPipeError "
-     "once closed or shut down."},
+     "after the program's own close(), abort() or write_eof(); once the "
+     "connection was lost otherwise (the peer left, an error), the data is "
+     "dropped quietly, as asyncio and Twisted do."},
     {"writelines", (PyCFunction)Transport_writelines, METH_O,
-     "writelines($self, iterable, /)\n--\n\nwrite() each item."},
+     "writelines($self, iterable, /)\n--\n\nwrite() the items, all or "
+     "nothing: a TypeError for any item queues none."},
     {"close", (PyCFunction)Transport_close, METH_NOARGS,
-     "close($self, /)\n--\n\nFlush what is queued, then close; "
-     "connection_lost(None) follows."},
+     "close($self, /)\n--\n\nFlush what is queued, then close; no more "
+     "data_received() or eof_received(), connection_lost(None) follows."},
     {"abort", (PyCFunction)Transport_abort, METH_NOARGS,
      "abort($self, /)\n--\n\nDiscard what is queued and reset the "
-     "connection."},
+     "connection; only connection_lost() follows."},
     {"write_eof", (PyCFunction)Transport_write_eof, METH_NOARGS,
      "write_eof($self, /)\n--\n\nShut down the write side after the "
      "queue is flushed; reading goes on."},

@@ -141,6 +141,24 @@ datagram_detach(PyObject *obj)
     }
 }
 
+void
+datagram_reactor_closed(PyObject *obj)
+{
+    DatagramObject *d = (DatagramObject *)obj;
+    if (!d->made || d->protocol == NULL) {
+        return;   /* connection_made never ran: nothing to end */
+    }
+    PyObject *proto = d->protocol;
+    d->protocol = NULL;
+    PyObject *res = PyObject_CallMethodOneArg(
+        proto, reactor_state(d->reactor)->str_connection_lost, Py_None);
+    if (res == NULL) {
+        reactor_report(d->reactor, "connection_lost");
+    }
+    Py_XDECREF(res);
+    Py_DECREF(proto);
+}
+
 PyObject *
 datagram_new(ReactorObject *r, tc_udp_t *udp, PyObject *protocol)
 {
@@ -187,6 +205,16 @@ announce(DatagramObject *d)
     d->made = true;
     tc_state *st = reactor_state(d->reactor);
     PyObject *proto = Py_NewRef(d->protocol);
+    /* .transport before connection_made, as for streams; quietly not
+     * for a protocol that cannot take it. */
+    if (PyObject_SetAttrString(proto, "transport", (PyObject *)d) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError) ||
+            PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+        } else {
+            reactor_report(d->reactor, "connection_made");
+        }
+    }
     PyObject *res = PyObject_CallMethodOneArg(proto, st->str_connection_made,
                                               (PyObject *)d);
     Py_DECREF(proto);

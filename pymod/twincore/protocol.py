@@ -6,6 +6,20 @@ number of times, then at most one ``eof_received()``, then exactly one
 ``connection_lost(reason)`` (None for a clean close, else the exception).
 ``pause_writing()``/``resume_writing()`` come from the transport's write
 buffer watermarks (see ``Transport.set_write_buffer_limits``).
+
+As Twisted's ``makeConnection`` does, the reactor sets ``protocol.transport``
+(and ``protocol.factory``, when still unset) before ``connection_made``; a
+protocol that cannot take the attribute (``__slots__``) is left alone.
+After ``transport.close()`` or ``abort()`` no ``data_received`` or
+``eof_received`` follows, only ``connection_lost``. A stream protocol
+method that raises (``connection_made``, ``data_received``,
+``eof_received``, ``pause_writing``, ``resume_writing``) is logged (logger
+"twincore") and drops its connection: ``connection_lost`` gets that
+exception, and a client's connect Future fails with it when
+``connection_made`` raised. An exception in ``connection_lost`` is only
+logged, and so is one in any DatagramProtocol method (one bad datagram does
+not close a UDP socket, as in asyncio).
+``Reactor.close()`` calls ``connection_lost`` for every open transport.
 """
 
 __all__ = ["BaseProtocol", "Protocol", "DatagramProtocol", "Factory",
@@ -19,7 +33,7 @@ class BaseProtocol:
     factory = None
 
     def connection_made(self, transport):
-        """The transport is ready; keep it to write."""
+        """The transport is ready (``self.transport`` is already set)."""
         self.transport = transport
 
     def connection_lost(self, reason):
@@ -81,7 +95,10 @@ class Factory:
                 f"{type(self).__name__}.build_protocol(): set the factory's "
                 "'protocol' or override build_protocol()")
         proto = self.protocol(*self._args, **self._kwargs)
-        proto.factory = self
+        try:
+            proto.factory = self
+        except (AttributeError, TypeError):
+            pass   # __slots__ or a read-only property: not Twisted-style
         return proto
 
 

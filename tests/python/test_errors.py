@@ -1,7 +1,9 @@
 """Exceptions raised by user code on the reactor (protocol methods,
 factories, timers, call_soon and call_from_thread callbacks) are logged
 through logging (logger "twincore") with their traceback, and the reactor
-carries on. Also the error types."""
+carries on.  A stream protocol method that raises (but connection_lost)
+also drops its connection, as Twisted does: connection_lost gets the
+exception.  Also the error types."""
 
 import logging
 import threading
@@ -106,6 +108,9 @@ PROTOCOL_METHODS = ["connection_made", "data_received", "eof_received",
 
 @pytest.mark.parametrize("method", PROTOCOL_METHODS)
 def test_protocol_method_raising_is_logged(reactor, caplog, method):
+    """Logged with its traceback; a raising connection_made, data_received
+    or eof_received aborts the connection and connection_lost gets the
+    exception (a raising connection_lost is only logged)."""
     servers = []
 
     class Server(RecordingProtocol):
@@ -146,18 +151,34 @@ def test_protocol_method_raising_is_logged(reactor, caplog, method):
     with caplog.at_level(logging.ERROR, logger="twincore"):
         client = run_until(reactor, main())
     server, = servers
-    # The connection still ends in order, exactly once.
-    assert server.events == ["made", "data", "eof", "lost"]
+    # The connection still ends in order, exactly once; nothing reaches
+    # the protocol after the method that raised.
+    expected = {"connection_made": ["made", "lost"],
+                "data_received": ["made", "data", "lost"],
+                "eof_received": ["made", "data", "eof", "lost"],
+                "connection_lost": ["made", "data", "eof", "lost"]}[method]
+    assert server.events == expected
+    if method == "connection_lost":
+        assert server.lost is None
+    else:
+        assert isinstance(server.lost, Boom) and server.lost.args == (method,)
+        # Aborted: the peer sees a reset (or, if it finished first, its
+        # own clean close).
+        assert client.lost is None or \
+            isinstance(client.lost, ConnectionResetError), client.lost
     assert client.events[0] == "made" and client.events[-1] == "lost"
     assert_logged(caplog, method, method)
     assert_reactor_carries_on(reactor)
     listener.close()
 
 
-def test_flow_control_callbacks_raising_are_logged(reactor, caplog):
+@pytest.mark.parametrize("method", ["pause_writing", "resume_writing"])
+def test_flow_control_callbacks_raising_abort_the_connection(
+        reactor, caplog, method):
     class Client(RecordingProtocol):
         def pause_writing(self):
-            raise Boom("pause_writing")
+            if method == "pause_writing":
+                raise Boom("pause_writing")
 
         def resume_writing(self):
             raise Boom("resume_writing")
@@ -168,18 +189,15 @@ def test_flow_control_callbacks_raising_are_logged(reactor, caplog):
                                            Client)
         client.transport.set_write_buffer_limits(high=10, low=0)
         client.transport.write(b"x" * 100)   # pause_writing, at once
-        for _ in range(2000):
-            if len(boom_records(caplog)) >= 2:
-                break
-            await twincore.sleep(0.001, reactor=reactor)
-        client.transport.close()
         await client.done
+        return client
 
     with caplog.at_level(logging.ERROR, logger="twincore"):
-        run_until(reactor, main())
+        client = run_until(reactor, main())
     recs = boom_records(caplog)
-    assert [r.exc_info[1].args[0] for r in recs] == ["pause_writing",
-                                                      "resume_writing"]
+    assert [r.exc_info[1].args[0] for r in recs] == [method]
+    assert client.events == ["made", "lost"]
+    assert isinstance(client.lost, Boom) and client.lost.args == (method,)
     listener.close()
 
 

@@ -1,10 +1,12 @@
 """A reactor's end: a dropped Reactor is collected with everything its loop
 holds (transports and listeners whose close was never delivered, open
 connections, armed timers, UDP sockets, finished CPU tasks on their way
-back), and Reactor.close() frees it all at once.  Both give back every
-descriptor the reactor opened."""
+back), and Reactor.close() frees it all at once, calling connection_lost
+once for every open transport.  Both give back every descriptor the
+reactor opened."""
 
 import gc
+import logging
 import os
 import socket
 import time
@@ -122,7 +124,10 @@ def test_a_dropped_reactor_is_collected_with_what_its_loop_holds(kind):
 
 def test_a_collected_reactor_calls_no_protocol():
     """The loop is freed without running: a transport whose close was
-    queued never hears connection_lost, and nothing crashes later."""
+    queued never hears connection_lost, and nothing crashes later.  The GC
+    cannot run protocol code safely while it tears a cycle down (the
+    protocols may be half cleared): Reactor.close() is the documented way
+    to end a reactor with its connection_lost calls."""
     r = twincore.Reactor()
     listener, transport, client = serve_one(r)
     events = []
@@ -144,6 +149,9 @@ def test_a_collected_reactor_calls_no_protocol():
 # ---- Reactor.close() ----------------------------------------------------
 
 def test_close_closes_everything_and_frees_the_descriptors():
+    """Everything closed at once; the protocols hear connection_lost
+    once, but a UDP socket whose connection_made never ran (the loop never
+    ran) hears nothing."""
     gc.collect()
     base = open_fds()
     r = twincore.Reactor()
@@ -173,6 +181,89 @@ def test_close_closes_everything_and_frees_the_descriptors():
     transport.abort()
     udp.close()
     timer.cancel()
+
+
+class Lost(twincore.Protocol):
+    """Records connection_lost calls; made/lost sets live on the class."""
+    made = None
+
+    def __init__(self):
+        self.lost = []
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        if Lost.made is not None:
+            Lost.made.append(self)
+
+    def connection_lost(self, exc):
+        self.lost.append(exc)
+
+
+class LostDatagram(twincore.DatagramProtocol):
+    def __init__(self):
+        self.lost = []
+
+    def connection_lost(self, exc):
+        self.lost.append(exc)
+
+
+def test_close_calls_connection_lost_once_per_open_transport(sock_dir):
+    """The contract's exactly-once connection_lost holds through close():
+    open connections (both ends, TCP and Unix) hear ConnectionAbortedError,
+    a closed one whose close was not delivered yet hears None, a UDP
+    socket None; then nothing more."""
+    r = twincore.Reactor()
+    r.cpu_pool = pool = twincore.CpuPool(workers=1)
+    Lost.made = servers = []
+    tcp = r.listen_tcp(0, Lost)
+    unix = r.listen_unix(os.path.join(sock_dir, "c.sock"), Lost)
+
+    async def main():
+        a = await r.connect_tcp("127.0.0.1", tcp.port, Lost)
+        b = await r.connect_unix(os.path.join(sock_dir, "c.sock"), Lost)
+        for _ in range(2000):
+            if len(servers) == 4:
+                break
+            await twincore.sleep(0.001, reactor=r)
+        return a, b
+    a, b = run_until(r, main())
+    udp_proto = LostDatagram()
+    r.listen_udp(0, udp_proto)
+    run_until(r, twincore.sleep(0.01, reactor=r))   # its connection_made
+    closed = [p for p in servers if p is not a and p is not b][0]
+    closed.transport.close()          # its connection_lost is not run yet
+    protos = servers
+    Lost.made = None
+    r.close()
+    assert len(protos) == 4
+    for p in protos:
+        if p is closed:
+            assert p.lost == [None]
+        else:
+            assert len(p.lost) == 1, p.lost
+            assert isinstance(p.lost[0], ConnectionAbortedError)
+            assert "reactor was closed" in str(p.lost[0])
+    assert udp_proto.lost == [None]
+    r.close()                         # nothing more
+    assert all(len(p.lost) == 1 for p in protos)
+    assert udp_proto.lost == [None]
+    pool.close()
+
+
+@pytest.mark.callback_errors
+def test_connection_lost_raising_during_close_is_logged(caplog):
+    r = twincore.Reactor()
+    listener, transport, client = serve_one(r)
+
+    def boom(exc):
+        raise ValueError("in connection_lost")
+    transport.protocol.connection_lost = boom
+    with caplog.at_level(logging.ERROR, logger="twincore"):
+        r.close()
+    client.close()
+    recs = [x for x in caplog.records if x.exc_info and
+            x.exc_info[0] is ValueError]
+    assert len(recs) == 1 and "connection_lost" in recs[0].getMessage()
 
 
 def test_close_twice_is_harmless():

@@ -239,8 +239,10 @@ def test_eof_received_falsy_closes(reactor, kind, falsy, sock_dir):
 
         def check(self):
             after_eof.append(self.transport.is_closing())
-            with pytest.raises(BrokenPipeError):
-                self.transport.write(b"x")
+            # The transport closed itself, not the program: a late write
+            # is dropped quietly, as asyncio and Twisted drop it.
+            self.transport.write(b"x")
+            self.transport.writelines([b"y"])
             after_eof.append("checked")
     Server.instances = []
     listener, connect = listen(reactor, kind, Server, sock_dir)
@@ -757,13 +759,17 @@ def test_write_errors(reactor, kind, sock_dir):
             t.write(123)
         with pytest.raises(TypeError):
             t.writelines(5)
-        with pytest.raises(TypeError, match="data"):
+        # All or nothing: a bad item anywhere queues none of the others.
+        with pytest.raises(TypeError, match="data.*str at index 1"):
             t.writelines([b"ok", "text"])
+        with pytest.raises(TypeError, match="data"):
+            t.writelines(iter([b"ok", 5]))
+        assert t.get_write_buffer_size() == 0
         t.writelines([b"a", bytearray(b"b"), memoryview(b"c")])
         t.writelines(bytes([x]) for x in b"def")
         assert t.get_write_buffer_size() >= 6
         await wait_for(reactor, lambda: Server.instances and
-                       len(Server.instances[0].data) >= 8, "data")
+                       len(Server.instances[0].data) >= 6, "data")
         t.close()
         for op in (lambda: t.write(b"x"), lambda: t.writelines([b"x"]),
                    t.write_eof):
@@ -782,7 +788,7 @@ def test_write_errors(reactor, kind, sock_dir):
         return Server.instances[0]
 
     server = run_until(reactor, main())
-    assert bytes(server.data) == b"okabcdef"
+    assert bytes(server.data) == b"abcdef"
     listener.close()
 
 

@@ -156,7 +156,7 @@ Reactor_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     r->module = Py_NewRef(module);
-    r->wakeup_write_fd = -1;
+    r->wakeup_read_fd = r->wakeup_write_fd = -1;
     int err = pthread_mutex_init(&r->transit_lock, NULL);
     if (err != 0) {
         Py_DECREF(r);
@@ -215,6 +215,7 @@ Reactor_traverse(ReactorObject *r, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(r));
     Py_VISIT(r->module);
     Py_VISIT(r->signal_handlers);
+    Py_VISIT(r->fd_watchers);
     Py_VISIT(r->cpu_pool);
     Py_VISIT(r->pending_exc);
     for (size_t i = 0; i < r->soon_len; i++) {
@@ -296,6 +297,8 @@ reactor_teardown(ReactorObject *r)
     }
     PyObject *signal_handlers = r->signal_handlers;
     r->signal_handlers = NULL;
+    PyObject *fd_watchers = r->fd_watchers;
+    r->fd_watchers = NULL;
     tc_loop_t *loop = r->loop;
     /* Under the lock: a worker sending tasks back reads r->loop. */
     pthread_mutex_lock(&r->transit_lock);
@@ -327,6 +330,12 @@ reactor_teardown(ReactorObject *r)
         Py_DECREF(obj);
     }
     Py_XDECREF(signal_handlers);
+    Py_XDECREF(fd_watchers);
+    if (r->wakeup_read_fd >= 0) {   /* its poll handle went with the loop */
+        close(r->wakeup_read_fd);
+        close(r->wakeup_write_fd);
+        r->wakeup_read_fd = r->wakeup_write_fd = -1;
+    }
     return 0;
 }
 
@@ -336,6 +345,7 @@ Reactor_clear(ReactorObject *r)
     /* The loop first: a pool's completions still reach the CpuPool. */
     reactor_teardown(r);
     Py_CLEAR(r->signal_handlers);
+    Py_CLEAR(r->fd_watchers);
     Py_CLEAR(r->cpu_pool);
     Py_CLEAR(r->pending_exc);
     for (size_t i = 0; i < r->soon_len; i++) {
@@ -376,113 +386,166 @@ Reactor_dealloc(ReactorObject *r)
 /* ---- signal wakeup: Ctrl-C interrupts epoll ---------------------------- */
 
 static void
-wakeup_on_read(tc_stream_t *s, const char *buf, size_t len)
+wakeup_on_ready(tc_poll_t *p, int status, int events)
 {
-    (void)buf;
-    (void)len;
-    ReactorObject *r = tc_handle_data(tc_stream_handle(s));
+    (void)events;
+    ReactorObject *r = tc_handle_data(tc_poll_handle(p));
+    char buf[64];
+    if (status == 0) {
+        while (read(r->wakeup_read_fd, buf, sizeof(buf)) > 0) {
+        }
+    }
     pyevents_push(r, PYEV_SIGNAL, NULL, NULL, 0);
 }
 
-static const tc_stream_callbacks_t wakeup_callbacks = {
-    .on_read = wakeup_on_read,
-};
-
-/* Route Python's signal wakeup fd into the loop, on the main thread only;
- * returns the previous wakeup fd (or -2 when not installed). */
+/* GIL: held.  signal.set_wakeup_fd(fd); returns the previous fd, or -2
+ * when it cannot be set (not the main thread).  Clears any exception. */
 static int
-install_wakeup(ReactorObject *r)
+set_wakeup_fd(int fd)
 {
-    int fds[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
-                   fds) != 0) {
-        return -2;
-    }
-    PyObject *signal_mod = PyImport_ImportModule("signal");
-    if (signal_mod == NULL) {
-        PyErr_Clear();
-        close(fds[0]);
-        close(fds[1]);
-        return -2;
-    }
-    PyObject *old = PyObject_CallMethod(signal_mod, "set_wakeup_fd", "i",
-                                        fds[1]);
-    Py_DECREF(signal_mod);
-    if (old == NULL) {
-        PyErr_Clear();   /* not the main thread: no Python signals here */
-        close(fds[0]);
-        close(fds[1]);
-        return -2;
-    }
-    int old_fd = (int)PyLong_AsLong(old);
-    Py_DECREF(old);
-    tc_stream_t *s;
-    if (tc_stream_open(r->loop, fds[0], r, &s) != 0) {
-        close(fds[1]);
-        return old_fd;
-    }
-    tc_stream_set_callbacks(s, &wakeup_callbacks);
-    tc_stream_read_start(s);
-    r->wakeup_stream = s;
-    r->wakeup_write_fd = fds[1];
-    return old_fd;
-}
-
-static void
-remove_wakeup(ReactorObject *r, int old_fd)
-{
-    if (old_fd == -2) {
-        return;
-    }
     PyObject *exc = tcpy_fetch_exception();
+    int old = -2;
     PyObject *signal_mod = PyImport_ImportModule("signal");
     if (signal_mod != NULL) {
         PyObject *res = PyObject_CallMethod(signal_mod, "set_wakeup_fd", "i",
-                                            old_fd);
-        Py_XDECREF(res);
+                                            fd);
         Py_DECREF(signal_mod);
+        if (res != NULL) {
+            old = (int)PyLong_AsLong(res);
+            Py_DECREF(res);
+        }
     }
     PyErr_Clear();
     if (exc != NULL) {
         tcpy_restore_exception(exc);
     }
-    if (r->wakeup_stream != NULL) {
-        tc_close(tc_stream_handle(r->wakeup_stream), NULL);
-        r->wakeup_stream = NULL;
+    return old;
+}
+
+/* GIL: held.  Only the main thread may set Python's wakeup fd. */
+static bool
+is_main_thread(void)
+{
+    PyObject *threading = PyImport_ImportModule("threading");
+    PyObject *main = threading != NULL
+                         ? PyObject_CallMethod(threading, "main_thread", NULL)
+                         : NULL;
+    PyObject *ident = main != NULL ? PyObject_GetAttrString(main, "ident")
+                                   : NULL;
+    bool yes = ident != NULL &&
+               PyLong_AsUnsignedLong(ident) == PyThread_get_thread_ident();
+    Py_XDECREF(ident);
+    Py_XDECREF(main);
+    Py_XDECREF(threading);
+    PyErr_Clear();
+    return yes;
+}
+
+/* Route Python's signal wakeup fd into the loop while run() runs, on the
+ * main thread, unless a host (asyncio, Twisted) has installed its own:
+ * that one is left alone, and its owner hears of signals.  The socketpair
+ * is made once per reactor.  Returns true when ours is installed. */
+static bool
+install_wakeup(ReactorObject *r)
+{
+    if (r->wakeup_read_fd < 0) {
+        int fds[2];
+        if (!is_main_thread() ||
+            socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                       0, fds) != 0) {
+            return false;
+        }
+        r->wakeup_read_fd = fds[0];
+        r->wakeup_write_fd = fds[1];
     }
-    if (r->wakeup_write_fd >= 0) {
-        close(r->wakeup_write_fd);
-        r->wakeup_write_fd = -1;
+    int old = set_wakeup_fd(r->wakeup_write_fd);
+    if (old == -2) {
+        return false;   /* not the main thread: no Python signals here */
+    }
+    if (old != -1 && old != r->wakeup_write_fd) {
+        set_wakeup_fd(old);   /* the host's: put it back */
+        return false;
+    }
+    if (tc_poll_new(r->loop, r->wakeup_read_fd, r, &r->wakeup_poll) != 0) {
+        r->wakeup_poll = NULL;
+        set_wakeup_fd(-1);
+        return false;
+    }
+    tc_poll_start(r->wakeup_poll, TC_POLL_READABLE, wakeup_on_ready);
+    return true;
+}
+
+/* Undo install_wakeup(): only our own fd is taken out; one a callback
+ * installed meanwhile stays. */
+static void
+remove_wakeup(ReactorObject *r, bool installed)
+{
+    if (!installed) {
+        return;
+    }
+    int cur = set_wakeup_fd(-1);
+    if (cur != r->wakeup_write_fd && cur >= 0) {
+        set_wakeup_fd(cur);
+    }
+    if (r->wakeup_poll != NULL) {
+        tc_close(tc_poll_handle(r->wakeup_poll), NULL);
+        r->wakeup_poll = NULL;
     }
 }
 
 /* ---- methods ------------------------------------------------------------ */
 
-/* GIL: drops.  The GIL is released for the whole of tc_loop_run(); the
- * dispatch hook takes it back once per iteration. */
-static PyObject *
-reactor_run(ReactorObject *r, PyObject *unused)
+/* run() and run_once() check the thread this way: the first run adopts a
+ * loop created on another thread (handed over to the one that runs it). */
+static int
+check_run_thread(ReactorObject *r, const char *what)
 {
-    (void)unused;
+    if (r->loop != NULL && !r->has_run && !r->running &&
+        !tc_loop_is_owner_thread(r->loop)) {
+        tc_loop_adopt(r->loop);
+    }
     if (reactor_check_thread(r) < 0) {
-        return NULL;
+        return -1;
     }
     if (r->running) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "run(): the reactor is already running");
-        return NULL;
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s(): the reactor is already running", what);
+        return -1;
     }
+    return 0;
+}
+
+/* GIL: drops.  The GIL is released for the whole of tc_loop_run(); the
+ * dispatch hook takes it back once per iteration.  timeout < -1.5: run
+ * until stop(); else one iteration that waits at most timeout seconds
+ * (-1: without a bound). */
+static PyObject *
+run_loop(ReactorObject *r, double timeout)
+{
+    bool forever = timeout < -1.5;
     r->running = true;
+    r->has_run = true;
     r->stopping = false;
-    int old_fd = install_wakeup(r);
+    bool pending_stop = forever && r->stop_pending;
+    if (forever) {
+        r->stop_pending = false;
+    }
+    bool installed = install_wakeup(r);
     /* Python signals that arrived before the wakeup fd was set. */
     pyevents_push(r, PYEV_SIGNAL, NULL, NULL, 0);
     Py_INCREF(r);
     r->saved_tstate = PyEval_SaveThread();
-    int rc = tc_loop_run(r->loop, TC_RUN_DEFAULT);
+    int rc;
+    if (pending_stop) {
+        rc = tc_loop_run(r->loop, TC_RUN_NOWAIT);   /* asyncio's rule */
+    } else if (forever) {
+        rc = tc_loop_run(r->loop, TC_RUN_DEFAULT);
+    } else {
+        rc = tc_loop_run_timeout(r->loop, timeout < 0.0 ? -1.0 : timeout);
+    }
     PyEval_RestoreThread(r->saved_tstate);
     r->saved_tstate = NULL;
-    remove_wakeup(r, old_fd);
+    remove_wakeup(r, installed);
     r->running = false;
     r->stopping = false;
     PyObject *exc = r->pending_exc;
@@ -499,6 +562,47 @@ reactor_run(ReactorObject *r, PyObject *unused)
 }
 
 static PyObject *
+reactor_run(ReactorObject *r, PyObject *unused)
+{
+    (void)unused;
+    if (check_run_thread(r, "run") < 0) {
+        return NULL;
+    }
+    return run_loop(r, -2.0);
+}
+
+static PyObject *
+reactor_run_once(ReactorObject *r, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"timeout", NULL};
+    PyObject *timeout_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:run_once", kwlist,
+                                     &timeout_obj)) {
+        return NULL;
+    }
+    double timeout = -1.0;
+    if (timeout_obj != Py_None) {
+        timeout = PyFloat_AsDouble(timeout_obj);
+        if (timeout == -1.0 && PyErr_Occurred()) {
+            PyErr_Format(PyExc_TypeError,
+                         "run_once(): 'timeout' must be a number or None, "
+                         "got %.100s", Py_TYPE(timeout_obj)->tp_name);
+            return NULL;
+        }
+        if (!(timeout >= 0.0)) {
+            PyErr_Format(PyExc_ValueError,
+                         "run_once(): 'timeout' must be >= 0 or None, got %R",
+                         timeout_obj);
+            return NULL;
+        }
+    }
+    if (check_run_thread(r, "run_once") < 0) {
+        return NULL;
+    }
+    return run_loop(r, timeout);
+}
+
+static PyObject *
 reactor_stop(ReactorObject *r, PyObject *unused)
 {
     (void)unused;
@@ -506,9 +610,8 @@ reactor_stop(ReactorObject *r, PyObject *unused)
         return NULL;
     }
     if (!r->running) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "stop(): the reactor is not running");
-        return NULL;
+        r->stop_pending = true;   /* the next run() returns at once */
+        Py_RETURN_NONE;
     }
     r->stopping = true;
     tc_loop_stop(r->loop);
@@ -1091,9 +1194,19 @@ static PyMethodDef Reactor_methods[] = {
      "reactor's thread."},
     {"run", (PyCFunction)reactor_run, METH_NOARGS,
      "run($self, /)\n--\n\nRun until stop(). Ctrl-C stops the reactor and "
-     "raises KeyboardInterrupt from run()."},
+     "raises KeyboardInterrupt from run() (on the main thread, while no "
+     "other signal.set_wakeup_fd() is installed: a host's stays, and hears "
+     "of signals itself). The first run() may be on another thread than "
+     "the one that created the reactor: that thread owns it from then on."},
+    {"run_once", (PyCFunction)(void (*)(void))reactor_run_once,
+     METH_VARARGS | METH_KEYWORDS,
+     "run_once($self, timeout=None)\n--\n\nRun one iteration: wait for "
+     "events at most timeout seconds (None: until something happens, 0: "
+     "not at all), then run every callback that is due, as one batch."},
     {"stop", (PyCFunction)reactor_stop, METH_NOARGS,
-     "stop($self, /)\n--\n\nMake run() return after the current iteration."},
+     "stop($self, /)\n--\n\nMake run() return after the current iteration. "
+     "Before run(), the next run() runs one iteration without waiting and "
+     "returns, as asyncio's run_forever() does."},
     {"close", (PyCFunction)reactor_close, METH_NOARGS,
      "close($self, /)\n--\n\nClose every listener, transport, datagram "
      "transport, timer and signal handler of the reactor at once, without "
@@ -1157,6 +1270,24 @@ static PyMethodDef Reactor_methods[] = {
      METH_O,
      "remove_signal_handler($self, signum, /)\n--\n\nReturns True if a "
      "handler was removed."},
+    {"add_reader", (PyCFunction)(void (*)(void))reactor_add_reader,
+     METH_FASTCALL,
+     "add_reader($self, fd, callback, /, *args)\n--\n\nCall "
+     "callback(*args) on every iteration in which fd (an int or an object "
+     "with fileno()) is readable, until remove_reader(fd); level-triggered, "
+     "as asyncio's. Replaces a reader the fd had. The descriptor stays "
+     "yours: remove the reader before closing it. One found closed wakes "
+     "its callbacks once (their own IO meets the error), then stays quiet."},
+    {"remove_reader", (PyCFunction)reactor_remove_reader, METH_O,
+     "remove_reader($self, fd, /)\n--\n\nStop watching fd for reading "
+     "at once; True if it was watched."},
+    {"add_writer", (PyCFunction)(void (*)(void))reactor_add_writer,
+     METH_FASTCALL,
+     "add_writer($self, fd, callback, /, *args)\n--\n\nadd_reader() for "
+     "writability."},
+    {"remove_writer", (PyCFunction)reactor_remove_writer, METH_O,
+     "remove_writer($self, fd, /)\n--\n\nStop watching fd for writing at "
+     "once; True if it was watched."},
     {"stats", (PyCFunction)reactor_stats, METH_NOARGS,
      "stats($self, /)\n--\n\nLoop counters: iterations, wakeups, ..."},
     {NULL, NULL, 0, NULL},

@@ -44,9 +44,8 @@ w_on_closed(tc_handle_t *h)
 
 /* ---- helpers: GIL held ---------------------------------------------------- */
 
-/* asyncio's rule: an int, or an object whose fileno() returns one. */
-static int
-fd_of(PyObject *obj, const char *what, int *out)
+int
+tcpy_fileno(PyObject *obj, const char *what, int *out)
 {
     PyObject *num;
     if (PyLong_Check(obj)) {
@@ -169,7 +168,7 @@ add_callback(ReactorObject *r, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     }
     int fd;
-    if (fd_of(args[0], what, &fd) < 0) {
+    if (tcpy_fileno(args[0], what, &fd) < 0) {
         return NULL;
     }
     if (!PyCallable_Check(args[1])) {
@@ -255,7 +254,7 @@ remove_callback(ReactorObject *r, PyObject *arg, bool writer,
                 const char *what)
 {
     int fd;
-    if (fd_of(arg, what, &fd) < 0) {
+    if (tcpy_fileno(arg, what, &fd) < 0) {
         return NULL;
     }
     if (r->loop == NULL) {

@@ -11,6 +11,7 @@
  * handle and frees the loop.  Once r->loop is NULL the reactor is closed:
  * every method raises RuntimeError and every C pointer into the loop that
  * a Python object keeps is NULL or unused. */
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -874,15 +875,35 @@ static PyObject *
 reactor_connect_tcp(ReactorObject *r, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"host", "port", "factory", "on_connect",
-                             "timeout", NULL};
+                             "timeout", "bind", NULL};
     const char *host;
     int port;
     PyObject *factory, *on_connect;
     PyObject *timeout_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "siOO|O:connect_tcp",
+    PyObject *bind_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "siOO|OO:connect_tcp",
                                      kwlist, &host, &port, &factory,
-                                     &on_connect, &timeout_obj)) {
+                                     &on_connect, &timeout_obj, &bind_obj)) {
         return NULL;
+    }
+    const char *bind_host = NULL;
+    int bind_port = 0;
+    if (bind_obj != Py_None &&
+        (!PyTuple_Check(bind_obj) ||
+         !PyArg_ParseTuple(bind_obj, "zi", &bind_host, &bind_port))) {
+        PyErr_Format(PyExc_TypeError,
+                     "connect_tcp(): 'bind' must be a (host, port) tuple, "
+                     "got %R", bind_obj);
+        return NULL;
+    }
+    if (bind_port < 0 || bind_port > 65535) {
+        PyErr_Format(PyExc_ValueError,
+                     "connect_tcp(): the port of 'bind' must be in 0..65535, "
+                     "got %d", bind_port);
+        return NULL;
+    }
+    if (bind_host != NULL && bind_host[0] == '\0') {
+        bind_host = NULL;   /* "": the wildcard of the peer's family */
     }
     if (port <= 0 || port > 65535) {
         PyErr_Format(PyExc_ValueError,
@@ -908,6 +929,8 @@ reactor_connect_tcp(ReactorObject *r, PyObject *args, PyObject *kwargs)
     }
     tc_tcp_connect_opts_t opts = {
         .timeout_ms = timeout > 0.0 ? (uint64_t)(timeout * 1000.0 + 0.5) : 0,
+        .bind_host = bind_host,
+        .bind_port = bind_port,
     };
     if (opts.timeout_ms == 0 && timeout > 0.0) {
         opts.timeout_ms = 1;
@@ -915,10 +938,114 @@ reactor_connect_tcp(ReactorObject *r, PyObject *args, PyObject *kwargs)
     tc_stream_t *s;
     int err = tc_tcp_connect(r->loop, host, port, &opts, transport_on_connect,
                              NULL, &s);
+    if (err == -EINVAL && bind_host != NULL) {
+        PyErr_Format(PyExc_ValueError,
+                     "connect_tcp(): the host of 'bind' must be a numeric "
+                     "IPv4 or IPv6 address, got '%s'", bind_host);
+        return NULL;
+    }
     if (err != 0) {
         return tcpy_raise(reactor_state(r), err);
     }
     return start_client(r, s, false, factory, on_connect);
+}
+
+/* ---- sockets made elsewhere -------------------------------------------- */
+
+/* A close-on-exec duplicate of sock's descriptor after checks; -1 with an
+ * exception.  twincore works on the duplicate: the caller keeps (and
+ * closes) its own. */
+static int
+dup_socket(ReactorObject *r, PyObject *sock, const char *what, bool peer)
+{
+    int fd;
+    if (tcpy_fileno(sock, what, &fd) < 0 || reactor_check_thread(r) < 0) {
+        return -1;
+    }
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (peer && getpeername(fd, (struct sockaddr *)&ss, &len) != 0) {
+        if (errno == ENOTCONN) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s(): 'sock' must be a connected stream socket",
+                         what);
+        } else {
+            PyErr_SetFromErrno(PyExc_OSError);
+        }
+        return -1;
+    }
+    int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (copy < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return copy;
+}
+
+static PyObject *
+reactor_adopt_stream(ReactorObject *r, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"sock", "factory", "on_connect", NULL};
+    PyObject *sock, *factory, *on_connect;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO:_adopt_stream",
+                                     kwlist, &sock, &factory, &on_connect)) {
+        return NULL;
+    }
+    int fd = dup_socket(r, sock, "adopt_stream", true);
+    if (fd < 0) {
+        return NULL;
+    }
+    tc_stream_t *s;
+    int err = tc_stream_open(r->loop, fd, NULL, &s);   /* owns fd */
+    if (err == -EINVAL) {
+        PyErr_SetString(PyExc_ValueError,
+                        "adopt_stream(): 'sock' must be a connected stream "
+                        "socket");
+        return NULL;
+    }
+    if (err != 0) {
+        return tcpy_raise(reactor_state(r), err);
+    }
+    PyObject *t = start_client(r, s, tc_stream_is_unix(s), factory,
+                               on_connect);
+    if (t != NULL) {
+        /* Connected already: the protocol is built in the next batch. */
+        transport_on_connect(s, 0);
+        reactor_wake(r);
+    }
+    return t;
+}
+
+static PyObject *
+reactor_adopt_listener(ReactorObject *r, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"sock", "factory", NULL};
+    PyObject *sock, *factory;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:adopt_listener",
+                                     kwlist, &sock, &factory)) {
+        return NULL;
+    }
+    int fd = dup_socket(r, sock, "adopt_listener", false);
+    if (fd < 0) {
+        return NULL;
+    }
+    tc_server_t *server;
+    int err = tc_server_open(r->loop, fd, listener_on_connection, NULL,
+                             &server);   /* owns fd */
+    if (err == -EINVAL) {
+        PyErr_SetString(PyExc_ValueError,
+                        "adopt_listener(): 'sock' must be a listening stream "
+                        "socket");
+        return NULL;
+    }
+    if (err != 0) {
+        return tcpy_raise(reactor_state(r), err);
+    }
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    bool is_unix = tc_server_sockname(server, (struct sockaddr *)&ss,
+                                      &len) == 0 &&
+                   ss.ss_family == AF_UNIX;
+    return listener_new(r, server, factory, is_unix);
 }
 
 static PyObject *
@@ -1255,6 +1382,16 @@ static PyMethodDef Reactor_methods[] = {
      "_connect_tls($self, host, port, factory, on_connect, context, "
      "server_hostname=None, timeout=None)\n--\n\nLow level; use "
      "twincore.Reactor.connect_tls."},
+    {"_adopt_stream", (PyCFunction)(void (*)(void))reactor_adopt_stream,
+     METH_VARARGS | METH_KEYWORDS,
+     "_adopt_stream($self, sock, factory, on_connect)\n--\n\nLow level; "
+     "use twincore.Reactor.adopt_stream."},
+    {"adopt_listener", (PyCFunction)(void (*)(void))reactor_adopt_listener,
+     METH_VARARGS | METH_KEYWORDS,
+     "adopt_listener($self, sock, factory)\n--\n\nAccept connections on a "
+     "listening socket made elsewhere (TCP or Unix; an object with fileno() "
+     "or a descriptor); returns a Listener. twincore works on a duplicate: "
+     "close your own socket when you like."},
     {"_connect_unix", (PyCFunction)(void (*)(void))reactor_connect_unix,
      METH_VARARGS | METH_KEYWORDS,
      "_connect_unix($self, path, factory, on_connect)\n--\n\nLow level."},

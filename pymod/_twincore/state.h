@@ -236,6 +236,10 @@ PyObject *reactor_add_writer(ReactorObject *r, PyObject *const *args,
 PyObject *reactor_remove_reader(ReactorObject *r, PyObject *arg);
 PyObject *reactor_remove_writer(ReactorObject *r, PyObject *arg);
 void fdwatch_dispatch(ReactorObject *r, pyevent_t *ev);
+/* asyncio's rule for a descriptor argument: an int, or an object whose
+ * fileno() returns one; what names the method in errors.  Returns 0 or -1
+ * with an exception. */
+int tcpy_fileno(PyObject *obj, const char *what, int *out);
 
 /* UDP (udp.c), timers (timerhandle.c), CPU pool (cpu.c). */
 void udp_dispatch(ReactorObject *r, pyevent_t *ev);

@@ -251,12 +251,21 @@ def _is_numeric_host(host):
         return False
 
 
+def _is_host_name(host):
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    return 0 < len(host) <= 253 and all(
+        0 < len(label) <= 63 and label.isascii() and
+        label.replace("-", "").isalnum() and
+        not label.startswith("-") and not label.endswith("-")
+        for label in labels)
+
+
 def _listen_host(host, port):
     """listen_*'s host: None, "" (every interface) and numeric addresses
-    go to C as they are; a name is resolved here, at once, as bind()
-    would (its first address)."""
-    if host is None or host == "" or not isinstance(host, str) or \
-            _is_numeric_host(host):
+    go to C as they are (which refuses what is neither); a host name is
+    resolved here, at once, as bind() would (its first address)."""
+    if not isinstance(host, str) or host == "" or _is_numeric_host(host) \
+            or not _is_host_name(host):
         return host
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                flags=socket.AI_PASSIVE)
@@ -404,8 +413,8 @@ class Reactor(_twincore.Reactor):
             raise ValueError("listen_tls(): 'handshake_timeout' must be a "
                              f"number > 0, got {handshake_timeout!r}")
         return super().listen_tls(port, _as_factory(factory, "listen_tls"),
-                                  context, host, backlog, reuse_port,
-                                  handshake_timeout)
+                                  context, _listen_host(host, port), backlog,
+                                  reuse_port, handshake_timeout)
 
     def connect_tls(self, host, port, factory, context, server_hostname=None,
                     timeout=None):

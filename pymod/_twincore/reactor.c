@@ -1,6 +1,8 @@
 /* The Reactor type: one tc_loop_t and the Python-facing methods on it.
  * Every method but call_from_thread must be called on the thread that
- * created the reactor; they raise RuntimeError elsewhere.
+ * owns the reactor; they raise RuntimeError elsewhere.  The owner is the
+ * thread that created it, until the first run() or run_once(), which
+ * adopts it for the thread it runs on.
  *
  * The reactor owns its loop, and through it the references the loop's
  * handles hold on Transports, Listeners, DatagramTransports and armed
@@ -1453,7 +1455,7 @@ static PyType_Slot Reactor_slots[] = {
     {Py_tp_getset, Reactor_getset},
     {Py_tp_members, Reactor_members},
     {Py_tp_doc, "Reactor()\n--\n\nAn event loop on its own libev loop. "
-                "Create it on the thread that will run it."},
+                "The thread of its first run() owns it."},
     {0, NULL},
 };
 

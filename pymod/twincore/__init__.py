@@ -282,8 +282,8 @@ def _as_factory(factory, what):
 
 
 class Reactor(_twincore.Reactor):
-    """An event loop. ``twincore.reactor`` is the default one; create
-    others on the thread that will run them."""
+    """An event loop. ``twincore.reactor`` is the default one; others
+    belong to the thread that creates them, or that runs them first."""
 
     @property
     def cpu_pool(self):

@@ -461,6 +461,9 @@ install_wakeup(ReactorObject *r)
         r->wakeup_read_fd = fds[0];
         r->wakeup_write_fd = fds[1];
     }
+    /* Python has no way to read the wakeup fd without setting one: a
+     * signal in the instant ours stands in for a host's still runs its
+     * Python handler, only without waking the host's poll. */
     int old = set_wakeup_fd(r->wakeup_write_fd);
     if (old == -2) {
         return false;   /* not the main thread: no Python signals here */

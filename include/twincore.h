@@ -14,6 +14,7 @@
 #include "twincore/tcp.h"
 #include "twincore/unix.h"
 #include "twincore/udp.h"
+#include "twincore/poll.h"
 #include "twincore/tls.h"
 #include "twincore/pool.h"
 #include "twincore/future.h"

@@ -87,6 +87,7 @@ struct tc_loop_s {
     tc__callvec_t soon, soon_spare;
     ev_idle soon_idle;             /* keeps epoll from blocking */
     ev_prepare prepare;            /* re-evaluates soon_idle */
+    ev_timer bound;                /* tc_loop_run_timeout()'s bound */
     bool in_prepare_phase;         /* invoke_pending: no after-phase */
     bool fed_ran;                  /* fed events ran before the poll */
 
@@ -110,6 +111,8 @@ struct tc_loop_s {
     struct tc_signal_s *signals;   /* started signal handles */
     _Atomic uint64_t signals_pending[TC__SIGNAL_WORDS];  /* set in handler */
     struct tc_server_s *starved;   /* servers waiting for descriptors */
+    struct tc_poll_s *poll_changed;  /* poll handles to check (poll.c) */
+    bool poll_fed;                 /* an EV_ERROR fed this iteration */
     double now_mono;               /* cached, seconds */
     bool polled;                   /* now_mono is due for a refresh */
     int backend_fd;                /* -2: not looked up yet */
@@ -125,6 +128,11 @@ struct tc_loop_s {
 
 /* Run queued cross-thread calls now (loop.c).  Thread: loop. */
 void tc__loop_run_thread_calls(tc_loop_t *loop);
+/* Before libev hands changed poll watches to epoll_ctl, stop those whose
+ * descriptor is closed and report -EBADF (poll.c): Debian's libev asserts
+ * on EBADF there.  Returns true when it fed such an event (the poll must
+ * then not block).  Thread: loop. */
+bool tc__poll_check_changed(tc_loop_t *loop);
 /* Call the handles of signals that arrived (signal.c).  Thread: loop. */
 void tc__signal_dispatch(tc_loop_t *loop);
 

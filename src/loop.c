@@ -75,7 +75,7 @@ has_queued_work(const tc_loop_t *loop)
 static bool
 must_not_block(const tc_loop_t *loop)
 {
-    return has_queued_work(loop) || loop->fed_ran;
+    return has_queued_work(loop) || loop->fed_ran || loop->poll_fed;
 }
 
 static void
@@ -85,6 +85,11 @@ prepare_cb(struct ev_loop *ev, ev_prepare *w, int revents)
     (void)revents;
     tc_loop_t *loop = loop_of(ev);
     loop->in_prepare_phase = true;
+    /* tc_loop_run() calls this once before ev_run() does: what the first
+     * call fed must keep the poll from blocking in the second. */
+    if (loop->poll_changed != NULL && tc__poll_check_changed(loop)) {
+        loop->poll_fed = true;
+    }
     loop->fd_changes = false;   /* libev applies them right after this */
     /* An active idle watcher makes libev poll with a zero timeout. */
     if (must_not_block(loop)) {
@@ -102,6 +107,14 @@ idle_cb(struct ev_loop *ev, ev_idle *w, int revents)
     (void)ev;
     (void)w;
     (void)revents;
+}
+
+static void
+bound_cb(struct ev_loop *ev, ev_timer *w, int revents)
+{
+    (void)ev;
+    (void)w;
+    (void)revents;   /* firing ends the iteration's wait: all it does */
 }
 
 static void
@@ -169,6 +182,7 @@ invoke_pending(struct ev_loop *ev)
         return;
     }
     loop->fed_ran = false;
+    loop->poll_fed = false;
     run_soon(loop);
     run_closing(loop, false);
     if (loop->after_iteration != NULL) {
@@ -259,6 +273,7 @@ tc_loop_new(tc_loop_t **out)
     tc__io_start(loop->ev, &loop->wakeup_io);
     ev_unref(loop->ev);
     ev_idle_init(&loop->soon_idle, idle_cb);
+    ev_init(&loop->bound, bound_cb);
     /* Register the wakeup fd with epoll now (libev does so only inside
      * ev_run): an embedding host may poll the backend fd first. */
     loop->in_prepare_phase = true;
@@ -320,6 +335,7 @@ tc_loop_close(tc_loop_t *loop)
     tc__io_stop(loop->ev, &loop->wakeup_io);
     close(loop->wakeup_fd);
     ev_idle_stop(loop->ev, &loop->soon_idle);
+    ev_timer_stop(loop->ev, &loop->bound);
     ev_loop_destroy(loop->ev);
     pthread_mutex_destroy(&loop->xlock);
     free(loop->soon.items);
@@ -365,6 +381,37 @@ tc_loop_run(tc_loop_t *loop, tc_run_mode_t mode)
     bool alive = ev_run(loop->ev, flags);
     loop->running = false;
     return alive ? 1 : 0;
+}
+
+int
+tc_loop_run_timeout(tc_loop_t *loop, double timeout_s)
+{
+    if (loop == NULL || timeout_s != timeout_s) {
+        return -EINVAL;
+    }
+    if (timeout_s < 0.0 || timeout_s == 0.0) {
+        int rc = tc_loop_run(loop, timeout_s < 0.0 ? TC_RUN_ONCE
+                                                   : TC_RUN_NOWAIT);
+        return rc < 0 ? rc : 0;
+    }
+    TC__ASSERT_LOOP_THREAD(loop);
+    if (loop->running) {
+        return -EBUSY;
+    }
+    if (timeout_s > 1e9) {
+        timeout_s = 1e9;   /* libev's arithmetic; "a long time" anyway */
+    }
+    /* A timer of our own bounds the wait.  It counts as active while it
+     * is armed, so the iteration waits for it even when no handle is
+     * active, as select() with nothing to watch would sleep.  Its firing
+     * is an event like any other: the iteration ends. */
+    ev_timer_set(&loop->bound, timeout_s, 0.0);
+    ev_now_update(loop->ev);
+    ev_timer_start(loop->ev, &loop->bound);
+    int rc = tc_loop_run(loop, TC_RUN_ONCE);
+    ev_timer_stop(loop->ev, &loop->bound);
+    /* ev_run()'s "still active" counted our timer: not worth reporting. */
+    return rc < 0 ? rc : 0;
 }
 
 void

@@ -232,6 +232,41 @@ tc__server_new(tc_loop_t *loop, int fd, bool is_unix, bool nodelay,
     return 0;
 }
 
+int
+tc_server_open(tc_loop_t *loop, int fd, tc_connection_cb on_conn, void *data,
+               tc_server_t **out)
+{
+    if (loop == NULL || on_conn == NULL || out == NULL || fd < 0) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -EINVAL;
+    }
+    TC__ASSERT_LOOP_THREAD(loop);
+    int type = 0, listening = 0;
+    socklen_t tlen = sizeof(type), llen = sizeof(listening);
+    struct sockaddr_storage ss;
+    socklen_t slen = sizeof(ss);
+    int err = 0;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) != 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &llen) != 0 ||
+        getsockname(fd, (struct sockaddr *)&ss, &slen) != 0) {
+        err = tc__neg_errno();
+    } else if (type != SOCK_STREAM || !listening) {
+        err = -EINVAL;
+    } else {
+        err = tc__set_nonblock_cloexec(fd);
+    }
+    if (err == 0) {
+        bool is_unix = ss.ss_family == AF_UNIX;
+        err = tc__server_new(loop, fd, is_unix, !is_unix, on_conn, data, out);
+    }
+    if (err != 0) {
+        close(fd);
+    }
+    return err;
+}
+
 void
 tc__server_set_unlink_path(tc_server_t *s, const char *path, dev_t dev,
                            ino_t ino)

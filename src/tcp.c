@@ -26,12 +26,22 @@ tc_tcp_listen(tc_loop_t *loop, const char *host, int port,
     }
     struct sockaddr_storage ss;
     socklen_t len;
-    int err = tc_sockaddr_from_numeric(host != NULL ? host : "0.0.0.0", port,
-                                       &ss, &len);
+    bool any = host != NULL && host[0] == '\0';
+    int err = tc_sockaddr_from_numeric(any ? "::" : host != NULL ? host
+                                                                 : "0.0.0.0",
+                                       port, &ss, &len);
     if (err != 0) {
         return err;
     }
     int fd = tc__socket(ss.ss_family, SOCK_STREAM);
+    if (fd == -EAFNOSUPPORT && any) {
+        /* No IPv6 here: every interface is every IPv4 one. */
+        err = tc_sockaddr_from_numeric("0.0.0.0", port, &ss, &len);
+        if (err != 0) {
+            return err;
+        }
+        fd = tc__socket(AF_INET, SOCK_STREAM);
+    }
     if (fd < 0) {
         return fd;
     }
@@ -44,7 +54,7 @@ tc_tcp_listen(tc_loop_t *loop, const char *host, int port,
         goto fail_errno;
     }
     if (ss.ss_family == AF_INET6) {
-        int v6only = opts->ipv6_only ? 1 : 0;
+        int v6only = opts->ipv6_only && !any ? 1 : 0;
         if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only,
                        sizeof(v6only)) != 0) {
             goto fail_errno;
@@ -68,6 +78,30 @@ fail:
     return err;
 }
 
+/* Bind fd (of family) to the connect's local address, if it has one.
+ * Returns 0 or a negative code. */
+static int
+bind_local(int fd, int family, const tc_tcp_connect_opts_t *opts)
+{
+    if (opts->bind_host == NULL && opts->bind_port == 0) {
+        return 0;
+    }
+    const char *host = opts->bind_host;
+    if (host == NULL) {
+        host = family == AF_INET6 ? "::" : "0.0.0.0";
+    }
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int err = tc_sockaddr_from_numeric(host, opts->bind_port, &ss, &len);
+    if (err != 0) {
+        return err;
+    }
+    if (ss.ss_family != family) {
+        return -EINVAL;   /* bind() would say EINVAL or EAFNOSUPPORT */
+    }
+    return bind(fd, (struct sockaddr *)&ss, len) == 0 ? 0 : tc__neg_errno();
+}
+
 /* Start a non-blocking connect to a resolved address. */
 static int
 connect_addr(tc_loop_t *loop, const struct sockaddr *sa, socklen_t len,
@@ -82,6 +116,11 @@ connect_addr(tc_loop_t *loop, const struct sockaddr *sa, socklen_t len,
     if (!opts->no_nodelay) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    err = bind_local(fd, sa->sa_family, opts);
+    if (err != 0) {
+        close(fd);
+        return err;
     }
     bool connecting = false;
     if (connect(fd, sa, len) != 0) {
@@ -115,6 +154,8 @@ typedef struct pending_connect {
     tc__resolve_req_t *req;
     tc_connect_cb cb;
     tc_tcp_connect_opts_t opts;
+    char bind_host[64];       /* opts.bind_host points here: the caller's
+                               * string need not outlive the lookup */
 } pending_connect_t;
 
 static void
@@ -160,6 +201,11 @@ name_resolved(void *arg, int status, const struct sockaddr *sa,
     if (opts.keepalive) {
         tc_stream_set_keepalive(s, true, opts.keepalive_idle_s);
     }
+    int err = bind_local(fd, sa->sa_family, &opts);
+    if (err != 0) {
+        cb(s, err);
+        return;
+    }
     if (connect(fd, sa, len) != 0 && errno != EINPROGRESS) {
         cb(s, tc__neg_errno());
         return;
@@ -192,6 +238,15 @@ connect_name(tc_loop_t *loop, const char *host, int port,
     p->s = s;
     p->cb = cb;
     p->opts = *opts;
+    if (opts->bind_host != NULL) {
+        if (strlen(opts->bind_host) >= sizeof(p->bind_host)) {
+            free(p);
+            tc_close(tc_stream_handle(s), NULL);
+            return -EINVAL;
+        }
+        strcpy(p->bind_host, opts->bind_host);
+        p->opts.bind_host = p->bind_host;
+    }
     err = tc__resolve_one(loop, host, port, name_resolved, p, &p->req);
     if (err != 0) {
         free(p);
@@ -220,6 +275,11 @@ tc_tcp_connect(tc_loop_t *loop, const char *host, int port,
     }
     struct sockaddr_storage ss;
     socklen_t len;
+    if (opts->bind_port < 0 || opts->bind_port > 65535 ||
+        (opts->bind_host != NULL &&
+         tc_sockaddr_from_numeric(opts->bind_host, 0, &ss, &len) != 0)) {
+        return -EINVAL;
+    }
     if (tc_sockaddr_from_numeric(host, port, &ss, &len) != 0) {
         /* Not numeric: a name, resolved on the loop's resolver pool. */
         return connect_name(loop, host, port, opts, cb, data, out);

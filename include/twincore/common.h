@@ -26,6 +26,7 @@ typedef struct tc_async_s tc_async_t;
 typedef struct tc_stream_s tc_stream_t;
 typedef struct tc_server_s tc_server_t;
 typedef struct tc_udp_s tc_udp_t;
+typedef struct tc_poll_s tc_poll_t;
 
 typedef enum tc_handle_type {
     TC_HANDLE_TIMER = 1,
@@ -34,6 +35,7 @@ typedef enum tc_handle_type {
     TC_HANDLE_STREAM,
     TC_HANDLE_SERVER,
     TC_HANDLE_UDP,
+    TC_HANDLE_POLL,
 } tc_handle_type_t;
 
 /* Called once, on a loop iteration after tc_close(); twincore frees the
@@ -62,6 +64,7 @@ TC_EXTERN tc_handle_t *tc_async_handle(tc_async_t *async);
 TC_EXTERN tc_handle_t *tc_stream_handle(tc_stream_t *stream);
 TC_EXTERN tc_handle_t *tc_server_handle(tc_server_t *server);
 TC_EXTERN tc_handle_t *tc_udp_handle(tc_udp_t *udp);
+TC_EXTERN tc_handle_t *tc_poll_handle(tc_poll_t *poll);
 
 #ifdef __cplusplus
 }

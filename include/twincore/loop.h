@@ -42,6 +42,14 @@ TC_EXTERN int tc_loop_close(tc_loop_t *loop);
  * (the loop is already running: loops do not nest). */
 TC_EXTERN int tc_loop_run(tc_loop_t *loop, tc_run_mode_t mode);
 
+/* One iteration that waits for events at most timeout_s seconds, for a
+ * host's "poll once" (Twisted's doIteration, a selector's select): like
+ * TC_RUN_ONCE, but returns once the timeout passed even when nothing
+ * happened, and waits for it even when no handle is active.  timeout_s < 0
+ * waits without a bound (TC_RUN_ONCE), 0 never waits (TC_RUN_NOWAIT).
+ * Returns 0, -EINVAL (NaN) or -EBUSY (the loop is running). */
+TC_EXTERN int tc_loop_run_timeout(tc_loop_t *loop, double timeout_s);
+
 /* Make tc_loop_run() return after the current iteration. */
 TC_EXTERN void tc_loop_stop(tc_loop_t *loop);
 

@@ -19,6 +19,16 @@ extern "C" {
 typedef void (*tc_connection_cb)(tc_server_t *server, tc_stream_t *conn,
                                  int status);
 
+/* Adopt a listening stream socket made elsewhere (a host's, inherited,
+ * socket activation): TCP or Unix, made non-blocking and close-on-exec;
+ * accepted TCP connections get TCP_NODELAY.  The server owns fd from here
+ * on, also when this fails (then it is closed): pass a dup() to keep one.
+ * Returns 0, -EINVAL (not a listening stream socket, bad arguments),
+ * -ENOTSOCK, -EBADF or -ENOMEM. */
+TC_EXTERN int tc_server_open(tc_loop_t *loop, int fd,
+                             tc_connection_cb on_conn, void *data,
+                             tc_server_t **out);
+
 /* Port the server listens on (TCP), or -EINVAL. */
 TC_EXTERN int tc_server_port(const tc_server_t *server);
 TC_EXTERN int tc_server_sockname(const tc_server_t *server,

@@ -22,10 +22,16 @@ typedef struct tc_tcp_connect_opts {
     bool no_nodelay;        /* keep Nagle's algorithm */
     bool keepalive;
     unsigned keepalive_idle_s;
+    /* Bind the socket to this local numeric address before connecting
+     * (NULL: the kernel picks, unless bind_port is set: then the wildcard
+     * of the peer's family); bind_port 0 picks a free port. */
+    const char *bind_host;
+    int bind_port;
 } tc_tcp_connect_opts_t;
 
-/* Listen on host ("127.0.0.1", "::1", "0.0.0.0", "::"; NULL = "0.0.0.0")
- * and port (0: the kernel picks; read it with tc_server_port()).
+/* Listen on host ("127.0.0.1", "::1", "0.0.0.0", "::"; NULL = "0.0.0.0";
+ * "" = every interface, IPv6 and IPv4 on one dual-stack socket where the
+ * system has IPv6, else "0.0.0.0") and port (0: the kernel picks; read it with tc_server_port()).
  * SO_REUSEADDR is always set.  on_conn runs for each accepted connection.
  * opts may be NULL.  Returns 0, -EINVAL for a bad address or port, or a
  * negated errno from socket/bind/listen (-EADDRINUSE...). */
@@ -40,8 +46,10 @@ TC_EXTERN int tc_tcp_listen(tc_loop_t *loop, const char *host, int port,
  * the loop has a resolver pool (tc_loop_set_resolver_pool(); without one a
  * name is -EINVAL); the lookup runs on the pool and timeout_ms counts from
  * when it completes.  Writes made before the connection completes are
- * queued.  Returns 0 or a negative code (cb is then never called and *out
- * is not set). */
+ * queued.  A bind address that fails to bind is reported through cb
+ * (-EADDRINUSE, -EADDRNOTAVAIL, -EINVAL for the other family).  Returns 0
+ * or a negative code (cb is then never called and *out is not set):
+ * -EINVAL also for a bind_host that is not numeric or a bad bind_port. */
 TC_EXTERN int tc_tcp_connect(tc_loop_t *loop, const char *host, int port,
                              const tc_tcp_connect_opts_t *opts,
                              tc_connect_cb cb, void *data,

@@ -81,6 +81,10 @@ run_event(ReactorObject *r, pyevent_t *ev)
     case PYEV_NATIVE_DONE:
         native_dispatch(r, ev);
         break;
+    case PYEV_FD:
+    case PYEV_FD_CLOSED:
+        fdwatch_dispatch(r, ev);
+        break;
     case PYEV_CALL: {
         PyObject *fn = PyTuple_GET_ITEM(ev->obj, 0);
         PyObject *args = PyTuple_GET_ITEM(ev->obj, 1);

@@ -1,6 +1,8 @@
 /* The Reactor type: one tc_loop_t and the Python-facing methods on it.
  * Every method but call_from_thread must be called on the thread that
- * created the reactor; they raise RuntimeError elsewhere.
+ * owns the reactor; they raise RuntimeError elsewhere.  The owner is the
+ * thread that created it, until the first run() or run_once(), which
+ * adopts it for the thread it runs on.
  *
  * The reactor owns its loop, and through it the references the loop's
  * handles hold on Transports, Listeners, DatagramTransports and armed
@@ -11,6 +13,7 @@
  * handle and frees the loop.  Once r->loop is NULL the reactor is closed:
  * every method raises RuntimeError and every C pointer into the loop that
  * a Python object keeps is NULL or unused. */
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -156,7 +159,7 @@ Reactor_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     r->module = Py_NewRef(module);
-    r->wakeup_write_fd = -1;
+    r->wakeup_read_fd = r->wakeup_write_fd = -1;
     int err = pthread_mutex_init(&r->transit_lock, NULL);
     if (err != 0) {
         Py_DECREF(r);
@@ -215,6 +218,7 @@ Reactor_traverse(ReactorObject *r, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(r));
     Py_VISIT(r->module);
     Py_VISIT(r->signal_handlers);
+    Py_VISIT(r->fd_watchers);
     Py_VISIT(r->cpu_pool);
     Py_VISIT(r->pending_exc);
     for (size_t i = 0; i < r->soon_len; i++) {
@@ -296,6 +300,8 @@ reactor_teardown(ReactorObject *r)
     }
     PyObject *signal_handlers = r->signal_handlers;
     r->signal_handlers = NULL;
+    PyObject *fd_watchers = r->fd_watchers;
+    r->fd_watchers = NULL;
     tc_loop_t *loop = r->loop;
     /* Under the lock: a worker sending tasks back reads r->loop. */
     pthread_mutex_lock(&r->transit_lock);
@@ -327,6 +333,12 @@ reactor_teardown(ReactorObject *r)
         Py_DECREF(obj);
     }
     Py_XDECREF(signal_handlers);
+    Py_XDECREF(fd_watchers);
+    if (r->wakeup_read_fd >= 0) {   /* its poll handle went with the loop */
+        close(r->wakeup_read_fd);
+        close(r->wakeup_write_fd);
+        r->wakeup_read_fd = r->wakeup_write_fd = -1;
+    }
     return 0;
 }
 
@@ -336,6 +348,7 @@ Reactor_clear(ReactorObject *r)
     /* The loop first: a pool's completions still reach the CpuPool. */
     reactor_teardown(r);
     Py_CLEAR(r->signal_handlers);
+    Py_CLEAR(r->fd_watchers);
     Py_CLEAR(r->cpu_pool);
     Py_CLEAR(r->pending_exc);
     for (size_t i = 0; i < r->soon_len; i++) {
@@ -376,113 +389,169 @@ Reactor_dealloc(ReactorObject *r)
 /* ---- signal wakeup: Ctrl-C interrupts epoll ---------------------------- */
 
 static void
-wakeup_on_read(tc_stream_t *s, const char *buf, size_t len)
+wakeup_on_ready(tc_poll_t *p, int status, int events)
 {
-    (void)buf;
-    (void)len;
-    ReactorObject *r = tc_handle_data(tc_stream_handle(s));
+    (void)events;
+    ReactorObject *r = tc_handle_data(tc_poll_handle(p));
+    char buf[64];
+    if (status == 0) {
+        while (read(r->wakeup_read_fd, buf, sizeof(buf)) > 0) {
+        }
+    }
     pyevents_push(r, PYEV_SIGNAL, NULL, NULL, 0);
 }
 
-static const tc_stream_callbacks_t wakeup_callbacks = {
-    .on_read = wakeup_on_read,
-};
-
-/* Route Python's signal wakeup fd into the loop, on the main thread only;
- * returns the previous wakeup fd (or -2 when not installed). */
+/* GIL: held.  signal.set_wakeup_fd(fd); returns the previous fd, or -2
+ * when it cannot be set (not the main thread).  Clears any exception. */
 static int
-install_wakeup(ReactorObject *r)
+set_wakeup_fd(int fd)
 {
-    int fds[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
-                   fds) != 0) {
-        return -2;
-    }
-    PyObject *signal_mod = PyImport_ImportModule("signal");
-    if (signal_mod == NULL) {
-        PyErr_Clear();
-        close(fds[0]);
-        close(fds[1]);
-        return -2;
-    }
-    PyObject *old = PyObject_CallMethod(signal_mod, "set_wakeup_fd", "i",
-                                        fds[1]);
-    Py_DECREF(signal_mod);
-    if (old == NULL) {
-        PyErr_Clear();   /* not the main thread: no Python signals here */
-        close(fds[0]);
-        close(fds[1]);
-        return -2;
-    }
-    int old_fd = (int)PyLong_AsLong(old);
-    Py_DECREF(old);
-    tc_stream_t *s;
-    if (tc_stream_open(r->loop, fds[0], r, &s) != 0) {
-        close(fds[1]);
-        return old_fd;
-    }
-    tc_stream_set_callbacks(s, &wakeup_callbacks);
-    tc_stream_read_start(s);
-    r->wakeup_stream = s;
-    r->wakeup_write_fd = fds[1];
-    return old_fd;
-}
-
-static void
-remove_wakeup(ReactorObject *r, int old_fd)
-{
-    if (old_fd == -2) {
-        return;
-    }
     PyObject *exc = tcpy_fetch_exception();
+    int old = -2;
     PyObject *signal_mod = PyImport_ImportModule("signal");
     if (signal_mod != NULL) {
         PyObject *res = PyObject_CallMethod(signal_mod, "set_wakeup_fd", "i",
-                                            old_fd);
-        Py_XDECREF(res);
+                                            fd);
         Py_DECREF(signal_mod);
+        if (res != NULL) {
+            old = (int)PyLong_AsLong(res);
+            Py_DECREF(res);
+        }
     }
     PyErr_Clear();
     if (exc != NULL) {
         tcpy_restore_exception(exc);
     }
-    if (r->wakeup_stream != NULL) {
-        tc_close(tc_stream_handle(r->wakeup_stream), NULL);
-        r->wakeup_stream = NULL;
+    return old;
+}
+
+/* GIL: held.  Only the main thread may set Python's wakeup fd. */
+static bool
+is_main_thread(void)
+{
+    PyObject *threading = PyImport_ImportModule("threading");
+    PyObject *main = threading != NULL
+                         ? PyObject_CallMethod(threading, "main_thread", NULL)
+                         : NULL;
+    PyObject *ident = main != NULL ? PyObject_GetAttrString(main, "ident")
+                                   : NULL;
+    bool yes = ident != NULL &&
+               PyLong_AsUnsignedLong(ident) == PyThread_get_thread_ident();
+    Py_XDECREF(ident);
+    Py_XDECREF(main);
+    Py_XDECREF(threading);
+    PyErr_Clear();
+    return yes;
+}
+
+/* Route Python's signal wakeup fd into the loop while run() runs, on the
+ * main thread, unless a host (asyncio, Twisted) has installed its own:
+ * that one is left alone, and its owner hears of signals.  The socketpair
+ * is made once per reactor.  Returns true when ours is installed. */
+static bool
+install_wakeup(ReactorObject *r)
+{
+    if (r->wakeup_read_fd < 0) {
+        int fds[2];
+        if (!is_main_thread() ||
+            socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                       0, fds) != 0) {
+            return false;
+        }
+        r->wakeup_read_fd = fds[0];
+        r->wakeup_write_fd = fds[1];
     }
-    if (r->wakeup_write_fd >= 0) {
-        close(r->wakeup_write_fd);
-        r->wakeup_write_fd = -1;
+    /* Python has no way to read the wakeup fd without setting one: a
+     * signal in the instant ours stands in for a host's still runs its
+     * Python handler, only without waking the host's poll. */
+    int old = set_wakeup_fd(r->wakeup_write_fd);
+    if (old == -2) {
+        return false;   /* not the main thread: no Python signals here */
+    }
+    if (old != -1 && old != r->wakeup_write_fd) {
+        set_wakeup_fd(old);   /* the host's: put it back */
+        return false;
+    }
+    if (tc_poll_new(r->loop, r->wakeup_read_fd, r, &r->wakeup_poll) != 0) {
+        r->wakeup_poll = NULL;
+        set_wakeup_fd(-1);
+        return false;
+    }
+    tc_poll_start(r->wakeup_poll, TC_POLL_READABLE, wakeup_on_ready);
+    return true;
+}
+
+/* Undo install_wakeup(): only our own fd is taken out; one a callback
+ * installed meanwhile stays. */
+static void
+remove_wakeup(ReactorObject *r, bool installed)
+{
+    if (!installed) {
+        return;
+    }
+    int cur = set_wakeup_fd(-1);
+    if (cur != r->wakeup_write_fd && cur >= 0) {
+        set_wakeup_fd(cur);
+    }
+    if (r->wakeup_poll != NULL) {
+        tc_close(tc_poll_handle(r->wakeup_poll), NULL);
+        r->wakeup_poll = NULL;
     }
 }
 
 /* ---- methods ------------------------------------------------------------ */
 
-/* GIL: drops.  The GIL is released for the whole of tc_loop_run(); the
- * dispatch hook takes it back once per iteration. */
-static PyObject *
-reactor_run(ReactorObject *r, PyObject *unused)
+/* run() and run_once() check the thread this way: the first run adopts a
+ * loop created on another thread (handed over to the one that runs it). */
+static int
+check_run_thread(ReactorObject *r, const char *what)
 {
-    (void)unused;
+    if (r->loop != NULL && !r->has_run && !r->running &&
+        !tc_loop_is_owner_thread(r->loop)) {
+        tc_loop_adopt(r->loop);
+    }
     if (reactor_check_thread(r) < 0) {
-        return NULL;
+        return -1;
     }
     if (r->running) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "run(): the reactor is already running");
-        return NULL;
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s(): the reactor is already running", what);
+        return -1;
     }
+    return 0;
+}
+
+/* GIL: drops.  The GIL is released for the whole of tc_loop_run(); the
+ * dispatch hook takes it back once per iteration.  timeout < -1.5: run
+ * until stop(); else one iteration that waits at most timeout seconds
+ * (-1: without a bound). */
+static PyObject *
+run_loop(ReactorObject *r, double timeout)
+{
+    bool forever = timeout < -1.5;
     r->running = true;
+    r->has_run = true;
     r->stopping = false;
-    int old_fd = install_wakeup(r);
+    bool pending_stop = forever && r->stop_pending;
+    if (forever) {
+        r->stop_pending = false;
+    }
+    bool installed = install_wakeup(r);
     /* Python signals that arrived before the wakeup fd was set. */
     pyevents_push(r, PYEV_SIGNAL, NULL, NULL, 0);
     Py_INCREF(r);
     r->saved_tstate = PyEval_SaveThread();
-    int rc = tc_loop_run(r->loop, TC_RUN_DEFAULT);
+    int rc;
+    if (pending_stop) {
+        rc = tc_loop_run(r->loop, TC_RUN_NOWAIT);   /* asyncio's rule */
+    } else if (forever) {
+        rc = tc_loop_run(r->loop, TC_RUN_DEFAULT);
+    } else {
+        rc = tc_loop_run_timeout(r->loop, timeout < 0.0 ? -1.0 : timeout);
+    }
     PyEval_RestoreThread(r->saved_tstate);
     r->saved_tstate = NULL;
-    remove_wakeup(r, old_fd);
+    remove_wakeup(r, installed);
     r->running = false;
     r->stopping = false;
     PyObject *exc = r->pending_exc;
@@ -499,6 +568,47 @@ reactor_run(ReactorObject *r, PyObject *unused)
 }
 
 static PyObject *
+reactor_run(ReactorObject *r, PyObject *unused)
+{
+    (void)unused;
+    if (check_run_thread(r, "run") < 0) {
+        return NULL;
+    }
+    return run_loop(r, -2.0);
+}
+
+static PyObject *
+reactor_run_once(ReactorObject *r, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"timeout", NULL};
+    PyObject *timeout_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:run_once", kwlist,
+                                     &timeout_obj)) {
+        return NULL;
+    }
+    double timeout = -1.0;
+    if (timeout_obj != Py_None) {
+        timeout = PyFloat_AsDouble(timeout_obj);
+        if (timeout == -1.0 && PyErr_Occurred()) {
+            PyErr_Format(PyExc_TypeError,
+                         "run_once(): 'timeout' must be a number or None, "
+                         "got %.100s", Py_TYPE(timeout_obj)->tp_name);
+            return NULL;
+        }
+        if (!(timeout >= 0.0)) {
+            PyErr_Format(PyExc_ValueError,
+                         "run_once(): 'timeout' must be >= 0 or None, got %R",
+                         timeout_obj);
+            return NULL;
+        }
+    }
+    if (check_run_thread(r, "run_once") < 0) {
+        return NULL;
+    }
+    return run_loop(r, timeout);
+}
+
+static PyObject *
 reactor_stop(ReactorObject *r, PyObject *unused)
 {
     (void)unused;
@@ -506,9 +616,8 @@ reactor_stop(ReactorObject *r, PyObject *unused)
         return NULL;
     }
     if (!r->running) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "stop(): the reactor is not running");
-        return NULL;
+        r->stop_pending = true;   /* the next run() returns at once */
+        Py_RETURN_NONE;
     }
     r->stopping = true;
     tc_loop_stop(r->loop);
@@ -794,7 +903,8 @@ reactor_listen_unix(ReactorObject *r, PyObject *args, PyObject *kwargs)
     return listener_new(r, server, factory, true);
 }
 
-/* addr: stolen; named by a failed connect's error. */
+/* addr: stolen (NULL for a socket connected already); named by a failed
+ * connect's error. */
 static PyObject *
 start_client(ReactorObject *r, tc_stream_t *s, bool is_unix,
              PyObject *factory, PyObject *on_connect, PyObject *addr)
@@ -802,7 +912,7 @@ start_client(ReactorObject *r, tc_stream_t *s, bool is_unix,
     PyObject *t = transport_new(r, s, is_unix);
     if (t == NULL) {
         tc_close(tc_stream_handle(s), NULL);
-        Py_DECREF(addr);
+        Py_XDECREF(addr);
         return NULL;
     }
     TransportObject *tr = (TransportObject *)t;
@@ -816,15 +926,35 @@ static PyObject *
 reactor_connect_tcp(ReactorObject *r, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"host", "port", "factory", "on_connect",
-                             "timeout", NULL};
+                             "timeout", "bind", NULL};
     const char *host;
     int port;
     PyObject *factory, *on_connect;
     PyObject *timeout_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "siOO|O:connect_tcp",
+    PyObject *bind_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "siOO|OO:connect_tcp",
                                      kwlist, &host, &port, &factory,
-                                     &on_connect, &timeout_obj)) {
+                                     &on_connect, &timeout_obj, &bind_obj)) {
         return NULL;
+    }
+    const char *bind_host = NULL;
+    int bind_port = 0;
+    if (bind_obj != Py_None &&
+        (!PyTuple_Check(bind_obj) ||
+         !PyArg_ParseTuple(bind_obj, "zi", &bind_host, &bind_port))) {
+        PyErr_Format(PyExc_TypeError,
+                     "connect_tcp(): 'bind' must be a (host, port) tuple, "
+                     "got %R", bind_obj);
+        return NULL;
+    }
+    if (bind_port < 0 || bind_port > 65535) {
+        PyErr_Format(PyExc_ValueError,
+                     "connect_tcp(): the port of 'bind' must be in 0..65535, "
+                     "got %d", bind_port);
+        return NULL;
+    }
+    if (bind_host != NULL && bind_host[0] == '\0') {
+        bind_host = NULL;   /* "": the wildcard of the peer's family */
     }
     if (port <= 0 || port > 65535) {
         PyErr_Format(PyExc_ValueError,
@@ -854,6 +984,8 @@ reactor_connect_tcp(ReactorObject *r, PyObject *args, PyObject *kwargs)
         .timeout_ms = timeout > 0.0 && timeout <= 1e9
                           ? (uint64_t)(timeout * 1000.0 + 0.5)
                           : 0,
+        .bind_host = bind_host,
+        .bind_port = bind_port,
     };
     if (opts.timeout_ms == 0 && timeout > 0.0 && timeout <= 1e9) {
         opts.timeout_ms = 1;
@@ -865,12 +997,118 @@ reactor_connect_tcp(ReactorObject *r, PyObject *args, PyObject *kwargs)
     tc_stream_t *s;
     int err = tc_tcp_connect(r->loop, host, port, &opts, transport_on_connect,
                              NULL, &s);
+    if (err == -EINVAL && bind_host != NULL) {
+        PyErr_Format(PyExc_ValueError,
+                     "connect_tcp(): the host of 'bind' must be a numeric "
+                     "IPv4 or IPv6 address, got '%s'", bind_host);
+        Py_DECREF(addr);
+        return NULL;
+    }
     if (err != 0) {
         tcpy_raise_at(reactor_state(r), err, "connect to", addr);
         Py_DECREF(addr);
         return NULL;
     }
     return start_client(r, s, false, factory, on_connect, addr);
+}
+
+/* ---- sockets made elsewhere -------------------------------------------- */
+
+/* A close-on-exec duplicate of sock's descriptor after checks; -1 with an
+ * exception.  twincore works on the duplicate: the caller keeps (and
+ * closes) its own. */
+static int
+dup_socket(ReactorObject *r, PyObject *sock, const char *what, bool peer)
+{
+    int fd;
+    if (tcpy_fileno(sock, what, &fd) < 0 || reactor_check_thread(r) < 0) {
+        return -1;
+    }
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (peer && getpeername(fd, (struct sockaddr *)&ss, &len) != 0) {
+        if (errno == ENOTCONN) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s(): 'sock' must be a connected stream socket",
+                         what);
+        } else {
+            PyErr_SetFromErrno(PyExc_OSError);
+        }
+        return -1;
+    }
+    int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (copy < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return copy;
+}
+
+static PyObject *
+reactor_adopt_stream(ReactorObject *r, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"sock", "factory", "on_connect", NULL};
+    PyObject *sock, *factory, *on_connect;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO:_adopt_stream",
+                                     kwlist, &sock, &factory, &on_connect)) {
+        return NULL;
+    }
+    int fd = dup_socket(r, sock, "adopt_stream", true);
+    if (fd < 0) {
+        return NULL;
+    }
+    tc_stream_t *s;
+    int err = tc_stream_open(r->loop, fd, NULL, &s);   /* owns fd */
+    if (err == -EINVAL) {
+        PyErr_SetString(PyExc_ValueError,
+                        "adopt_stream(): 'sock' must be a connected stream "
+                        "socket");
+        return NULL;
+    }
+    if (err != 0) {
+        return tcpy_raise(reactor_state(r), err);
+    }
+    /* Connected already: no connect can fail to name an address. */
+    PyObject *t = start_client(r, s, tc_stream_is_unix(s), factory,
+                               on_connect, NULL);
+    if (t != NULL) {
+        /* Connected already: the protocol is built in the next batch. */
+        transport_on_connect(s, 0);
+        reactor_wake(r);
+    }
+    return t;
+}
+
+static PyObject *
+reactor_adopt_listener(ReactorObject *r, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"sock", "factory", NULL};
+    PyObject *sock, *factory;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:adopt_listener",
+                                     kwlist, &sock, &factory)) {
+        return NULL;
+    }
+    int fd = dup_socket(r, sock, "adopt_listener", false);
+    if (fd < 0) {
+        return NULL;
+    }
+    tc_server_t *server;
+    int err = tc_server_open(r->loop, fd, listener_on_connection, NULL,
+                             &server);   /* owns fd */
+    if (err == -EINVAL) {
+        PyErr_SetString(PyExc_ValueError,
+                        "adopt_listener(): 'sock' must be a listening stream "
+                        "socket");
+        return NULL;
+    }
+    if (err != 0) {
+        return tcpy_raise(reactor_state(r), err);
+    }
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    bool is_unix = tc_server_sockname(server, (struct sockaddr *)&ss,
+                                      &len) == 0 &&
+                   ss.ss_family == AF_UNIX;
+    return listener_new(r, server, factory, is_unix);
 }
 
 static PyObject *
@@ -1180,9 +1418,19 @@ static PyMethodDef Reactor_methods[] = {
      "reactor (the default one, taken over by the thread that runs it)."},
     {"run", (PyCFunction)reactor_run, METH_NOARGS,
      "run($self, /)\n--\n\nRun until stop(). Ctrl-C stops the reactor and "
-     "raises KeyboardInterrupt from run()."},
+     "raises KeyboardInterrupt from run() (on the main thread, while no "
+     "other signal.set_wakeup_fd() is installed: a host's stays, and hears "
+     "of signals itself). The first run() may be on another thread than "
+     "the one that created the reactor: that thread owns it from then on."},
+    {"run_once", (PyCFunction)(void (*)(void))reactor_run_once,
+     METH_VARARGS | METH_KEYWORDS,
+     "run_once($self, timeout=None)\n--\n\nRun one iteration: wait for "
+     "events at most timeout seconds (None: until something happens, 0: "
+     "not at all), then run every callback that is due, as one batch."},
     {"stop", (PyCFunction)reactor_stop, METH_NOARGS,
-     "stop($self, /)\n--\n\nMake run() return after the current iteration."},
+     "stop($self, /)\n--\n\nMake run() return after the current iteration. "
+     "Before run(), the next run() runs one iteration without waiting and "
+     "returns, as asyncio's run_forever() does."},
     {"close", (PyCFunction)reactor_close, METH_NOARGS,
      "close($self, /)\n--\n\nClose every listener, transport, datagram "
      "transport, timer and signal handler of the reactor at once and free "
@@ -1235,6 +1483,16 @@ static PyMethodDef Reactor_methods[] = {
      "_connect_tls($self, host, port, factory, on_connect, context, "
      "server_hostname=None, timeout=None)\n--\n\nLow level; use "
      "twincore.Reactor.connect_tls."},
+    {"_adopt_stream", (PyCFunction)(void (*)(void))reactor_adopt_stream,
+     METH_VARARGS | METH_KEYWORDS,
+     "_adopt_stream($self, sock, factory, on_connect)\n--\n\nLow level; "
+     "use twincore.Reactor.adopt_stream."},
+    {"adopt_listener", (PyCFunction)(void (*)(void))reactor_adopt_listener,
+     METH_VARARGS | METH_KEYWORDS,
+     "adopt_listener($self, sock, factory)\n--\n\nAccept connections on a "
+     "listening socket made elsewhere (TCP or Unix; an object with fileno() "
+     "or a descriptor); returns a Listener. twincore works on a duplicate: "
+     "close your own socket when you like."},
     {"_connect_unix", (PyCFunction)(void (*)(void))reactor_connect_unix,
      METH_VARARGS | METH_KEYWORDS,
      "_connect_unix($self, path, factory, on_connect)\n--\n\nLow level."},
@@ -1250,6 +1508,24 @@ static PyMethodDef Reactor_methods[] = {
      METH_O,
      "remove_signal_handler($self, signum, /)\n--\n\nReturns True if a "
      "handler was removed."},
+    {"add_reader", (PyCFunction)(void (*)(void))reactor_add_reader,
+     METH_FASTCALL,
+     "add_reader($self, fd, callback, /, *args)\n--\n\nCall "
+     "callback(*args) on every iteration in which fd (an int or an object "
+     "with fileno()) is readable, until remove_reader(fd); level-triggered, "
+     "as asyncio's. Replaces a reader the fd had. The descriptor stays "
+     "yours: remove the reader before closing it. One found closed wakes "
+     "its callbacks once (their own IO meets the error), then stays quiet."},
+    {"remove_reader", (PyCFunction)reactor_remove_reader, METH_O,
+     "remove_reader($self, fd, /)\n--\n\nStop watching fd for reading "
+     "at once; True if it was watched."},
+    {"add_writer", (PyCFunction)(void (*)(void))reactor_add_writer,
+     METH_FASTCALL,
+     "add_writer($self, fd, callback, /, *args)\n--\n\nadd_reader() for "
+     "writability."},
+    {"remove_writer", (PyCFunction)reactor_remove_writer, METH_O,
+     "remove_writer($self, fd, /)\n--\n\nStop watching fd for writing at "
+     "once; True if it was watched."},
     {"stats", (PyCFunction)reactor_stats, METH_NOARGS,
      "stats($self, /)\n--\n\nLoop counters: iterations, wakeups, ..."},
     {NULL, NULL, 0, NULL},
@@ -1278,7 +1554,7 @@ static PyType_Slot Reactor_slots[] = {
     {Py_tp_getset, Reactor_getset},
     {Py_tp_members, Reactor_members},
     {Py_tp_doc, "Reactor()\n--\n\nAn event loop on its own libev loop. "
-                "Create it on the thread that will run it."},
+                "The thread of its first run() owns it."},
     {0, NULL},
 };
 

@@ -29,6 +29,7 @@ typedef struct tc_state {
     PyTypeObject *Future_type;
     PyTypeObject *FutureIter_type;
     PyTypeObject *TLSContext_type;
+    PyTypeObject *FdWatcher_type;
     PyObject *CancelledError;   /* asyncio's, so both kinds of code catch it */
     PyObject *InvalidStateError;
     PyObject *Error;            /* twincore.Error(OSError): codes errno lacks */
@@ -88,6 +89,8 @@ typedef enum pyevent_kind {
     PYEV_RELEASE,      /* obj: owned reference to drop */
     PYEV_LISTENER_CLOSED, /* obj: Listener */
     PYEV_NATIVE_DONE,  /* ptr: native_task_t* (capi.c) */
+    PYEV_FD,           /* obj: _FdWatcher; status: TC_POLL_* bits or < 0 */
+    PYEV_FD_CLOSED,    /* obj: _FdWatcher; its poll handle is gone */
 } pyevent_kind_t;
 
 typedef struct pyevent {
@@ -129,15 +132,20 @@ typedef struct ReactorObject {
     PyObject **soon;            /* pairs (fn, args), owned */
     size_t soon_len, soon_cap;
     TransportObject *dirty;     /* transports with unflushed writes */
-    tc_stream_t *wakeup_stream; /* signal wakeup fd reader, during run */
-    int wakeup_write_fd;
+    /* Python's signal wakeup fd while run() runs (unless the host has its
+     * own): a socketpair made once, read by a poll handle during runs. */
+    tc_poll_t *wakeup_poll;
+    int wakeup_read_fd, wakeup_write_fd;
     PyObject *signal_handlers;  /* dict signum -> (fn, args, handle) */
     PyObject *cpu_pool;         /* the default CpuPool, or NULL */
     PyObject *pending_exc;      /* KeyboardInterrupt etc. to re-raise */
     bool running;
     bool stopping;
+    bool stop_pending;          /* stop() before run(): run() returns */
+    bool has_run;               /* the first run() adopts the loop */
     bool in_dispatch;
     loopref_t *held;            /* the objects the loop's handles hold */
+    PyObject *fd_watchers;      /* dict fd -> _FdWatcher, or NULL */
     /* guards: transit, and loop going NULL (workers read it) */
     pthread_mutex_t transit_lock;
     bool transit_lock_ready;
@@ -235,6 +243,19 @@ void udp_on_recv(tc_udp_t *udp, const char *buf, size_t len,
  * batch).  GIL: any. */
 void reactor_wake(ReactorObject *r);
 
+/* Descriptor watchers (fdwatch.c).  GIL: held. */
+PyObject *reactor_add_reader(ReactorObject *r, PyObject *const *args,
+                             Py_ssize_t nargs);
+PyObject *reactor_add_writer(ReactorObject *r, PyObject *const *args,
+                             Py_ssize_t nargs);
+PyObject *reactor_remove_reader(ReactorObject *r, PyObject *arg);
+PyObject *reactor_remove_writer(ReactorObject *r, PyObject *arg);
+void fdwatch_dispatch(ReactorObject *r, pyevent_t *ev);
+/* asyncio's rule for a descriptor argument: an int, or an object whose
+ * fileno() returns one; what names the method in errors.  Returns 0 or -1
+ * with an exception. */
+int tcpy_fileno(PyObject *obj, const char *what, int *out);
+
 /* UDP (udp.c), timers (timerhandle.c), CPU pool (cpu.c). */
 void udp_dispatch(ReactorObject *r, pyevent_t *ev);
 void timer_dispatch(ReactorObject *r, pyevent_t *ev);
@@ -278,6 +299,7 @@ extern PyType_Spec CpuTask_spec;
 extern PyType_Spec Future_spec;
 extern PyType_Spec FutureIter_spec;
 extern PyType_Spec TLSContext_spec;
+extern PyType_Spec FdWatcher_spec;
 
 /* TLS (tls.c).  GIL: held. */
 tc_tls_ctx_t *tlscontext_native(tc_state *st, PyObject *obj,

@@ -1110,7 +1110,20 @@ Transport_repr(TransportObject *t)
                                           : (t->closing ? "closing" : "open"));
 }
 
+static PyObject *
+Transport_fileno(TransportObject *t, PyObject *unused)
+{
+    (void)unused;
+    /* -1 once closed, as socket.fileno(); the descriptor stays twincore's:
+     * use it for socket options, never to read, write or close. */
+    return PyLong_FromLong(t->stream != NULL ? tc_stream_fd(t->stream) : -1);
+}
+
 static PyMethodDef Transport_methods[] = {
+    {"fileno", (PyCFunction)Transport_fileno, METH_NOARGS,
+     "fileno($self, /)\n--\n\nThe socket's descriptor, -1 once closed. It "
+     "stays the transport's: for socket options, not to read, write or "
+     "close."},
     {"write", (PyCFunction)Transport_write, METH_O,
      "write($self, data, /)\n--\n\nQueue bytes after any already queued; "
      "sent after the current batch of callbacks. Raises BrokenPipeError "
@@ -1203,6 +1216,8 @@ typedef struct {
     PyObject *tls_context;    /* TLSContext, or NULL for plain TCP */
     uint64_t tls_timeout_ms;
     bool is_unix;
+    bool gone;                /* its server's close was dispatched */
+    PyObject *closed_fut;     /* wait_closed()'s Future, or NULL */
     loopref_t held;           /* listed while the server holds us */
     PyObject *weakreflist;
 } ListenerObject;
@@ -1292,9 +1307,19 @@ listener_dispatch(ReactorObject *r, pyevent_t *ev)
         Py_XDECREF(res);
         break;
     }
-    case PYEV_LISTENER_CLOSED:
+    case PYEV_LISTENER_CLOSED: {
+        l->gone = true;
+        PyObject *fut = l->closed_fut;
+        l->closed_fut = NULL;
+        if (fut != NULL) {
+            if (future_is_pending(fut) && future_set_result(fut, Py_None) < 0) {
+                reactor_report(r, "a wait_closed() callback");
+            }
+            Py_DECREF(fut);
+        }
         Py_XDECREF(reactor_unhold(r, &l->held));   /* the handle's */
         break;
+    }
     default:
         break;
     }
@@ -1331,6 +1356,8 @@ listener_new(ReactorObject *r, tc_server_t *server, PyObject *factory,
     l->is_unix = is_unix;
     l->tls_context = NULL;
     l->tls_timeout_ms = 0;
+    l->gone = false;
+    l->closed_fut = NULL;
     l->weakreflist = NULL;
     l->held = (loopref_t){0};
     tc_handle_set_data(tc_server_handle(server), l);
@@ -1354,6 +1381,59 @@ Listener_close(ListenerObject *l, PyObject *unused)
         l->server = NULL;
     }
     Py_RETURN_NONE;
+}
+
+static PyObject *
+Listener_pause(ListenerObject *l, PyObject *unused)
+{
+    (void)unused;
+    if (l->server == NULL) {
+        Py_RETURN_NONE;   /* closed: nothing accepts anyway */
+    }
+    if (reactor_check_thread(l->reactor) < 0) {
+        return NULL;
+    }
+    tc_server_pause(l->server);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Listener_resume(ListenerObject *l, PyObject *unused)
+{
+    (void)unused;
+    if (l->server == NULL) {
+        Py_RETURN_NONE;
+    }
+    if (reactor_check_thread(l->reactor) < 0) {
+        return NULL;
+    }
+    tc_server_resume(l->server);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Listener_wait_closed(ListenerObject *l, PyObject *unused)
+{
+    (void)unused;
+    tc_state *st = reactor_state(l->reactor);
+    if (l->closed_fut != NULL) {
+        return Py_NewRef(l->closed_fut);
+    }
+    PyObject *fut = future_new(st, (PyObject *)l->reactor);
+    if (fut == NULL) {
+        return NULL;
+    }
+    if (l->gone) {
+        if (future_set_result(fut, Py_None) < 0) {
+            Py_DECREF(fut);
+            return NULL;
+        }
+        return fut;
+    }
+    /* Also a listener of a closed reactor: that Future stays pending, as
+     * every Future the reactor would settle. */
+    l->closed_fut = Py_NewRef(fut);
+    return fut;
 }
 
 static PyObject *
@@ -1397,6 +1477,7 @@ Listener_traverse(ListenerObject *l, visitproc visit, void *arg)
     Py_VISIT(l->reactor);
     Py_VISIT(l->factory);
     Py_VISIT(l->tls_context);
+    Py_VISIT(l->closed_fut);
     return 0;
 }
 
@@ -1405,6 +1486,7 @@ Listener_clear(ListenerObject *l)
 {
     Py_CLEAR(l->factory);
     Py_CLEAR(l->tls_context);
+    Py_CLEAR(l->closed_fut);
     return 0;
 }
 
@@ -1446,6 +1528,15 @@ static PyMethodDef Listener_methods[] = {
      "close($self, /)\n--\n\nStop listening; open connections stay open."},
     {"get_host", (PyCFunction)Listener_get_host, METH_NOARGS,
      "get_host($self, /)\n--\n\nThe local address."},
+    {"pause", (PyCFunction)Listener_pause, METH_NOARGS,
+     "pause($self, /)\n--\n\nStop accepting; new connections wait in the "
+     "backlog."},
+    {"resume", (PyCFunction)Listener_resume, METH_NOARGS,
+     "resume($self, /)\n--\n\nAccept again after pause()."},
+    {"wait_closed", (PyCFunction)Listener_wait_closed, METH_NOARGS,
+     "wait_closed($self, /)\n--\n\nA Future resolved with None once the "
+     "listener has fully closed after close(): its socket is closed (a Unix "
+     "path unlinked) and no connection will be accepted any more."},
     {"__enter__", (PyCFunction)Listener_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)Listener_exit, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},

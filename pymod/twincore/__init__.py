@@ -296,6 +296,20 @@ class TLSContext(_twincore.TLSContext):
         return cls(**kwargs)
 
 
+def _settle_on_connect(fut):
+    """The on_connect(protocol, exc) callback that settles fut."""
+    def on_connect(protocol, exc):
+        if fut.done():
+            if protocol is not None:
+                protocol.transport.abort()
+            return
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(protocol)
+    return on_connect
+
+
 def _settle_with_connect(fut, connect, *args, **kwargs):
     """Start a low-level connect (Reactor._connect_tcp/_tls/_unix) whose
     outcome settles fut; cancelling fut aborts the connection. An OSError
@@ -326,6 +340,27 @@ def _is_numeric_host(host):
         return False
 
 
+def _is_host_name(host):
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    return 0 < len(host) <= 253 and all(
+        0 < len(label) <= 63 and label.isascii() and
+        label.replace("-", "").isalnum() and
+        not label.startswith("-") and not label.endswith("-")
+        for label in labels)
+
+
+def _listen_host(host, port):
+    """listen_*'s host: None, "" (every interface) and numeric addresses
+    go to C as they are (which refuses what is neither); a host name is
+    resolved here, at once, as bind() would (its first address)."""
+    if not isinstance(host, str) or host == "" or _is_numeric_host(host) \
+            or not _is_host_name(host):
+        return host
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    return infos[0][4][0]
+
+
 def _as_factory(factory, what):
     if hasattr(factory, "build_protocol"):
         return factory
@@ -336,8 +371,8 @@ def _as_factory(factory, what):
 
 
 class Reactor(_twincore.Reactor):
-    """An event loop. ``twincore.reactor`` is the default one; create
-    others on the thread that will run them."""
+    """An event loop. ``twincore.reactor`` is the default one; others
+    belong to the thread that creates them, or that runs them first."""
 
     def run(self):
         """Run until stop(). Ctrl-C stops the reactor and raises
@@ -373,10 +408,13 @@ class Reactor(_twincore.Reactor):
     def listen_tcp(self, port, factory, host="127.0.0.1", backlog=0,
                    reuse_port=False):
         """Listen on host:port (port 0: any free port, see .port); returns
-        a Listener. factory.build_protocol(addr) runs per connection."""
+        a Listener. factory.build_protocol(addr) runs per connection.
+        host "" is every interface (IPv6 and IPv4 on one dual-stack
+        socket), None every IPv4 one; a host name is resolved at once."""
         _check_port(port, "listen_tcp")
         return super().listen_tcp(port, _as_factory(factory, "listen_tcp"),
-                                  host, backlog, reuse_port)
+                                  _listen_host(host, port), backlog,
+                                  reuse_port)
 
     def listen_udp(self, port, protocol, host="127.0.0.1"):
         """Bind a UDP socket on host:port (0: any free port); the protocol
@@ -394,9 +432,11 @@ class Reactor(_twincore.Reactor):
         return super().listen_unix(path, _as_factory(factory, "listen_unix"),
                                    backlog)
 
-    def connect_tcp(self, host, port, factory, timeout=None):
+    def connect_tcp(self, host, port, factory, timeout=None, bind=None):
         """Connect; returns a Future of the protocol (after its
-        connection_made). Host names are resolved on the CPU pool."""
+        connection_made). Host names are resolved on the CPU pool.
+        bind=(host, port) binds the local end first (numeric host, "" for
+        any; port 0 for any)."""
         self._check_thread()
         factory = _as_factory(factory, "connect_tcp")
         if not isinstance(host, str):
@@ -407,10 +447,24 @@ class Reactor(_twincore.Reactor):
             raise ValueError("connect_tcp(): 'port' must be an int in "
                              f"1..65535, got {port!r}")
         _check_timeout(timeout, "connect_tcp")
+        if bind is not None:
+            if not isinstance(bind, tuple) or len(bind) != 2 or \
+                    not isinstance(bind[0], (str, type(None))) or \
+                    isinstance(bind[1], bool) or not isinstance(bind[1], int):
+                raise TypeError("connect_tcp(): 'bind' must be a (host, "
+                                f"port) tuple, got {bind!r}")
+            if bind[0] and not _is_numeric_host(bind[0]):
+                raise ValueError("connect_tcp(): the host of 'bind' must be "
+                                 "a numeric IPv4 or IPv6 address, got "
+                                 f"{bind[0]!r}")
+            if not 0 <= bind[1] <= 65535:
+                raise ValueError("connect_tcp(): the port of 'bind' must be "
+                                 f"in 0..65535, got {bind[1]!r}")
+            bind = (bind[0].strip("[]") if bind[0] else None, bind[1])
         fut = Future(self)
         if _is_numeric_host(host):
             self._start_connect(fut, host.strip("[]"), port, factory,
-                                timeout)
+                                timeout, bind)
             return fut
         lookup = self.cpu_pool.defer(socket.getaddrinfo, host, port,
                                      type=socket.SOCK_STREAM, reactor=self,
@@ -419,7 +473,8 @@ class Reactor(_twincore.Reactor):
         def resolved(infos):
             if fut.done():
                 return None
-            self._start_connect(fut, infos[0][4][0], port, factory, timeout)
+            self._start_connect(fut, infos[0][4][0], port, factory, timeout,
+                                bind)
             return None
 
         def failed(exc):
@@ -429,9 +484,32 @@ class Reactor(_twincore.Reactor):
         lookup.add_callbacks(resolved, failed)
         return fut
 
-    def _start_connect(self, fut, host, port, factory, timeout):
+    def _start_connect(self, fut, host, port, factory, timeout, bind=None):
         _settle_with_connect(fut, self._connect_tcp, host, port, factory,
-                             timeout=timeout)
+                             timeout=timeout, bind=bind)
+
+    def adopt_stream(self, sock, factory):
+        """Take on a connected stream socket made elsewhere (TCP or Unix;
+        an object with fileno() or a descriptor): returns a Future of the
+        protocol, built by factory and given connection_made() in the next
+        batch. twincore works on a duplicate of the descriptor: close your
+        own socket when you like (the connection ends when both are
+        closed)."""
+        self._check_thread()
+        factory = _as_factory(factory, "adopt_stream")
+        fut = Future(self)
+        transport = self._adopt_stream(sock, factory,
+                                       on_connect=_settle_on_connect(fut))
+        fut._cancel_hook = transport.abort
+        return fut
+
+    def adopt_listener(self, sock, factory):
+        """Accept connections on a listening socket made elsewhere (TCP or
+        Unix; an object with fileno() or a descriptor); returns a Listener.
+        twincore works on a duplicate: close your own socket when you
+        like."""
+        return super().adopt_listener(sock,
+                                      _as_factory(factory, "adopt_listener"))
 
     def listen_tls(self, port, factory, context, host="127.0.0.1", backlog=0,
                    reuse_port=False, handshake_timeout=60.0):
@@ -448,8 +526,8 @@ class Reactor(_twincore.Reactor):
             raise ValueError("listen_tls(): 'handshake_timeout' must be a "
                              f"number > 0, got {handshake_timeout!r}")
         return super().listen_tls(port, _as_factory(factory, "listen_tls"),
-                                  context, host, backlog, reuse_port,
-                                  handshake_timeout)
+                                  context, _listen_host(host, port), backlog,
+                                  reuse_port, handshake_timeout)
 
     def connect_tls(self, host, port, factory, context, server_hostname=None,
                     timeout=None):

@@ -1011,6 +1011,90 @@ test_fed_before_run_does_not_wait_for_epoll(void **state)
     fed_case(true);
 }
 
+/* ---- tc_loop_run_timeout: one bounded iteration ---------------------- */
+
+static void
+on_soon_flag(void *arg)
+{
+    *(bool *)arg = true;
+}
+
+typedef struct xthread_arg {
+    tc_loop_t *loop;
+    bool *flag;
+} xthread_arg_t;
+
+static void *
+call_after_a_while(void *arg)
+{
+    xthread_arg_t *a = arg;
+    usleep(20 * 1000);
+    tc_loop_call_from_thread(a->loop, on_soon_flag, a->flag);
+    return NULL;
+}
+
+static void
+on_far_timer(tc_timer_t *t)
+{
+    (void)t;
+    fail_msg("a timer 60 s away fired");
+}
+
+/* Nothing happens: it returns, and not before the timeout (loosely: the
+ * clock may round), also with no handle active at all. */
+static void
+test_run_timeout_without_events(void **state)
+{
+    tc_loop_t *loop;
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    ASSERT_RC(tc_loop_run_timeout(NULL, 0.1), -EINVAL);
+    ASSERT_RC(tc_loop_run_timeout(loop, 0.0 / 0.0), -EINVAL);
+    uint64_t t0 = mono_ms();
+    ASSERT_RC(tc_loop_run_timeout(loop, 0.05), 0);
+    uint64_t elapsed = mono_ms() - t0;
+    assert_true(elapsed >= 45);
+    /* An active timer further away does not stretch it. */
+    tc_timer_t *far;
+    ASSERT_RC(tc_timer_new(loop, NULL, &far), 0);
+    ASSERT_RC(tc_timer_start(far, on_far_timer, 60000, 0), 0);
+    t0 = mono_ms();
+    ASSERT_RC(tc_loop_run_timeout(loop, 0.03), 0);
+    assert_true(mono_ms() - t0 >= 25);
+    /* 0 never waits; the bound left no timer behind. */
+    ASSERT_RC(tc_loop_run_timeout(loop, 0.0), 0);
+    ASSERT_RC(tc_close(tc_timer_handle(far), NULL), 0);
+    close_loop_clean(loop);
+}
+
+/* Work already queued, or arriving from another thread, ends the wait
+ * early: the call has run when it returns. */
+static void
+test_run_timeout_with_events(void **state)
+{
+    tc_loop_t *loop;
+    bool ran = false;
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    ASSERT_RC(tc_loop_call_soon(loop, on_soon_flag, &ran), 0);
+    ASSERT_RC(tc_loop_run_timeout(loop, 30.0), 0);
+    assert_true(ran);
+
+    ran = false;
+    pthread_t th;
+    xthread_arg_t a = {loop, &ran};
+    assert_int_equal(pthread_create(&th, NULL, call_after_a_while, &a), 0);
+    /* Bounded count: each call returns by its timeout at the latest. */
+    for (int i = 0; i < 100 && !ran; i++) {
+        ASSERT_RC(tc_loop_run_timeout(loop, 30.0), 0);
+    }
+    pthread_join(th, NULL);
+    assert_true(ran);
+    close_loop_clean(loop);
+}
+
 int
 main(void)
 {
@@ -1038,6 +1122,8 @@ main(void)
         cmocka_unit_test(test_embedding_cross_thread_wakeup),
         cmocka_unit_test(test_fed_from_after_phase_does_not_wait_for_epoll),
         cmocka_unit_test(test_fed_before_run_does_not_wait_for_epoll),
+        cmocka_unit_test(test_run_timeout_without_events),
+        cmocka_unit_test(test_run_timeout_with_events),
     };
 
     return cmocka_run_group_tests_name("loop", tests, NULL, NULL);

@@ -360,6 +360,56 @@ test_emfile_recovers_when_twincore_closes(void **state)
     emfile_episode(true);
 }
 
+/* A listening socket made elsewhere: adopted, it accepts; anything else
+ * is refused with -EINVAL and closed (the server owns fd either way). */
+static void
+test_open_adopts_listener(void **state)
+{
+    tc_loop_t *loop;
+    sctx_t c;
+    tc_server_t *srv = NULL;
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    memset(&c, 0, sizeof(c));
+    c.loop = loop;
+    int port;
+    int lfd = tcp_listener("127.0.0.1", 16, &port);
+    ASSERT_RC(tc_server_open(NULL, -1, on_conn, &c, &srv), -EINVAL);
+    ASSERT_RC(tc_server_open(loop, dup(lfd), NULL, &c, &srv), -EINVAL);
+    int pair[2];
+    unix_pair(pair);
+    ASSERT_RC(tc_server_open(loop, pair[0], on_conn, &c, &srv), -EINVAL);
+    assert_false(fd_is_open(pair[0]));   /* owned, closed on failure */
+    close(pair[1]);
+    assert_null(srv);
+
+    ASSERT_RC(tc_server_open(loop, lfd, on_conn, &c, &c.srv), 0);
+    assert_int_equal(tc_server_fd(c.srv), lfd);
+    assert_int_equal(tc_server_port(c.srv), port);
+    int fds[3];
+    connect_clients(port, fds, 3);
+    RUN_UNTIL(loop, c.conns == 3, 5000);
+    assert_int_equal(c.errors, 0);
+    /* Paused, it leaves connections in the backlog; resumed, it takes
+     * them. */
+    ASSERT_RC(tc_server_pause(c.srv), 0);
+    int more[2];
+    connect_clients(port, more, 2);
+    run_for(loop, 30);
+    assert_int_equal(c.conns, 3);
+    ASSERT_RC(tc_server_resume(c.srv), 0);
+    RUN_UNTIL(loop, c.conns == 5, 5000);
+    ASSERT_RC(tc_close(tc_server_handle(c.srv), NULL), 0);
+    close_loop_clean(loop);
+    assert_false(fd_is_open(lfd) && sock_port(lfd) == port);
+    for (int i = 0; i < 3; i++) {
+        close(fds[i]);
+    }
+    close(more[0]);
+    close(more[1]);
+}
+
 int
 main(void)
 {
@@ -369,6 +419,7 @@ main(void)
         cmocka_unit_test(test_pause_resume),
         cmocka_unit_test(test_close_in_callback),
         cmocka_unit_test(test_accepted_conn_is_usable),
+        cmocka_unit_test(test_open_adopts_listener),
         cmocka_unit_test_setup_teardown(test_emfile_recovers_when_fds_closed,
                                         emfile_setup, emfile_teardown),
         cmocka_unit_test_setup_teardown(

@@ -290,7 +290,8 @@ test_listen_errors(void **state)
               -EINVAL);
     ASSERT_RC(tc_tcp_listen(loop, "256.1.1.1", 0, NULL, on_conn, &sc, &out),
               -EINVAL);
-    ASSERT_RC(tc_tcp_listen(loop, "", 0, NULL, on_conn, &sc, &out), -EINVAL);
+    /* "" is every interface now (test_listen_every_interface). */
+    ASSERT_RC(tc_tcp_listen(loop, " ", 0, NULL, on_conn, &sc, &out), -EINVAL);
     ASSERT_RC(tc_tcp_listen(loop, "::1::2", 0, NULL, on_conn, &sc, &out),
               -EINVAL);
     ASSERT_RC(tc_tcp_listen(loop, "127.0.0.1", -1, NULL, on_conn, &sc, &out),
@@ -808,6 +809,97 @@ test_connect_by_name(void **state)
     tc_pool_free(pool);
 }
 
+/* ---- local address of a connect; every interface -------------------- */
+
+static void
+test_connect_bind(void **state)
+{
+    tc_loop_t *loop;
+    server_ctx_t sc;
+    conn_t cl = {0};
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    listen_on(loop, "127.0.0.1", &sc);
+    int port = tc_server_port(sc.srv);
+    /* A free port to bind to: the kernel's pick, released again. */
+    int probe = tcp_listener("127.0.0.1", 1, &(int){0});
+    int local_port = sock_port(probe);
+    close(probe);
+
+    tc_tcp_connect_opts_t bad = {.bind_host = "localhost"};
+    ASSERT_RC(tc_tcp_connect(loop, "127.0.0.1", port, &bad, c_connected, &cl,
+                             &cl.s), -EINVAL);
+    bad = (tc_tcp_connect_opts_t){.bind_port = 70000};
+    ASSERT_RC(tc_tcp_connect(loop, "127.0.0.1", port, &bad, c_connected, &cl,
+                             &cl.s), -EINVAL);
+
+    tc_tcp_connect_opts_t opts = {.bind_host = "127.0.0.1",
+                                  .bind_port = local_port};
+    ASSERT_RC(tc_tcp_connect(loop, "127.0.0.1", port, &opts, c_connected,
+                             &cl, &cl.s), 0);
+    ASSERT_RC(tc_stream_set_callbacks(cl.s, &conn_cbs), 0);
+    RUN_UNTIL(loop, cl.connects > 0 && sc.conns > 0, 5000);
+    ASSERT_RC(cl.connect_status, 0);
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof(peer);
+    ASSERT_RC(tc_stream_peername(sc.accepted[0]->s, (struct sockaddr *)&peer,
+                                 &plen), 0);
+    assert_int_equal(ntohs(((struct sockaddr_in *)&peer)->sin_port),
+                     local_port);
+
+    /* The same local address again, while it is in use: the callback
+     * reports it (or the call does, at once). */
+    conn_t c2 = {0};
+    int rc = tc_tcp_connect(loop, "127.0.0.1", port, &opts, c_connected, &c2,
+                            &c2.s);
+    if (rc == 0) {
+        RUN_UNTIL(loop, c2.connects > 0, 5000);
+        ASSERT_RC(c2.connect_status, -EADDRINUSE);
+        ASSERT_RC(tc_close(tc_stream_handle(c2.s), NULL), 0);
+    } else {
+        ASSERT_RC(rc, -EADDRINUSE);
+    }
+    ASSERT_RC(tc_close(tc_stream_handle(cl.s), c_closed), 0);
+    close_accepted(&sc);
+    ASSERT_RC(tc_close(tc_server_handle(sc.srv), NULL), 0);
+    close_loop_clean(loop);
+}
+
+/* "" listens on every interface: IPv4 and (where there is IPv6) IPv6
+ * clients reach the one socket. */
+static void
+test_listen_every_interface(void **state)
+{
+    tc_loop_t *loop;
+    server_ctx_t sc;
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    listen_on(loop, "", &sc);
+    int port = tc_server_port(sc.srv);
+    assert_true(port > 0);
+    conn_t c4 = {0}, c6 = {0};
+    ASSERT_RC(tc_tcp_connect(loop, "127.0.0.1", port, NULL, c_connected, &c4,
+                             &c4.s), 0);
+    RUN_UNTIL(loop, c4.connects > 0 && sc.conns > 0, 5000);
+    ASSERT_RC(c4.connect_status, 0);
+    int want = 1;
+    if (have_ipv6()) {
+        ASSERT_RC(tc_tcp_connect(loop, "::1", port, NULL, c_connected, &c6,
+                                 &c6.s), 0);
+        RUN_UNTIL(loop, c6.connects > 0 && sc.conns > 1, 5000);
+        ASSERT_RC(c6.connect_status, 0);
+        ASSERT_RC(tc_close(tc_stream_handle(c6.s), NULL), 0);
+        want = 2;
+    }
+    assert_int_equal(sc.conns, want);
+    ASSERT_RC(tc_close(tc_stream_handle(c4.s), NULL), 0);
+    close_accepted(&sc);
+    ASSERT_RC(tc_close(tc_server_handle(sc.srv), NULL), 0);
+    close_loop_clean(loop);
+}
+
 int
 main(void)
 {
@@ -828,6 +920,8 @@ main(void)
         cmocka_unit_test(test_shutdown_while_connecting_with_data),
         cmocka_unit_test(test_shutdown_while_connecting_no_data),
         cmocka_unit_test(test_sockaddr_helpers),
+        cmocka_unit_test(test_connect_bind),
+        cmocka_unit_test(test_listen_every_interface),
     };
 
     return cmocka_run_group_tests_name("tcp", tests, NULL, NULL);

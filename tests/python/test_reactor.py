@@ -42,9 +42,20 @@ def test_run_again_after_stop(reactor):
     assert count == [1, 1, 1]
 
 
-def test_stop_when_not_running_raises(reactor):
-    with pytest.raises(RuntimeError, match="not running"):
-        reactor.stop()
+def test_stop_before_run_returns_at_once(reactor):
+    """As asyncio's run_forever(): stop() first, and run() polls once
+    without waiting, runs what is due, and returns (issue 15)."""
+    ran = []
+    reactor.stop()
+    reactor.call_soon(ran.append, 1)
+    reactor.call_later(3600, ran.append, "late")
+    reactor.run()
+    assert ran == [1]
+    # Consumed: the next run() runs until stop() again.
+    reactor.call_later(0.01, reactor.stop)
+    reactor.call_soon(ran.append, 2)
+    reactor.run()
+    assert ran == [1, 2]
 
 
 def test_nested_run_raises(reactor):
@@ -274,7 +285,12 @@ def _ops(reactor):
     """(name, callable) pairs that must raise RuntimeError off-thread."""
     return [
         ("run", lambda: reactor.run()),
+        ("run_once", lambda: reactor.run_once(0)),
         ("stop", lambda: reactor.stop()),
+        ("add_reader", lambda: reactor.add_reader(0, print)),
+        ("remove_reader", lambda: reactor.remove_reader(0)),
+        ("add_writer", lambda: reactor.add_writer(1, print)),
+        ("remove_writer", lambda: reactor.remove_writer(1)),
         ("call_soon", lambda: reactor.call_soon(print)),
         ("call_later", lambda: reactor.call_later(1, print)),
         ("listen_tcp", lambda: reactor.listen_tcp(0, twincore.Protocol)),
@@ -314,6 +330,9 @@ def _spawn_noop(reactor):
 @pytest.mark.parametrize("name", [name for name, _ in _ops(None)])
 def test_foreign_thread_raises_runtime_error(reactor, name):
     op = dict(_ops(reactor))[name]
+    # Once it has run, a reactor is its thread's (before, the first run()
+    # may adopt it: test_loop_manners.py).
+    reactor.run_once(0)
     err = in_thread(op)
     if isinstance(err, twincore.Future):
         err.cancel()

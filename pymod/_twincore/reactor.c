@@ -995,6 +995,7 @@ reactor_connect_tcp(ReactorObject *r, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     tc_stream_t *s;
+    reactor_sync_resolver(r);
     int err = tc_tcp_connect(r->loop, host, port, &opts, transport_on_connect,
                              NULL, &s);
     if (err == -EINVAL && bind_host != NULL) {
@@ -1344,6 +1345,19 @@ reactor_get_cpu_pool(ReactorObject *r, void *closure)
     return Py_NewRef(r->cpu_pool);
 }
 
+/* The loop resolves host names on the native pool of the reactor's
+ * CpuPool.  That pool is freed when the CpuPool closes, while the loop
+ * keeps its pointer: every connect refreshes it first, so a closed pool
+ * means "no resolver" (-ENOTSUP), never a freed one. */
+void
+reactor_sync_resolver(ReactorObject *r)
+{
+    if (r->loop != NULL) {
+        tc_loop_set_resolver_pool(
+            r->loop, r->cpu_pool ? cpupool_native(r->cpu_pool) : NULL);
+    }
+}
+
 static int
 reactor_set_cpu_pool(ReactorObject *r, PyObject *value, void *closure)
 {
@@ -1355,10 +1369,7 @@ reactor_set_cpu_pool(ReactorObject *r, PyObject *value, void *closure)
     }
     Py_XSETREF(r->cpu_pool,
                (value == NULL || value == Py_None) ? NULL : Py_NewRef(value));
-    if (r->loop != NULL) {
-        tc_loop_set_resolver_pool(
-            r->loop, r->cpu_pool ? cpupool_native(r->cpu_pool) : NULL);
-    }
+    reactor_sync_resolver(r);
     return 0;
 }
 

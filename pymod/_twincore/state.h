@@ -242,6 +242,7 @@ void udp_on_recv(tc_udp_t *udp, const char *buf, size_t len,
 /* Make sure the loop's next poll does not block (work queued outside a
  * batch).  GIL: any. */
 void reactor_wake(ReactorObject *r);
+void reactor_sync_resolver(ReactorObject *r);
 
 /* Descriptor watchers (fdwatch.c).  GIL: held. */
 PyObject *reactor_add_reader(ReactorObject *r, PyObject *const *args,

@@ -559,6 +559,7 @@ reactor_connect_tls(ReactorObject *r, PyObject *args, PyObject *kwargs)
     }
     tc_tcp_connect_opts_t opts = {.timeout_ms = timeout_ms};
     tc_stream_t *s;
+    reactor_sync_resolver(r);
     int err = tc_tls_connect(r->loop, host, port, ctx, server_hostname,
                              &opts, transport_on_connect, NULL, &s);
     if (err == -EINVAL && ((TLSContextObject *)context)->check_hostname &&

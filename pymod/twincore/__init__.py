@@ -551,8 +551,10 @@ class Reactor(_twincore.Reactor):
             raise TypeError("connect_tls(): 'server_hostname' must be a str "
                             f"or None, got {type(server_hostname).__name__}")
         host = host.strip("[]")
-        if not _is_numeric_host(host):
-            self.cpu_pool   # the loop resolves names on it
+        if not _is_numeric_host(host) and self.cpu_pool.closed:
+            raise RuntimeError("connect_tls(): host names are resolved on "
+                               "the reactor's cpu_pool, which is closed; "
+                               "set another or pass an IP address")
         fut = Future(self)
         _settle_with_connect(fut, self._connect_tls, host, port, factory,
                              context=context, server_hostname=server_hostname,

@@ -827,3 +827,27 @@ def test_graceful_close_matches_asyncio(reactor, certs):
     client = run_until(reactor, main())
     assert (client.events, bytes(client.data), client.lost) == recorded[0]
     listener.close()
+
+
+def test_connect_tls_after_the_cpu_pool_closed(reactor, certs):
+    """The loop resolves host names on the reactor's pool; once that pool
+    is closed (its native pool freed), a connect by name is a clear error,
+    never a lookup on freed memory (ASan run), and a numeric host works."""
+    listener = reactor.listen_tls(0, server_class(data_received=echo),
+                                  server_context(certs))
+    own = twincore.CpuPool(workers=1)
+    reactor.cpu_pool = own
+    own.close()
+    with pytest.raises(RuntimeError, match="cpu_pool, which is closed"):
+        reactor.connect_tls("localhost", listener.port, twincore.Protocol,
+                            client_context(certs),
+                            server_hostname="localhost")
+
+    async def main():
+        proto = await reactor.connect_tls(
+            "127.0.0.1", listener.port, twincore.Protocol,
+            client_context(certs), server_hostname="localhost")
+        proto.transport.close()
+    run_until(reactor, main())
+    listener.close()
+    reactor.cpu_pool = twincore.CpuPool(workers=1)

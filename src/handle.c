@@ -133,6 +133,8 @@ tc_handle_type_name(tc_handle_type_t type)
         return "server";
     case TC_HANDLE_UDP:
         return "udp";
+    case TC_HANDLE_PROCESS:
+        return "process";
     }
     return "unknown";
 }

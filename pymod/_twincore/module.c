@@ -76,6 +76,8 @@ module_exec(PyObject *module)
         add_type(module, &Future_spec, &st->Future_type) < 0 ||
         add_type(module, &FutureIter_spec, &st->FutureIter_type) < 0 ||
         add_type(module, &TLSContext_spec, &st->TLSContext_type) < 0 ||
+        add_type(module, &ProcessTransport_spec,
+                 &st->ProcessTransport_type) < 0 ||
         tls_module_add(module) < 0) {
         return -1;
     }
@@ -177,6 +179,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->Future_type);
     Py_VISIT(st->FutureIter_type);
     Py_VISIT(st->TLSContext_type);
+    Py_VISIT(st->ProcessTransport_type);
     Py_VISIT(st->CancelledError);
     Py_VISIT(st->InvalidStateError);
     Py_VISIT(st->Error);
@@ -207,6 +210,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->Future_type);
     Py_CLEAR(st->FutureIter_type);
     Py_CLEAR(st->TLSContext_type);
+    Py_CLEAR(st->ProcessTransport_type);
     Py_CLEAR(st->CancelledError);
     Py_CLEAR(st->InvalidStateError);
     Py_CLEAR(st->Error);

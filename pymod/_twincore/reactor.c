@@ -1142,6 +1142,10 @@ static PyMethodDef Reactor_methods[] = {
      "_connect_tls($self, host, port, factory, on_connect, context, "
      "server_hostname=None, timeout=None)\n--\n\nLow level; use "
      "twincore.Reactor.connect_tls."},
+    {"_spawn_process", (PyCFunction)reactor_spawn_process, METH_VARARGS,
+     "_spawn_process($self, protocol, future, argv, env, cwd, stdin, "
+     "stdout, stderr, pgid, setsid, close_fds, /)\n--\n\nLow level; use "
+     "twincore.Reactor.spawn_process."},
     {"_connect_unix", (PyCFunction)(void (*)(void))reactor_connect_unix,
      METH_VARARGS | METH_KEYWORDS,
      "_connect_unix($self, path, factory, on_connect)\n--\n\nLow level."},

@@ -1555,6 +1555,12 @@ tc_stream_sendfile(tc_stream_t *s, int fd, uint64_t offset, uint64_t count,
                 fail_later(s, err);
             } else {
                 flush_user(s);
+                if (s->head == NULL && s->phead != NULL &&
+                    !(s->flags & S_ERROR_PENDING)) {
+                    /* The socket took it all: go on from the loop, where
+                     * queue_drained() encodes the next piece. */
+                    start_writing(s);
+                }
             }
         }
         return 0;

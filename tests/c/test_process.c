@@ -376,6 +376,8 @@ test_cat_64mib(void **state)
     assert_true(pauses > 0);
     assert_int_equal(c.errors, 0);
     free(f);
+    RUN_UNTIL(loop, c.closed == 1, 5000);   /* stdin, closed by feed() */
+    c.pipes[0] = NULL;                      /* freed with its handle */
     close_child(&c);
     RUN_UNTIL(loop, c.closed == 3, 5000);
     close_loop_clean(loop);

@@ -355,3 +355,14 @@ def test_sigpipe_is_default_in_the_child(reactor):
 def test_subprocess_constants_match():
     assert (twincore.PIPE, twincore.STDOUT, twincore.DEVNULL) == \
         (subprocess.PIPE, subprocess.STDOUT, subprocess.DEVNULL)
+
+
+def test_reactor_close_kills_and_reaps_a_running_child():
+    r = twincore.Reactor()
+    fut = r.spawn_process(Recorder, ["sleep", "30"])
+    proto = run_until(r, fut)
+    pid = proto.transport.pid
+    r.close()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)   # killed and reaped: no zombie left
+    assert proto.events == ["made"]   # no calls after the reactor closed

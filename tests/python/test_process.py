@@ -237,8 +237,8 @@ def test_close_fds_and_process_group(reactor):
         assert bytes(p.out[1]) == b"closed\n"
         p = run_child(reactor, ["sh", "-c", script], close_fds=False)
         assert bytes(p.out[1]) == b"open\n"
-        p = run_child(reactor, ["sh", "-c", "echo $$; cut -d' ' -f5 /proc/$$/stat"],
-                      process_group=0)
+        pgid_of_sh = "echo $$; cut -d' ' -f5 /proc/$$/stat"
+        p = run_child(reactor, ["sh", "-c", pgid_of_sh], process_group=0)
         pid, pgid = p.out[1].split()
         assert pid == pgid
     finally:

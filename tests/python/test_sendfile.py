@@ -209,3 +209,27 @@ def test_sendfile_cut_short_by_abort(reactor, sock_dir, big_file):
     listener.close()
     for s in servers:
         s.transport.abort()
+
+
+def test_small_range_sent_at_once_settles_without_other_events(reactor,
+                                                               sock_dir,
+                                                               tmp_path):
+    """A range the socket takes inside the call is reported from the loop;
+    nothing else happens on the loop (the peer does not read), so the
+    report itself must keep the next poll from blocking."""
+    path = tmp_path / "small"
+    path.write_bytes(b"0123456789")
+
+    class Idle(Sink):
+        def connection_made(self, transport):
+            self.transport = transport
+            transport.pause_reading()
+    listener, connect = listen(reactor, "unix", twincore.Factory(Idle),
+                               sock_dir)
+    proto = run_until(reactor, connect(twincore.Factory(twincore.Protocol)))
+    with open(path, "rb") as f:
+        fut = proto.transport.sendfile(f)
+        assert run_until(reactor, fut, timeout=5) == 10
+        assert f.tell() == 10
+    proto.transport.abort()
+    listener.close()

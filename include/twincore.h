@@ -19,6 +19,7 @@
 #include "twincore/pool.h"
 #include "twincore/future.h"
 #include "twincore/resolve.h"
+#include "twincore/process.h"
 
 #define TC_VERSION_MAJOR 0
 #define TC_VERSION_MINOR 1

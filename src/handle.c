@@ -135,6 +135,8 @@ tc_handle_type_name(tc_handle_type_t type)
         return "udp";
     case TC_HANDLE_POLL:
         return "poll";
+    case TC_HANDLE_PROCESS:
+        return "process";
     }
     return "unknown";
 }

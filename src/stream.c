@@ -20,7 +20,9 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -30,6 +32,8 @@
 #define LINGER_S 2.0              /* a codec's graceful close waits this
                                    * long at most for the peer's EOF */
 #define FLUSH_IOV 64              /* iovecs per sendmsg() */
+#define FILE_PIECE (64u * 1024u)  /* a file range read without sendfile */
+#define FILE_AHEAD (256u * 1024u) /* codec: encoded file bytes in flight */
 
 enum {
     S_READING = 1u << 0,        /* the user wants on_read calls */
@@ -77,12 +81,15 @@ struct tc_stream_s {
     void *codec_st;
     chunk_t *phead, *ptail; /* plaintext waiting for the handshake */
     chunk_t *spare;         /* a drained copy chunk kept for reuse */
+    chunk_t *fdone;         /* sent file ranges to report from the loop */
 };
 
 static void start_writing(tc_stream_t *s);
 static void flush_queue(tc_stream_t *s);
 static void codec_pump(tc_stream_t *s, const char *in, size_t len);
 static void update_rio(tc_stream_t *s);
+static int encode_waiting(tc_stream_t *s);
+static void report_files(tc_stream_t *s);
 
 tc_handle_t *
 tc_stream_handle(tc_stream_t *stream)
@@ -272,6 +279,12 @@ notify_cb(struct ev_loop *ev, ev_idle *w, int revents)
     (void)ev;
     (void)revents;
     tc_stream_t *s = TC__CONTAINER_OF(w, tc_stream_t, notify);
+    if (s->fdone != NULL) {
+        report_files(s);
+        if (tc__handle_closing(&s->h)) {
+            return;
+        }
+    }
     if (s->flags & S_ERROR_PENDING) {
         s->flags &= ~S_ERROR_PENDING;
         fail_now(s, s->error);
@@ -358,6 +371,18 @@ queue_drained(tc_stream_t *s)
         if (!codec_ready(s)) {
             return;   /* the handshake's records, not the user's data */
         }
+        if (s->phead != NULL) {
+            /* A file range's turn (and what waits behind it). */
+            int err = encode_waiting(s);
+            if (err != 0) {
+                fail_now(s, err);
+                return;
+            }
+            if (s->head != NULL) {
+                start_writing(s);
+                return;
+            }
+        }
         if ((s->flags & (S_SHUT_PENDING | S_CLOSE_PENDING)) &&
             !(s->flags & S_NOTIFY_SENT)) {
             s->flags |= S_NOTIFY_SENT;
@@ -384,15 +409,173 @@ queue_drained(tc_stream_t *s)
     }
 }
 
+/* ---- file ranges (tc_stream_sendfile) ----------------------------------
+ * A file range is a chunk of len 0 whose ctx is the file_range_t in its
+ * data[]; release_chunk() reports it.  On a plain stream it sits in the
+ * write queue and goes out with sendfile(2) when it reaches the head (or
+ * through copies of FILE_PIECE inserted before it when sendfile(2) refuses
+ * the file).  On a codec stream it waits in phead, and later plaintext
+ * waits behind it; encode_waiting() reads and encodes it while the wire
+ * queue is short.  Its bytes are not counted by the watermarks: they take
+ * no memory.  A finished range is reported from the loop (notify_cb). */
+typedef struct file_range {
+    tc_stream_t *s;
+    int fd;
+    bool copy;              /* sendfile(2) refused: read and send */
+    uint64_t off;           /* next byte of the file */
+    uint64_t left;          /* bytes still to send */
+    uint64_t sent;
+    tc_sendfile_cb cb;
+    void *ctx;
+} file_range_t;
+
+static void
+file_release(void *ctx, const void *buf, int status)
+{
+    (void)buf;
+    file_range_t *f = ctx;
+    if (f->cb != NULL) {
+        f->cb(f->s, f->ctx, status, f->sent);
+    }
+}
+
+static inline bool
+is_file(const chunk_t *c)
+{
+    return c->release == file_release;
+}
+
+/* A finished range: off the queue, reported from the loop. */
+static void
+file_finished(tc_stream_t *s, chunk_t *c)
+{
+    c->next = s->fdone;
+    s->fdone = c;
+    ev_feed_event(ev_of(s), &s->notify, EV_CUSTOM);
+}
+
+/* Report finished ranges, oldest first.  Thread: loop, from notify_cb or
+ * the close. */
+static void
+report_files(tc_stream_t *s)
+{
+    chunk_t *rev = NULL;
+    while (s->fdone != NULL) {
+        chunk_t *c = s->fdone;
+        s->fdone = c->next;
+        c->next = rev;
+        rev = c;
+    }
+    release_list(rev, 0);
+}
+
+/* Read the next piece of f: bytes read (0 at the end of the file) or a
+ * negative code. */
+static ssize_t
+file_read(file_range_t *f, char *buf, size_t cap)
+{
+    size_t want = f->left < cap ? (size_t)f->left : cap;
+    for (;;) {
+        ssize_t n = pread(f->fd, buf, want, (off_t)f->off);
+        if (n >= 0) {
+            f->off += (uint64_t)n;
+            f->left = n == 0 ? 0 : f->left - (uint64_t)n;
+            f->sent += (uint64_t)n;
+            return n;
+        }
+        if (errno != EINTR) {
+            return tc__neg_errno();
+        }
+    }
+}
+
+/* Send the file range at the head of a plain stream's queue: 1 when it is
+ * all sent (or the file ended), 0 when the socket is full, 2 when a copy of
+ * its next piece was put before it, or a negative code. */
+static int
+send_file(tc_stream_t *s, file_range_t *f)
+{
+    while (f->left > 0) {
+        if (f->copy) {
+            chunk_t *c = malloc(sizeof(*c) + FILE_PIECE);
+            if (c == NULL) {
+                return -ENOMEM;
+            }
+            ssize_t n = file_read(f, c->data, FILE_PIECE);
+            if (n <= 0) {
+                free(c);
+                if (n < 0) {
+                    return (int)n;
+                }
+                break;
+            }
+            c->base = c->data;
+            c->len = (size_t)n;
+            c->cap = FILE_PIECE;
+            c->release = NULL;
+            c->ctx = NULL;
+            c->ref_buf = NULL;
+            c->next = s->head;
+            s->head = c;
+            s->queued += (size_t)n;
+            return 2;
+        }
+        size_t want = f->left < 0x40000000u ? (size_t)f->left : 0x40000000u;
+        off_t off = (off_t)f->off;
+        ssize_t n = sendfile(s->fd, f->fd, &off, want);
+        if (n > 0) {
+            f->off += (uint64_t)n;
+            f->left -= (uint64_t)n;
+            f->sent += (uint64_t)n;
+            continue;
+        }
+        if (n == 0) {
+            break;   /* the file is shorter than it was */
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return 0;
+        }
+        if ((errno == EINVAL || errno == ENOSYS) && f->sent == 0) {
+            f->copy = true;   /* a file sendfile(2) cannot read */
+            continue;
+        }
+        return tc__neg_errno();
+    }
+    f->left = 0;
+    return 1;
+}
+
 /* Send as much of the queue as the socket takes: 0, or a negative code for
  * a hard error (the queue is left as it is). */
 static int
 send_queue(tc_stream_t *s)
 {
     while (s->head != NULL) {
+        if (is_file(s->head)) {
+            int rc = send_file(s, s->head->ctx);
+            if (rc < 0) {
+                return rc;
+            }
+            if (rc == 0) {
+                break;
+            }
+            if (rc == 1) {
+                chunk_t *c = s->head;
+                s->head = c->next;
+                if (s->head == NULL) {
+                    s->tail = NULL;
+                }
+                file_finished(s, c);
+            }
+            continue;
+        }
         struct iovec iov[FLUSH_IOV];
         int n = 0;
-        for (chunk_t *c = s->head; c != NULL && n < FLUSH_IOV; c = c->next) {
+        for (chunk_t *c = s->head; c != NULL && n < FLUSH_IOV && !is_file(c);
+             c = c->next) {
             iov[n].iov_base = (void *)c->base;
             iov[n].iov_len = c->len;
             n++;
@@ -543,12 +726,57 @@ peer_eof(tc_stream_t *s)
     }
 }
 
-/* Move the plaintext queued during the handshake through the codec. */
+/* At least FILE_AHEAD wire bytes wait to be sent. */
+static bool
+wire_full(const tc_stream_t *s)
+{
+    size_t n = 0;
+    for (const chunk_t *c = s->head; c != NULL; c = c->next) {
+        n += c->len;
+        if (n >= FILE_AHEAD) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Move the plaintext queued during the handshake, or behind a file range,
+ * through the codec; a file range is read and encoded while fewer than
+ * FILE_AHEAD wire bytes wait, and the rest waits for the drain
+ * (queue_drained). */
 static int
-encode_pending(tc_stream_t *s)
+encode_waiting(tc_stream_t *s)
 {
     while (s->phead != NULL) {
         chunk_t *c = s->phead;
+        if (is_file(c)) {
+            file_range_t *f = c->ctx;
+            while (f->left > 0 && !wire_full(s)) {
+                char buf[16 * 1024];
+                ssize_t n = file_read(f, buf, sizeof(buf));
+                if (n < 0) {
+                    return (int)n;
+                }
+                if (n == 0) {
+                    break;
+                }
+                struct iovec iov = {.iov_base = buf, .iov_len = (size_t)n};
+                int err = s->codec->encode(s->codec_st, &iov, 1);
+                if (err != 0) {
+                    return err;
+                }
+            }
+            if (f->left > 0) {
+                return 0;   /* queue_drained() goes on */
+            }
+            f->left = 0;
+            s->phead = c->next;
+            if (s->phead == NULL) {
+                s->ptail = NULL;
+            }
+            file_finished(s, c);
+            continue;
+        }
         struct iovec iov = {.iov_base = (void *)c->base, .iov_len = c->len};
         int err = s->codec->encode(s->codec_st, &iov, 1);
         if (err != 0) {
@@ -570,7 +798,7 @@ handshake_done(tc_stream_t *s)
 {
     s->flags &= ~S_HANDSHAKE;
     ev_timer_stop(ev_of(s), &s->connect_timer);
-    int err = encode_pending(s);
+    int err = encode_waiting(s);
     if (err != 0) {
         fail_now(s, err);
         return;
@@ -768,6 +996,7 @@ static void
 stream_finish(tc_handle_t *h)
 {
     tc_stream_t *s = TC__CONTAINER_OF(h, tc_stream_t, h);
+    report_files(s);   /* sent before the close */
     discard_queue(s, -ECANCELED);
     if (s->connect_cb != NULL) {
         tc_connect_cb cb = s->connect_cb;
@@ -1069,7 +1298,7 @@ static int
 codec_writev(tc_stream_t *s, const struct iovec *iov, int iovcnt,
              size_t total)
 {
-    if (!codec_ready(s)) {
+    if (!codec_ready(s) || s->phead != NULL) {
         chunk_t *c = malloc(sizeof(*c) + total);
         if (c == NULL) {
             return -ENOMEM;
@@ -1211,7 +1440,7 @@ tc_stream_write_ref(tc_stream_t *s, const void *buf, size_t len,
         return err;
     }
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
-    if (s->codec != NULL && codec_ready(s)) {
+    if (s->codec != NULL && codec_ready(s) && s->phead == NULL) {
         /* Encoding copies: the buffer is free as soon as it is done. */
         err = codec_writev(s, &iov, 1, len);
         if (release != NULL) {
@@ -1280,6 +1509,77 @@ tc_stream_write_ref(tc_stream_t *s, const void *buf, size_t len,
     return 0;
 }
 
+int
+tc_stream_sendfile(tc_stream_t *s, int fd, uint64_t offset, uint64_t count,
+                   tc_sendfile_cb cb, void *ctx)
+{
+    if (s == NULL || fd < 0 || offset > (uint64_t)INT64_MAX) {
+        return -EINVAL;
+    }
+    TC__ASSERT_LOOP_THREAD(s->h.loop);
+    int err = check_writable(s);
+    if (err != 0) {
+        return err;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        return tc__neg_errno();
+    }
+    if (!S_ISREG(sb.st_mode) && !S_ISBLK(sb.st_mode)) {
+        return -EINVAL;   /* sendfile(2) reads pages: not a pipe/socket */
+    }
+    if (count == 0) {
+        uint64_t size = sb.st_size > 0 ? (uint64_t)sb.st_size : 0;
+        count = offset < size ? size - offset : 0;
+    }
+    chunk_t *c = malloc(sizeof(*c) + sizeof(file_range_t));
+    if (c == NULL) {
+        return -ENOMEM;
+    }
+    file_range_t *f = (file_range_t *)(void *)c->data;
+    *f = (file_range_t){.s = s, .fd = fd, .off = offset, .left = count,
+                        .cb = cb, .ctx = ctx};
+    c->next = NULL;
+    c->base = NULL;
+    c->len = 0;
+    c->cap = 0;
+    c->release = file_release;
+    c->ctx = f;
+    c->ref_buf = NULL;
+    if (s->codec != NULL) {
+        bool idle = codec_ready(s) && s->head == NULL && s->phead == NULL;
+        plain_append(s, c);
+        if (idle) {
+            /* Nothing to wait for: start reading the file now. */
+            err = encode_waiting(s);
+            if (err != 0) {
+                fail_later(s, err);
+            } else {
+                flush_user(s);
+                if (s->head == NULL && s->phead != NULL &&
+                    !(s->flags & S_ERROR_PENDING)) {
+                    /* The socket took it all: go on from the loop, where
+                     * queue_drained() encodes the next piece. */
+                    start_writing(s);
+                }
+            }
+        }
+        return 0;
+    }
+    if (s->tail != NULL) {
+        s->tail->next = c;
+    } else {
+        s->head = c;
+    }
+    s->tail = c;
+    if (!(s->flags & S_CONNECTING) && s->connect_cb == NULL) {
+        flush_user(s);
+    } else {
+        start_writing(s);
+    }
+    return 0;
+}
+
 size_t
 tc_stream_write_queue_size(const tc_stream_t *s)
 {
@@ -1331,7 +1631,7 @@ tc_stream_shutdown(tc_stream_t *s)
     if (s->codec != NULL) {
         /* close_notify first; without a handshake yet, handshake_done()
          * sends it, and with a queue, queue_drained(). */
-        if (!codec_ready(s) || s->head != NULL) {
+        if (!codec_ready(s) || s->head != NULL || s->phead != NULL) {
             return 0;
         }
         s->flags |= S_NOTIFY_SENT;
@@ -1370,7 +1670,7 @@ tc_stream_close(tc_stream_t *s, tc_close_cb cb)
         return -EALREADY;
     }
     TC__ASSERT_LOOP_THREAD(s->h.loop);
-    if (s->codec != NULL && codec_ready(s) &&
+    if (s->codec != NULL && codec_ready(s) && s->phead == NULL &&
         !(s->flags & (S_NOTIFY_SENT | S_FAILED | S_ERROR_PENDING))) {
         /* Say goodbye behind the queue (or at once) with close_notify. */
         s->flags |= S_NOTIFY_SENT;

@@ -27,6 +27,7 @@ typedef struct tc_stream_s tc_stream_t;
 typedef struct tc_server_s tc_server_t;
 typedef struct tc_udp_s tc_udp_t;
 typedef struct tc_poll_s tc_poll_t;
+typedef struct tc_process_s tc_process_t;
 
 typedef enum tc_handle_type {
     TC_HANDLE_TIMER = 1,
@@ -36,6 +37,7 @@ typedef enum tc_handle_type {
     TC_HANDLE_SERVER,
     TC_HANDLE_UDP,
     TC_HANDLE_POLL,
+    TC_HANDLE_PROCESS,
 } tc_handle_type_t;
 
 /* Called once, on a loop iteration after tc_close(); twincore frees the

@@ -68,6 +68,24 @@ TC_EXTERN int tc_stream_writev(tc_stream_t *s, const struct iovec *iov,
 TC_EXTERN int tc_stream_write_ref(tc_stream_t *s, const void *buf,
                                   size_t len, tc_release_cb release,
                                   void *ctx);
+/* A file range queued by tc_stream_sendfile() is done: status 0 with sent
+ * bytes (fewer than asked when the file ended first), or the error that
+ * discarded it (-ECANCELED on close) with what went out before. */
+typedef void (*tc_sendfile_cb)(tc_stream_t *s, void *ctx, int status,
+                               uint64_t sent);
+/* Queue count bytes of the regular file fd from offset (count 0: up to its
+ * end as of this call) after any data already queued; later writes go out
+ * after it.  A plain stream sends it with sendfile(2), no copy (falling
+ * back to reads when the file system refuses); a codec stream (TLS) reads
+ * and encodes it a piece at a time as the socket drains.  The file's bytes
+ * take no memory, so they do not count for the watermarks.  fd is
+ * borrowed until cb, and its file position is not used or moved.  cb (may
+ * be NULL) runs once from the loop, never inside this call.  Returns 0,
+ * -EINVAL (not a regular file or block device), -EPIPE after shutdown,
+ * close or failure, -ENOMEM, or fstat's error; then cb never runs. */
+TC_EXTERN int tc_stream_sendfile(tc_stream_t *s, int fd, uint64_t offset,
+                                 uint64_t count, tc_sendfile_cb cb,
+                                 void *ctx);
 /* Bytes queued and not yet taken by the kernel. */
 TC_EXTERN size_t tc_stream_write_queue_size(const tc_stream_t *s);
 /* Set the watermarks: low <= high.  high = 0 pauses on any queued byte.

@@ -85,6 +85,17 @@ run_event(ReactorObject *r, pyevent_t *ev)
     case PYEV_FD_CLOSED:
         fdwatch_dispatch(r, ev);
         break;
+    case PYEV_PROC_START:
+    case PYEV_PROC_DATA:
+    case PYEV_PROC_PIPE_CLOSED:
+    case PYEV_PROC_EXITED:
+    case PYEV_PROC_CLOSED:
+    case PYEV_PROC_FLOW:
+        process_dispatch(r, ev);
+        break;
+    case PYEV_SENDFILE_DONE:
+        sendfile_dispatch(r, ev);
+        break;
     case PYEV_CALL: {
         PyObject *fn = PyTuple_GET_ITEM(ev->obj, 0);
         PyObject *args = PyTuple_GET_ITEM(ev->obj, 1);
@@ -186,6 +197,8 @@ dispatch_discard(ReactorObject *r)
             cpu_task_discard(ev->ptr);
         } else if (ev->kind == PYEV_NATIVE_DONE) {
             native_discard(ev->ptr);
+        } else if (ev->kind == PYEV_SENDFILE_DONE) {
+            sendfile_discard(ev->ptr);
         }
     }
     r->events.len = 0;

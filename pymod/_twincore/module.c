@@ -77,6 +77,8 @@ module_exec(PyObject *module)
         add_type(module, &FutureIter_spec, &st->FutureIter_type) < 0 ||
         add_type(module, &TLSContext_spec, &st->TLSContext_type) < 0 ||
         add_type(module, &FdWatcher_spec, &st->FdWatcher_type) < 0 ||
+        add_type(module, &ProcessTransport_spec,
+                 &st->ProcessTransport_type) < 0 ||
         tls_module_add(module) < 0) {
         return -1;
     }
@@ -179,6 +181,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->FutureIter_type);
     Py_VISIT(st->TLSContext_type);
     Py_VISIT(st->FdWatcher_type);
+    Py_VISIT(st->ProcessTransport_type);
     Py_VISIT(st->CancelledError);
     Py_VISIT(st->InvalidStateError);
     Py_VISIT(st->Error);
@@ -210,6 +213,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->FutureIter_type);
     Py_CLEAR(st->TLSContext_type);
     Py_CLEAR(st->FdWatcher_type);
+    Py_CLEAR(st->ProcessTransport_type);
     Py_CLEAR(st->CancelledError);
     Py_CLEAR(st->InvalidStateError);
     Py_CLEAR(st->Error);

@@ -1504,6 +1504,10 @@ static PyMethodDef Reactor_methods[] = {
      "listening socket made elsewhere (TCP or Unix; an object with fileno() "
      "or a descriptor); returns a Listener. twincore works on a duplicate: "
      "close your own socket when you like."},
+    {"_spawn_process", (PyCFunction)reactor_spawn_process, METH_VARARGS,
+     "_spawn_process($self, protocol, future, argv, env, cwd, stdin, "
+     "stdout, stderr, pgid, setsid, close_fds, /)\n--\n\nLow level; use "
+     "twincore.Reactor.spawn_process."},
     {"_connect_unix", (PyCFunction)(void (*)(void))reactor_connect_unix,
      METH_VARARGS | METH_KEYWORDS,
      "_connect_unix($self, path, factory, on_connect)\n--\n\nLow level."},

@@ -30,6 +30,7 @@ typedef struct tc_state {
     PyTypeObject *FutureIter_type;
     PyTypeObject *TLSContext_type;
     PyTypeObject *FdWatcher_type;
+    PyTypeObject *ProcessTransport_type;
     PyObject *CancelledError;   /* asyncio's, so both kinds of code catch it */
     PyObject *InvalidStateError;
     PyObject *Error;            /* twincore.Error(OSError): codes errno lacks */
@@ -91,6 +92,15 @@ typedef enum pyevent_kind {
     PYEV_NATIVE_DONE,  /* ptr: native_task_t* (capi.c) */
     PYEV_FD,           /* obj: _FdWatcher; status: TC_POLL_* bits or < 0 */
     PYEV_FD_CLOSED,    /* obj: _FdWatcher; its poll handle is gone */
+    /* process.c; obj: ProcessTransport; status: the pipe's fd, the
+     * returncode (EXITED) or paused (FLOW) */
+    PYEV_PROC_START,
+    PYEV_PROC_DATA,
+    PYEV_PROC_PIPE_CLOSED,
+    PYEV_PROC_EXITED,
+    PYEV_PROC_CLOSED,
+    PYEV_PROC_FLOW,
+    PYEV_SENDFILE_DONE, /* ptr: sendfile_req_t* (transport.c) */
 } pyevent_kind_t;
 
 typedef struct pyevent {
@@ -301,6 +311,14 @@ extern PyType_Spec Future_spec;
 extern PyType_Spec FutureIter_spec;
 extern PyType_Spec TLSContext_spec;
 extern PyType_Spec FdWatcher_spec;
+extern PyType_Spec ProcessTransport_spec;
+
+/* Processes (process.c).  GIL: held. */
+PyObject *reactor_spawn_process(ReactorObject *r, PyObject *args);
+void process_dispatch(ReactorObject *r, pyevent_t *ev);
+/* Transport.sendfile's completions (transport.c).  GIL: held. */
+void sendfile_dispatch(ReactorObject *r, pyevent_t *ev);
+void sendfile_discard(void *req);
 
 /* TLS (tls.c).  GIL: held. */
 tc_tls_ctx_t *tlscontext_native(tc_state *st, PyObject *obj,

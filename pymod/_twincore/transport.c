@@ -19,7 +19,9 @@
  * also when the reactor is closed.  write() raises BrokenPipeError only
  * after the program's own close()/abort()/write_eof(); writes after the
  * connection was lost otherwise are dropped, as asyncio and Twisted do. */
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "state.h"
 
@@ -708,6 +710,161 @@ Transport_write(TransportObject *t, PyObject *data)
     Py_RETURN_NONE;
 }
 
+/* ---- sendfile -------------------------------------------------------- */
+
+/* One Transport.sendfile() on its way: created with the GIL, completed
+ * by the stream without it (status, sent), settled by dispatch. */
+typedef struct sendfile_req {
+    ReactorObject *reactor;     /* strong */
+    PyObject *future;           /* strong */
+    PyObject *file;             /* strong; NULL for a bare descriptor */
+    int fd;                     /* our duplicate, closed when done */
+    uint64_t offset;
+    int status;
+    uint64_t sent;
+} sendfile_req_t;
+
+static void
+sendfile_free(sendfile_req_t *req)
+{
+    if (req->fd >= 0) {
+        close(req->fd);
+    }
+    Py_XDECREF(req->future);
+    Py_XDECREF(req->file);
+    Py_XDECREF(req->reactor);
+    PyMem_RawFree(req);
+}
+
+/* GIL: none.  The stream finished (or dropped) the file range. */
+static void
+t_sendfile_done(tc_stream_t *s, void *ctx, int status, uint64_t sent)
+{
+    (void)s;
+    sendfile_req_t *req = ctx;
+    req->status = status;
+    req->sent = sent;
+    pyevents_push(req->reactor, PYEV_SENDFILE_DONE, NULL, req, status);
+}
+
+void
+sendfile_discard(void *ptr)
+{
+    sendfile_free(ptr);
+}
+
+void
+sendfile_dispatch(ReactorObject *r, pyevent_t *ev)
+{
+    sendfile_req_t *req = ev->ptr;
+    tc_state *st = reactor_state(r);
+    if (req->file != NULL) {
+        /* As asyncio's sendfile: the file position ends after the range. */
+        PyObject *res = PyObject_CallMethod(
+            req->file, "seek", "K",
+            (unsigned long long)(req->offset + req->sent));
+        if (res == NULL) {
+            PyErr_Clear();   /* closed meanwhile: nothing to move */
+        }
+        Py_XDECREF(res);
+    }
+    if (future_is_pending(req->future)) {
+        int rc;
+        if (req->status == 0) {
+            PyObject *n = PyLong_FromUnsignedLongLong(req->sent);
+            rc = n != NULL ? future_set_result(req->future, n) : -1;
+            Py_XDECREF(n);
+        } else {
+            PyObject *exc = tcpy_error_object(st, req->status);
+            rc = exc != NULL ? future_set_exception(req->future, exc) : -1;
+            Py_XDECREF(exc);
+        }
+        if (rc < 0) {
+            reactor_report(r, "sendfile");
+        }
+    }
+    sendfile_free(req);
+}
+
+static PyObject *
+Transport_sendfile(TransportObject *t, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"file", "offset", "count", NULL};
+    PyObject *file, *count_obj = Py_None;
+    long long offset = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|LO:sendfile", kwlist,
+                                     &file, &offset, &count_obj)) {
+        return NULL;
+    }
+    /* Unlike a write, a file range has a Future that must say what became
+     * of it: after the peer left it is an error, not a quiet drop. */
+    if (reactor_check_thread(t->reactor) < 0) {
+        return NULL;
+    }
+    if (t->write_eof || t->user_closed || !is_open(t)) {
+        PyErr_Format(PyExc_BrokenPipeError, "sendfile(): the transport is %s",
+                     t->write_eof ? "shut down for writing"
+                     : t->user_closed ? "closed" : "closed by its peer");
+        return NULL;
+    }
+    if (offset < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "sendfile(): 'offset' must be >= 0, got %lld", offset);
+        return NULL;
+    }
+    unsigned long long count = 0;
+    if (count_obj != Py_None) {
+        long long c = PyLong_Check(count_obj) ? PyLong_AsLongLong(count_obj)
+                                              : -1;
+        if (c == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (c <= 0) {
+            PyErr_Format(PyExc_ValueError, "sendfile(): 'count' must be an "
+                         "int > 0 or None, got %R", count_obj);
+            return NULL;
+        }
+        count = (unsigned long long)c;
+    }
+    int fd = PyObject_AsFileDescriptor(file);
+    if (fd < 0) {
+        return NULL;
+    }
+    tc_state *st = reactor_state(t->reactor);
+    sendfile_req_t *req = PyMem_RawCalloc(1, sizeof(*req));
+    if (req == NULL) {
+        return PyErr_NoMemory();
+    }
+    /* Our own descriptor: the caller may close the file meanwhile. */
+    req->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (req->fd < 0) {
+        PyMem_RawFree(req);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    req->reactor = (ReactorObject *)Py_NewRef(t->reactor);
+    req->file = PyLong_Check(file) ? NULL : Py_NewRef(file);
+    req->offset = (uint64_t)offset;
+    req->future = future_new(st, (PyObject *)t->reactor);
+    if (req->future == NULL) {
+        sendfile_free(req);
+        return NULL;
+    }
+    transport_flush(t);   /* what write() buffered goes first */
+    int err = tc_stream_sendfile(t->stream, req->fd, (uint64_t)offset, count,
+                                 t_sendfile_done, req);
+    if (err != 0) {
+        sendfile_free(req);
+        if (err == -EINVAL) {
+            PyErr_Format(PyExc_ValueError, "sendfile(): 'file' must be a "
+                         "regular file, got %R", file);
+            return NULL;
+        }
+        return tcpy_raise(st, err);
+    }
+    reactor_wake(t->reactor);
+    return Py_NewRef(req->future);
+}
+
 /* All or nothing: every item is checked before any is queued. */
 static PyObject *
 Transport_writelines(TransportObject *t, PyObject *iterable)
@@ -1133,6 +1290,14 @@ static PyMethodDef Transport_methods[] = {
     {"writelines", (PyCFunction)Transport_writelines, METH_O,
      "writelines($self, iterable, /)\n--\n\nwrite() the items, all or "
      "nothing: a TypeError for any item queues none."},
+    {"sendfile", (PyCFunction)(void (*)(void))Transport_sendfile,
+     METH_VARARGS | METH_KEYWORDS,
+     "sendfile($self, file, offset=0, count=None)\n--\n\nSend count "
+     "bytes (None: up to the end) of a regular file from offset, after "
+     "what was written before and before what is written after; returns "
+     "a Future of the bytes sent (fewer if the file ended first). Plain "
+     "connections use sendfile(2), TLS reads and encodes. The file's "
+     "position is set after the range once done."},
     {"close", (PyCFunction)Transport_close, METH_NOARGS,
      "close($self, /)\n--\n\nFlush what is queued, then close; no more "
      "data_received() or eof_received(), connection_lost(None) follows."},

@@ -33,14 +33,14 @@ import weakref
 from . import _twincore
 from ._twincore import (CpuPool as _CCpuPool, Error, PRIORITY_HIGH,
                         PRIORITY_LOW, PRIORITY_NORMAL, Transport, Listener,
-                        TimerHandle, DatagramTransport)
+                        TimerHandle, DatagramTransport, ProcessTransport)
 from ._twincore import (HAVE_TLS, ETLS, ETLS_CERT, ETLS_HOSTNAME,
                         ETLS_EXPIRED, ETLS_UNKNOWN_CA, ETLS_VERSION,
                         ETLS_NO_CLOSE_NOTIFY)
 from ._future import (Future, CancelledError, InvalidStateError, PENDING,
                       RUNNING, DONE, FAILED, CANCELLED)
 from .protocol import (BaseProtocol, Protocol, DatagramProtocol, Factory,
-                       ClientFactory)
+                       ClientFactory, ProcessProtocol)
 from ._interop import to_asyncio, from_asyncio, to_deferred, from_deferred
 
 __all__ = [
@@ -53,8 +53,14 @@ __all__ = [
     "from_deferred", "PENDING", "RUNNING", "DONE", "FAILED", "CANCELLED",
     "get_include", "TLSContext", "HAVE_TLS", "ETLS", "ETLS_CERT",
     "ETLS_HOSTNAME", "ETLS_EXPIRED", "ETLS_UNKNOWN_CA", "ETLS_VERSION",
-    "ETLS_NO_CLOSE_NOTIFY",
+    "ETLS_NO_CLOSE_NOTIFY", "ProcessProtocol", "ProcessTransport", "PIPE",
+    "STDOUT", "DEVNULL",
 ]
+
+# spawn_process() stdio values: subprocess's own, so either module's work.
+PIPE = -1
+STDOUT = -2
+DEVNULL = -3
 
 
 
@@ -332,6 +338,37 @@ def _settle_with_connect(fut, connect, *args, **kwargs):
     fut._cancel_hook = transport.abort
 
 
+def _fs_arg(value, what):
+    if isinstance(value, (str, bytes, os.PathLike)):
+        b = os.fsencode(value)
+        if b"\0" in b:
+            raise ValueError(f"spawn_process(): {what!r} must not contain "
+                             "NUL characters")
+        return b
+    raise TypeError(f"spawn_process(): {what!r} items must be str, bytes "
+                    f"or os.PathLike, got {type(value).__name__}")
+
+
+def _stdio_code(value, what):
+    if value is None:
+        return -4
+    if value in (PIPE, STDOUT, DEVNULL) and isinstance(value, int) \
+            and not isinstance(value, bool):
+        return value
+    if isinstance(value, bool):
+        raise TypeError(f"spawn_process(): {what!r} must be PIPE, DEVNULL, "
+                        "None, a descriptor or a file")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"spawn_process(): {what!r} must be PIPE, "
+                             f"DEVNULL, None or a descriptor, got {value}")
+        return value
+    if hasattr(value, "fileno"):
+        return value.fileno()
+    raise TypeError(f"spawn_process(): {what!r} must be PIPE, DEVNULL, None, "
+                    f"a descriptor or a file, got {type(value).__name__}")
+
+
 def _is_numeric_host(host):
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -577,6 +614,66 @@ class Reactor(_twincore.Reactor):
         self._check_thread()
         return self.cpu_pool.defer(fn, *args, priority=priority,
                                    timeout=timeout, reactor=self, **kwargs)
+
+    def spawn_process(self, protocol_factory, argv, *, env=None, cwd=None,
+                      stdin=PIPE, stdout=PIPE, stderr=PIPE,
+                      process_group=None, start_new_session=False,
+                      close_fds=True):
+        """Start argv[0] (searched in PATH without a '/') with argv;
+        returns a Future of the protocol (protocol_factory()), settled
+        after its connection_made(transport). stdin/stdout/stderr: PIPE,
+        DEVNULL, None (inherit), a descriptor or a file; stderr may be
+        STDOUT. env: a mapping (None: this process's environment); cwd;
+        process_group: a group to join (0: a new one); close_fds: close
+        the other inheritable descriptors in the child. A program that
+        cannot be run raises here (FileNotFoundError, PermissionError).
+        The protocol gets pipe_data_received(fd, data),
+        pipe_connection_lost(fd), process_exited(returncode) (-N after
+        signal N) and, once it exited and every pipe closed,
+        connection_lost(None)."""
+        self._check_thread()
+        if isinstance(argv, (str, bytes)) or not hasattr(argv, "__iter__"):
+            raise TypeError("spawn_process(): 'argv' must be a list of "
+                            f"strings, got {type(argv).__name__}")
+        args = [_fs_arg(a, "argv") for a in argv]
+        if not args:
+            raise ValueError("spawn_process(): 'argv' must not be empty")
+        envp = None
+        if env is not None:
+            envp = []
+            for k, v in env.items():
+                kb, vb = _fs_arg(k, "env"), _fs_arg(v, "env")
+                if b"=" in kb or not kb:
+                    raise ValueError("spawn_process(): bad 'env' name "
+                                     f"{k!r}")
+                envp.append(kb + b"=" + vb)
+        cwdb = None if cwd is None else _fs_arg(cwd, "cwd")
+        codes = [_stdio_code(stdin, "stdin"), _stdio_code(stdout, "stdout"),
+                 _stdio_code(stderr, "stderr")]
+        if STDOUT in codes[:2]:
+            raise ValueError("spawn_process(): only 'stderr' may be STDOUT")
+        if process_group is None:
+            pgid = -1
+        elif isinstance(process_group, bool) or \
+                not isinstance(process_group, int) or process_group < 0:
+            raise ValueError("spawn_process(): 'process_group' must be an "
+                             f"int >= 0 or None, got {process_group!r}")
+        else:
+            pgid = process_group
+        if not callable(protocol_factory):
+            raise TypeError("spawn_process(): 'protocol_factory' must be "
+                            "callable")
+        protocol = protocol_factory()
+        fut = Future(self)
+        try:
+            self._spawn_process(protocol, fut, args, envp, cwdb, *codes,
+                                pgid, bool(start_new_session),
+                                bool(close_fds))
+        except OSError as exc:
+            if exc.filename is None:
+                exc.filename = argv[0]
+            raise
+        return fut
 
     def spawn(self, coro):
         """Run a coroutine (async def) on this reactor; returns a Future of

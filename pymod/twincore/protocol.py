@@ -23,7 +23,7 @@ not close a UDP socket, as in asyncio).
 """
 
 __all__ = ["BaseProtocol", "Protocol", "DatagramProtocol", "Factory",
-           "ClientFactory"]
+           "ClientFactory", "ProcessProtocol"]
 
 
 class BaseProtocol:
@@ -68,6 +68,28 @@ class DatagramProtocol(BaseProtocol):
 
     def error_received(self, exc):
         """A send or receive failed (e.g. ConnectionRefusedError)."""
+
+
+class ProcessProtocol(BaseProtocol):
+    """A child process (Reactor.spawn_process). Calls, in this order:
+    ``connection_made(transport)`` (a ProcessTransport), then for each
+    output pipe any number of ``pipe_data_received(fd, data)`` and one
+    ``pipe_connection_lost(fd)`` (also for stdin, 0, once closed);
+    ``process_exited(returncode)`` when the exit is noticed (output may
+    still follow it); last, once it exited and every pipe closed,
+    ``connection_lost(None)``. ``pause_writing``/``resume_writing`` follow
+    the stdin queue."""
+
+    def pipe_data_received(self, fd, data):
+        """Bytes from the child's fd (1: stdout, 2: stderr)."""
+
+    def pipe_connection_lost(self, fd):
+        """Pipe fd is closed (EOF, close_stdin(), or the child went
+        away)."""
+
+    def process_exited(self, returncode):
+        """The child ended: its exit status, or -N if signal N ended
+        it."""
 
 
 class Factory:

@@ -713,7 +713,7 @@ test_handle_type_names(void **state)
 {
     static const tc_handle_type_t types[] = {
         TC_HANDLE_TIMER, TC_HANDLE_SIGNAL, TC_HANDLE_ASYNC,
-        TC_HANDLE_STREAM, TC_HANDLE_SERVER, TC_HANDLE_UDP,
+        TC_HANDLE_STREAM, TC_HANDLE_SERVER, TC_HANDLE_UDP, TC_HANDLE_PROCESS,
     };
 
     (void)state;

@@ -1178,6 +1178,187 @@ test_graceful_close_then_tc_close(void **state)
     close_loop(loop);
 }
 
+/* ---- sendfile: file ranges in the write queue --------------------------- */
+
+/* A temporary file holding bytes [0, len) of payload seed (unlinked: it
+ * goes away with the descriptor). */
+static int
+payload_file(uint64_t len, uint64_t seed)
+{
+    char path[] = "/tmp/tc-sendfile-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    static char buf[1024 * 1024];
+    for (uint64_t off = 0; off < len; off += sizeof(buf)) {
+        size_t n = len - off < sizeof(buf) ? (size_t)(len - off)
+                                            : sizeof(buf);
+        payload_fill(buf, n, seed, off);
+        assert_int_equal(pwrite(fd, buf, n, (off_t)off), (ssize_t)n);
+    }
+    return fd;
+}
+
+typedef struct sf_done {
+    int calls;
+    int status[4];
+    uint64_t sent[4];
+    void *ctx[4];
+    bool inside;            /* set while the test is inside a call */
+    int calls_inside;
+} sf_done_t;
+
+static sf_done_t sfd;
+
+static void
+sf_cb(tc_stream_t *s, void *ctx, int status, uint64_t sent)
+{
+    (void)s;
+    if (sfd.inside) {
+        sfd.calls_inside++;
+    }
+    if (sfd.calls < 4) {
+        sfd.status[sfd.calls] = status;
+        sfd.sent[sfd.calls] = sent;
+        sfd.ctx[sfd.calls] = ctx;
+    }
+    sfd.calls++;
+}
+
+static void
+write_payload(tc_stream_t *s, uint64_t off, size_t len, uint64_t seed)
+{
+    char *buf = malloc(len);
+    assert_non_null(buf);
+    payload_fill(buf, len, seed, off);
+    ASSERT_RC(tc_stream_write(s, buf, len), 0);
+    free(buf);
+}
+
+/* 256 MiB: writes, a file range, writes queued behind it, the rest of the
+ * file; the reader sees one checksummed stream, in order. */
+static void
+sendfile_in_order(kind_t kind)
+{
+    tc_loop_t *loop;
+    end_t a, b;
+    int fds[2];
+    const uint64_t total = 256ull * MiB;
+    const uint64_t mid = 100ull * MiB;
+    int file = payload_file(total, 51);
+
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    raw_pair(kind, fds);
+    open_end(loop, fds[0], &a, "a", 51, false);
+    open_end(loop, fds[1], &b, "b", 51, true);
+    memset(&sfd, 0, sizeof(sfd));
+    sfd.inside = true;
+    write_payload(a.s, 0, 1000, 51);
+    ASSERT_RC(tc_stream_sendfile(a.s, file, 1000, mid - 1000, sf_cb, &a),
+              0);
+    write_payload(a.s, mid, 3000, 51);
+    ASSERT_RC(tc_stream_sendfile(a.s, file, mid + 3000, 0, sf_cb, &b), 0);
+    ASSERT_RC(tc_stream_close(a.s, e_closed), 0);
+    sfd.inside = false;
+    assert_int_equal(sfd.calls_inside, 0);
+    RUN_UNTIL(loop, b.eofs == 1, 60000);
+    assert_false(b.chk.bad);
+    assert_int_equal(b.received, total);
+    assert_int_equal(sfd.calls, 2);
+    ASSERT_RC(sfd.status[0], 0);
+    ASSERT_RC(sfd.status[1], 0);
+    assert_int_equal(sfd.sent[0], mid - 1000);
+    assert_int_equal(sfd.sent[1], total - mid - 3000);
+    assert_ptr_equal(sfd.ctx[0], &a);
+    assert_ptr_equal(sfd.ctx[1], &b);
+    assert_int_equal(a.errors + b.errors, 0);
+    assert_int_equal(a.closed, 1);
+    /* The file's own position was never used. */
+    assert_int_equal(lseek(file, 0, SEEK_CUR), 0);
+    close(file);
+    close_loop(loop);
+}
+
+static void
+test_sendfile_in_order_tcp(void **state)
+{
+    (void)state;
+    sendfile_in_order(KIND_TCP);
+}
+
+static void
+test_sendfile_in_order_unix(void **state)
+{
+    (void)state;
+    sendfile_in_order(KIND_UNIX);
+}
+
+/* Refused ranges: bad arguments, not a file, after shutdown; a count past
+ * the end sends what there is; a range of nothing completes. */
+static void
+test_sendfile_edges(void **state)
+{
+    tc_loop_t *loop;
+    end_t a, b;
+    int fds[2], p[2];
+    int file = payload_file(5000, 52);
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    raw_pair(KIND_UNIX, fds);
+    open_end(loop, fds[0], &a, "a", 52, false);
+    open_end(loop, fds[1], &b, "b", 52, true);
+    memset(&sfd, 0, sizeof(sfd));
+    assert_int_equal(pipe(p), 0);
+    ASSERT_RC(tc_stream_sendfile(NULL, file, 0, 0, sf_cb, NULL), -EINVAL);
+    ASSERT_RC(tc_stream_sendfile(a.s, -1, 0, 0, sf_cb, NULL), -EINVAL);
+    ASSERT_RC(tc_stream_sendfile(a.s, p[0], 0, 0, sf_cb, NULL), -EINVAL);
+    ASSERT_RC(tc_stream_sendfile(a.s, fds[1], 0, 0, sf_cb, NULL), -EINVAL);
+    ASSERT_RC(tc_stream_sendfile(a.s, 1000, 0, 0, sf_cb, NULL), -EBADF);
+    ASSERT_RC(tc_stream_sendfile(a.s, file, 0, 3000, sf_cb, NULL), 0);
+    ASSERT_RC(tc_stream_sendfile(a.s, file, 3000, 99999, sf_cb, NULL), 0);
+    ASSERT_RC(tc_stream_sendfile(a.s, file, 7000, 0, sf_cb, NULL), 0);
+    ASSERT_RC(tc_stream_shutdown(a.s), 0);
+    ASSERT_RC(tc_stream_sendfile(a.s, file, 0, 0, sf_cb, NULL), -EPIPE);
+    RUN_UNTIL(loop, b.eofs == 1 && sfd.calls == 3, 10000);
+    assert_false(b.chk.bad);
+    assert_int_equal(b.received, 5000);
+    assert_int_equal(sfd.sent[0], 3000);
+    assert_int_equal(sfd.sent[1], 2000);   /* the file ended first */
+    assert_int_equal(sfd.sent[2], 0);
+    ASSERT_RC(sfd.status[2], 0);
+    close(p[0]);
+    close(p[1]);
+    close(file);
+    close_loop(loop);
+}
+
+/* Closing the stream cancels a range still queued: -ECANCELED with what
+ * went out before. */
+static void
+test_sendfile_cancelled_by_close(void **state)
+{
+    tc_loop_t *loop;
+    end_t a, b;
+    int file = payload_file(8 * MiB, 53);
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    stream_pair(loop, KIND_UNIX, &a, &b, 53);
+    ASSERT_RC(tc_stream_read_stop(b.s), 0);   /* nobody reads */
+    memset(&sfd, 0, sizeof(sfd));
+    ASSERT_RC(tc_stream_sendfile(a.s, file, 0, 0, sf_cb, NULL), 0);
+    run_for(loop, 30);
+    assert_int_equal(sfd.calls, 0);
+    ASSERT_RC(tc_close(tc_stream_handle(a.s), NULL), 0);
+    run_nowait(loop, 3);
+    assert_int_equal(sfd.calls, 1);
+    ASSERT_RC(sfd.status[0], -ECANCELED);
+    assert_true(sfd.sent[0] < 8 * MiB);
+    close(file);
+    close_loop(loop);
+}
+
 int
 main(void)
 {
@@ -1213,6 +1394,10 @@ main(void)
         cmocka_unit_test(test_close_inside_read),
         cmocka_unit_test(test_graceful_close_then_tc_close),
         cmocka_unit_test(test_set_callbacks_while_reading),
+        cmocka_unit_test(test_sendfile_in_order_tcp),
+        cmocka_unit_test(test_sendfile_in_order_unix),
+        cmocka_unit_test(test_sendfile_edges),
+        cmocka_unit_test(test_sendfile_cancelled_by_close),
     };
 
     return cmocka_run_group_tests_name("stream", tests, NULL, NULL);

@@ -1757,6 +1757,120 @@ test_interop_openssl_s_client(void **state)
     close_loop(loop);
 }
 
+/* ---- sendfile over TLS: read and encoded, in the queue's order -------- */
+
+static int sf_calls;
+static int sf_status;
+static uint64_t sf_sent;
+
+static void
+sf_cb(tc_stream_t *s, void *ctx, int status, uint64_t sent)
+{
+    (void)s;
+    (void)ctx;
+    sf_calls++;
+    sf_status = status;
+    sf_sent = sent;
+}
+
+/* Queued before the handshake (a write, the file range, a write behind
+ * it), then a graceful close: the server reads one checksummed stream and
+ * a clean EOF after it. */
+static void
+test_sendfile_fallback(void **state)
+{
+    (void)state;
+    const uint64_t total = 24ull * 1024 * 1024;
+    char path[] = "/tmp/tc-tls-sendfile-XXXXXX";
+    int file = mkstemp(path);
+    assert_true(file >= 0);
+    unlink(path);
+    static char buf[1024 * 1024];
+    for (uint64_t off = 0; off < total; off += sizeof(buf)) {
+        payload_fill(buf, sizeof(buf), 61, off);
+        assert_int_equal(pwrite(file, buf, sizeof(buf), (off_t)off),
+                         (ssize_t)sizeof(buf));
+    }
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tls_server_t ts;
+    server_start(&ts, loop, server_ctx());
+    ts.tmpl.checking = true;
+    payload_check_init(&ts.tmpl.chk, 61);
+    tc_tls_ctx_t *cctx = client_ctx();
+    peer_t c;
+    peer_init(&c, loop);
+    client_connect(&c, ts.port, cctx, "localhost");
+    tc_tls_ctx_free(cctx);
+    payload_fill(buf, 1000, 61, 0);
+    ASSERT_RC(tc_stream_write(c.s, buf, 1000), 0);
+    sf_calls = 0;
+    ASSERT_RC(tc_stream_sendfile(c.s, file, 1000, total - 2000, sf_cb, NULL),
+              0);
+    payload_fill(buf, 1000, 61, total - 1000);
+    ASSERT_RC(tc_stream_write(c.s, buf, 1000), 0);
+    ASSERT_RC(tc_stream_close(c.s, p_closed), 0);
+    assert_int_equal(sf_calls, 0);
+    RUN_UNTIL(loop, ts.npeers == 1 && ts.peers[0].eofs == 1, 60000);
+    peer_t *sp = &ts.peers[0];
+    assert_false(sp->chk.bad);
+    assert_int_equal(sp->received, total);
+    assert_int_equal(sp->errors, 0);
+    assert_int_equal(sf_calls, 1);
+    ASSERT_RC(sf_status, 0);
+    assert_int_equal(sf_sent, total - 2000);
+    tc_close(tc_stream_handle(sp->s), p_closed);
+    RUN_UNTIL(loop, c.closed == 1 && sp->closed == 1, 5000);
+    server_stop(&ts);
+    close(file);
+    close_loop_clean(loop);
+}
+
+/* After the handshake, on an idle stream: when the socket takes the first
+ * pieces at once, the rest still goes out (it used to stall). */
+static void
+test_sendfile_after_handshake(void **state)
+{
+    (void)state;
+    const uint64_t total = 4ull * 1024 * 1024;
+    char path[] = "/tmp/tc-tls-sendfile-XXXXXX";
+    int file = mkstemp(path);
+    assert_true(file >= 0);
+    unlink(path);
+    static char buf[1024 * 1024];
+    for (uint64_t off = 0; off < total; off += sizeof(buf)) {
+        payload_fill(buf, sizeof(buf), 62, off);
+        assert_int_equal(pwrite(file, buf, sizeof(buf), (off_t)off),
+                         (ssize_t)sizeof(buf));
+    }
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tls_server_t ts;
+    server_start(&ts, loop, server_ctx());
+    ts.tmpl.checking = true;
+    payload_check_init(&ts.tmpl.chk, 62);
+    tc_tls_ctx_t *cctx = client_ctx();
+    peer_t c;
+    peer_init(&c, loop);
+    client_connect(&c, ts.port, cctx, "localhost");
+    tc_tls_ctx_free(cctx);
+    RUN_UNTIL(loop, c.hs_calls == 1, 5000);
+    ASSERT_RC(c.hs_status, 0);
+    sf_calls = 0;
+    ASSERT_RC(tc_stream_sendfile(c.s, file, 0, 0, sf_cb, NULL), 0);
+    RUN_UNTIL(loop, sf_calls == 1 && ts.npeers == 1 &&
+                        ts.peers[0].received == total, 20000);
+    ASSERT_RC(sf_status, 0);
+    assert_int_equal(sf_sent, total);
+    assert_false(ts.peers[0].chk.bad);
+    tc_close(tc_stream_handle(c.s), p_closed);
+    tc_close(tc_stream_handle(ts.peers[0].s), p_closed);
+    RUN_UNTIL(loop, c.closed == 1 && ts.peers[0].closed == 1, 5000);
+    server_stop(&ts);
+    close(file);
+    close_loop_clean(loop);
+}
+
 int
 main(void)
 {
@@ -1786,6 +1900,8 @@ main(void)
         cmocka_unit_test(test_greeting_with_server_finished_read_late),
         cmocka_unit_test(test_interop_openssl_s_server),
         cmocka_unit_test(test_interop_openssl_s_client),
+        cmocka_unit_test(test_sendfile_fallback),
+        cmocka_unit_test(test_sendfile_after_handshake),
     };
     return cmocka_run_group_tests(tests, make_certs, remove_certs);
 }

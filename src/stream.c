@@ -1058,6 +1058,18 @@ tc__stream_new(tc_loop_t *loop, int fd, bool is_unix, bool connecting,
     return 0;
 }
 
+/* A connect or handshake timeout counts from the call, as every timer
+ * does (timer.h): libev counts from the iteration's cached time, so the
+ * clock is read first, or a connect begun at the end of a long callback
+ * would time out early. */
+static void
+arm_connect_timer(tc_stream_t *s, uint64_t timeout_ms)
+{
+    tc_loop_update_time(s->h.loop);
+    ev_timer_set(&s->connect_timer, (double)timeout_ms / 1000.0, 0.);
+    ev_timer_start(ev_of(s), &s->connect_timer);
+}
+
 void
 tc__stream_connect_begin(tc_stream_t *s, tc_connect_cb cb,
                          uint64_t timeout_ms)
@@ -1066,8 +1078,7 @@ tc__stream_connect_begin(tc_stream_t *s, tc_connect_cb cb,
     if (s->flags & S_CONNECTING) {
         tc__io_start(ev_of(s), &s->wio);
         if (timeout_ms > 0) {
-            ev_timer_set(&s->connect_timer, (double)timeout_ms / 1000.0, 0.);
-            ev_timer_start(ev_of(s), &s->connect_timer);
+            arm_connect_timer(s, timeout_ms);
         }
     } else {
         ev_feed_event(ev_of(s), &s->notify, EV_CUSTOM);
@@ -1104,8 +1115,7 @@ tc__stream_set_codec(tc_stream_t *s, const tc__stream_codec_t *codec,
      * from tc__stream_connect_begin(), and it goes on over the handshake. */
     if (timeout_ms > 0 && !(s->flags & S_CONNECTING) &&
         !ev_is_active(&s->connect_timer)) {
-        ev_timer_set(&s->connect_timer, (double)timeout_ms / 1000.0, 0.);
-        ev_timer_start(ev_of(s), &s->connect_timer);
+        arm_connect_timer(s, timeout_ms);
     }
     if ((s->flags & S_CONNECTING) || s->connect_cb != NULL) {
         return 0;   /* the handshake starts once connected */

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import socket
+import time
 import ssl
 import subprocess
 import tempfile
@@ -416,6 +417,36 @@ def test_connect_timeout_covers_the_handshake(reactor, certs):
             await reactor.connect_tls("127.0.0.1", mute.getsockname()[1],
                                       RecordingProtocol,
                                       client_context(certs), timeout=0.1)
+
+    try:
+        run_until(reactor, main())
+    finally:
+        mute.close()
+
+
+def test_connect_timeout_counts_from_the_call(reactor, certs):
+    """A connect begun at the end of a long callback gets its whole
+    timeout (issue 11.2's rule for every timer): it used to count from
+    the iteration's start and expire at once."""
+    mute = socket.socket()
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(4)
+    port = mute.getsockname()[1]
+
+    async def main():
+        elapsed = []
+        for _ in range(3):
+            deadline = time.monotonic() + 0.15
+            while time.monotonic() < deadline:   # a long callback
+                pass
+            t0 = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await reactor.connect_tls("127.0.0.1", port,
+                                          RecordingProtocol,
+                                          client_context(certs),
+                                          timeout=0.05)
+            elapsed.append(time.monotonic() - t0)
+        assert min(elapsed) >= 0.05, elapsed
 
     try:
         run_until(reactor, main())

@@ -141,12 +141,6 @@ void tc__signal_dispatch(tc_loop_t *loop);
 void tc__loop_ref(tc_loop_t *loop);
 void tc__loop_unref(tc_loop_t *loop);
 
-/* pool.c: between begin and end, tc_pool_submit() calls made on this thread
- * by a process confined to one CPU leave sleeping workers asleep; end wakes
- * them.  A caller that holds a lock a worker needs at once (the GIL) keeps
- * the worker from waking only to block on it.  Not nested.  Thread: any. */
-void tc__pool_defer_wakes_begin(void);
-void tc__pool_defer_wakes_end(void);
 
 /* Resolve host:port to its first stream address on the loop's resolver
  * pool (resolve.c).  cb runs once on the loop thread with 0 and the

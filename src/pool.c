@@ -139,7 +139,7 @@ static _Thread_local drain_ctx_t *current_drain;
 /* Which submits of this thread are timed. */
 static _Thread_local unsigned timing_tick;
 
-/* Pools whose wakes tc__pool_defer_wakes_end() owes, each pinned (counted
+/* Pools whose wakes tc_pool_defer_wakes_end() owes, each pinned (counted
  * outstanding) so that tc_pool_free() cannot destroy it meanwhile. */
 #define DEFERRED_MAX 4
 typedef struct wake_scope {
@@ -917,7 +917,7 @@ defer_wake(tc_pool_t *pool)
 }
 
 void
-tc__pool_defer_wakes_begin(void)
+tc_pool_defer_wakes_begin(void)
 {
     static _Thread_local wake_scope_t scope;
     scope.n = 0;
@@ -925,7 +925,7 @@ tc__pool_defer_wakes_begin(void)
 }
 
 void
-tc__pool_defer_wakes_end(void)
+tc_pool_defer_wakes_end(void)
 {
     wake_scope_t *scope = current_wakes;
     current_wakes = NULL;

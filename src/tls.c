@@ -1086,3 +1086,13 @@ tc_tls_error_detail(const tc_stream_t *s)
 }
 
 #endif
+
+bool
+tc_tls_available(void)
+{
+#ifdef TC_HAVE_TLS
+    return true;
+#else
+    return false;
+#endif
+}

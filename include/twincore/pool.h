@@ -147,6 +147,16 @@ TC_EXTERN int tc_pool_submit_future(tc_pool_t *pool, tc_loop_t *loop,
                                     tc_priority_t priority,
                                     tc_future_t **out);
 
+/* A wake scope, for an embedder whose own lock (an interpreter's GIL) a
+ * worker needs as soon as it wakes: between begin and end, tc_pool_submit()
+ * calls made on this thread in a process confined to one CPU leave sleeping
+ * workers asleep, and end wakes them, so a worker does not wake only to
+ * preempt the submitter and block on its lock.  With more CPUs both are
+ * no-ops.  Not nested; at most 4 pools are held per scope (others wake at
+ * once).  Thread: any (the scope is per thread). */
+TC_EXTERN void tc_pool_defer_wakes_begin(void);
+TC_EXTERN void tc_pool_defer_wakes_end(void);
+
 #ifdef __cplusplus
 }
 #endif

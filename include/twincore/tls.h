@@ -78,6 +78,10 @@ TC_EXTERN int tc_tls_ctx_new(const tc_tls_ctx_opts_t *opts,
 TC_EXTERN void tc_tls_ctx_free(tc_tls_ctx_t *ctx);
 TC_EXTERN bool tc_tls_ctx_is_server(const tc_tls_ctx_t *ctx);
 
+/* Whether this build of twincore has TLS (OpenSSL 3); without it every
+ * tc_tls_ function fails with -ENOTSUP.  Thread: any. */
+TC_EXTERN bool tc_tls_available(void);
+
 /* Run TLS on a connected stream: the role is the context's, server_name
  * (clients; may be NULL) is sent as SNI and checked against the server's
  * certificate (an IP address is checked, not sent).  The handshake starts

@@ -3,7 +3,6 @@
  * once, runs every queued event and call_soon callback, drops it, and then
  * flushes the transports' write buffers with the GIL released. */
 #include "state.h"
-#include "internal.h"   /* tc__pool_defer_wakes_* */
 
 int
 pyevents_push(ReactorObject *r, pyevent_kind_t kind, PyObject *obj,
@@ -160,7 +159,7 @@ dispatch_ready(void *arg)
     if (r->events.len > 0 || r->soon_len > 0) {
         /* On one CPU, a worker woken while this thread holds the GIL
          * would only preempt it and block on the GIL: wake it after. */
-        tc__pool_defer_wakes_begin();
+        tc_pool_defer_wakes_begin();
         PyEval_RestoreThread(r->saved_tstate);
         r->in_dispatch = true;
         pyevent_queue_t batch = r->events;
@@ -174,7 +173,7 @@ dispatch_ready(void *arg)
         run_soon_batch(r);
         r->in_dispatch = false;
         r->saved_tstate = PyEval_SaveThread();
-        tc__pool_defer_wakes_end();
+        tc_pool_defer_wakes_end();
     }
     reactor_flush(r);
     /* Work queued by this batch must not wait on epoll. */

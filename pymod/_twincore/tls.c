@@ -9,7 +9,7 @@
  * there.  GIL: held in everything here. */
 #include "state.h"
 
-#ifdef TC_HAVE_TLS
+#ifdef TCPY_HAVE_OPENSSL
 #include <openssl/asn1.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -612,7 +612,7 @@ tls_error_object(tc_state *st, int err, tc_stream_t *s)
     return exc;
 }
 
-#ifdef TC_HAVE_TLS
+#ifdef TCPY_HAVE_OPENSSL
 /* An X509_NAME as ssl.getpeercert() shows it: ((('commonName', 'x'),),). */
 static PyObject *
 name_to_py(const X509_NAME *name)
@@ -884,7 +884,7 @@ tls_extra_info(TransportObject *t, const char *name, PyObject **out)
             *out = der;
             break;
         }
-#ifdef TC_HAVE_TLS
+#ifdef TCPY_HAVE_OPENSSL
         *out = peercert_dict((const unsigned char *)PyBytes_AS_STRING(der),
                              (size_t)PyBytes_GET_SIZE(der));
 #else
@@ -928,9 +928,5 @@ tls_module_add(PyObject *module)
             return -1;
         }
     }
-#ifdef TC_HAVE_TLS
-    return PyModule_AddIntConstant(module, "HAVE_TLS", 1);
-#else
-    return PyModule_AddIntConstant(module, "HAVE_TLS", 0);
-#endif
+    return PyModule_AddIntConstant(module, "HAVE_TLS", tc_tls_available());
 }

@@ -744,7 +744,7 @@ test_low_priority_leaves_a_worker(void **state)
 
 /* ---- bounded queue ---- */
 
-/* ---- wakes deferred on one CPU (tc__pool_defer_wakes_*) ---- */
+/* ---- wakes deferred on one CPU (tc_pool_defer_wakes_*) ---- */
 
 /* Confine the calling thread (and the workers a pool made now starts) to
  * its first allowed CPU; returns the old set for restore_cpus(). */
@@ -795,7 +795,7 @@ test_deferred_wakes_wait_for_the_scope_end(void **state)
     tc_pool_t *pool = new_idle_pool(loop, 2, 0, false);
 
     unsigned done = 0;
-    tc__pool_defer_wakes_begin();
+    tc_pool_defer_wakes_begin();
     for (int i = 0; i < 10; i++) {
         ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done_any,
                                  &done, TC_PRIORITY_NORMAL, NULL), 0);
@@ -804,7 +804,7 @@ test_deferred_wakes_wait_for_the_scope_end(void **state)
     tc_pool_stats_t st;
     tc_pool_stats(pool, &st);
     assert_int_equal(st.queued, 10);
-    tc__pool_defer_wakes_end();
+    tc_pool_defer_wakes_end();
     ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
     assert_int_equal(done, 10);
 
@@ -824,23 +824,23 @@ test_pool_freed_inside_a_wake_scope(void **state)
 
     /* The scope ends before the loop recycles the record... */
     tc_pool_t *pool = new_idle_pool(loop, 1, 0, false);
-    tc__pool_defer_wakes_begin();
+    tc_pool_defer_wakes_begin();
     ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done_any, &done,
                              TC_PRIORITY_NORMAL, NULL), 0);
     tc_pool_free(pool);     /* drains: the queued task runs */
-    tc__pool_defer_wakes_end();
+    tc_pool_defer_wakes_end();
     ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
     assert_int_equal(done, 1);
 
     /* ...or after: the last to let go frees the pool (ASan checks). */
     pool = new_idle_pool(loop, 1, 0, false);
-    tc__pool_defer_wakes_begin();
+    tc_pool_defer_wakes_begin();
     ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done_any, &done,
                              TC_PRIORITY_NORMAL, NULL), 0);
     tc_pool_free(pool);
     ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
     assert_int_equal(done, 2);
-    tc__pool_defer_wakes_end();
+    tc_pool_defer_wakes_end();
 
     close_loop_clean(loop);
     restore_cpus(&old);
@@ -856,14 +856,14 @@ test_blocking_submit_wakes_deferred_work(void **state)
     tc_pool_t *pool = new_idle_pool(loop, 1, 1, true);
 
     unsigned done = 0;
-    tc__pool_defer_wakes_begin();
+    tc_pool_defer_wakes_begin();
     ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done_any, &done,
                              TC_PRIORITY_NORMAL, NULL), 0);
     /* The queue is full and its only task waits for a wake this thread
      * deferred: the blocking submit must wake the worker, not hang. */
     ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done_any, &done,
                              TC_PRIORITY_NORMAL, NULL), 0);
-    tc__pool_defer_wakes_end();
+    tc_pool_defer_wakes_end();
     ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
     assert_int_equal(done, 2);
 

@@ -28,3 +28,21 @@ def test_tcp_echo_roundtrip(reactor):
     assert client.events == ["made", "data", "lost"]
     assert client.lost is None
     listener.close()
+
+
+def test_the_extension_uses_the_public_c_api_only():
+    """pymod/ sees include/ only, as any user of the C API (issue 13): no
+    tc__ internals, no src/internal.h, no private build macros."""
+    import pathlib
+    import re
+    pymod = pathlib.Path(__file__).resolve().parents[2] / "pymod"
+    offenders = []
+    for path in sorted(pymod.rglob("*")):
+        if path.suffix not in (".c", ".h", ".py"):
+            continue
+        text = path.read_text()
+        for bad in (r"\btc__\w+", r'#include\s+"internal\.h"',
+                    r"\bTC_HAVE_TLS\b"):
+            for m in re.finditer(bad, text):
+                offenders.append(f"{path.relative_to(pymod)}: {m.group(0)}")
+    assert offenders == []

@@ -263,6 +263,5 @@ void tc__server_set_unlink_path(tc_server_t *s, const char *path, dev_t dev,
                                 ino_t ino);
 /* Unlink path only if it is the file (dev, ino) (unix.c). */
 void tc__unix_unlink_own(const char *path, dev_t dev, ino_t ino);
-void tc__server_retry_starved(tc_loop_t *loop);
 
 #endif

@@ -477,6 +477,15 @@ start_protocol(TransportObject *t, PyObject *factory)
     return 0;
 }
 
+/* A failed host-name lookup names the address too; other codes below
+ * -3000 (TLS) carry their own detail. */
+static bool
+is_name_error(int status)
+{
+    return status == TC_ENONAME || status == TC_EAGAIN_NAME ||
+           status == TC_ENAMEFAIL;
+}
+
 void
 transport_dispatch(ReactorObject *r, pyevent_t *ev)
 {
@@ -513,7 +522,8 @@ transport_dispatch(ReactorObject *r, pyevent_t *ev)
         }
         if (ev->status != 0) {
             PyObject *exc =
-                t->connect_to != NULL && ev->status > -3000
+                t->connect_to != NULL &&
+                        (ev->status > -3000 || is_name_error(ev->status))
                     ? tcpy_error_at(st, ev->status, "connect to",
                                     t->connect_to)
                     : tls_error_object(st, ev->status, t->stream);

@@ -498,27 +498,14 @@ class Reactor(_twincore.Reactor):
                 raise ValueError("connect_tcp(): the port of 'bind' must be "
                                  f"in 0..65535, got {bind[1]!r}")
             bind = (bind[0].strip("[]") if bind[0] else None, bind[1])
+        host = host.strip("[]")
+        if not _is_numeric_host(host) and self.cpu_pool.closed:
+            raise RuntimeError("connect_tcp(): host names are resolved on "
+                               "the reactor's cpu_pool, which is closed; "
+                               "set another or pass an IP address")
         fut = Future(self)
-        if _is_numeric_host(host):
-            self._start_connect(fut, host.strip("[]"), port, factory,
-                                timeout, bind)
-            return fut
-        lookup = self.cpu_pool.defer(socket.getaddrinfo, host, port,
-                                     type=socket.SOCK_STREAM, reactor=self,
-                                     priority=PRIORITY_HIGH)
-
-        def resolved(infos):
-            if fut.done():
-                return None
-            self._start_connect(fut, infos[0][4][0], port, factory, timeout,
-                                bind)
-            return None
-
-        def failed(exc):
-            if not fut.done():
-                fut.set_exception(exc)
-            return None
-        lookup.add_callbacks(resolved, failed)
+        # A host name is resolved in C, on the pool (as for connect_tls).
+        self._start_connect(fut, host, port, factory, timeout, bind)
         return fut
 
     def _start_connect(self, fut, host, port, factory, timeout, bind=None):

@@ -583,3 +583,29 @@ def test_connect_errors_name_the_address(reactor, sock_dir, kind):
         assert info.value.errno == 111
     assert where in str(info.value), str(info.value)
     assert "error while attempting to connect to" in str(info.value)
+
+
+def test_host_names_resolve_in_c_and_failures_name_the_address(reactor):
+    """connect_tcp and connect_tls share one resolver, in C on the
+    reactor's pool (issue 13); a name that does not resolve fails with
+    twincore.Error naming the address (issue 11.11)."""
+    listener = reactor.listen_tcp(0, twincore.Protocol)
+
+    async def main():
+        proto = await reactor.connect_tcp("localhost", listener.port,
+                                          twincore.Protocol)
+        assert proto.transport.get_peer()[1] == listener.port
+        proto.transport.close()
+        with pytest.raises(twincore.Error) as info:
+            await reactor.connect_tcp("no-such-host.invalid", 80,
+                                      twincore.Protocol)
+        assert "('no-such-host.invalid', 80)" in str(info.value)
+        assert "host name" in str(info.value)
+    run_until(reactor, main())
+    listener.close()
+    own = twincore.CpuPool(workers=1)
+    reactor.cpu_pool = own
+    own.close()
+    with pytest.raises(RuntimeError, match="cpu_pool, which is closed"):
+        reactor.connect_tcp("localhost", 80, twincore.Protocol)
+    reactor.cpu_pool = twincore.CpuPool(workers=1)

@@ -98,14 +98,14 @@ asan_c() {
         -Dbench=false -Dpython_ext=false
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-        run_suite build-asan --suite c
+        run_suite build-asan --suite c --timeout-multiplier=3
 }
 
 tsan_c() {
     configure build-tsan -Db_sanitize=thread -Db_lundef=false -Dbench=false \
         -Dpython_ext=false
     TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/c/tsan.supp" \
-        run_suite build-tsan --suite c
+        run_suite build-tsan --suite c --timeout-multiplier=3
 }
 
 # The pytest suite against an extension (and library) built with ASan and

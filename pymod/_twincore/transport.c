@@ -211,6 +211,7 @@ transport_reactor_closed(PyObject *obj)
     }
     PyObject *proto = t->protocol;
     t->protocol = NULL;
+    framing_free(t);
     PyObject *res = PyObject_CallMethodOneArg(proto, st->str_connection_lost,
                                               exc ? exc : Py_None);
     if (res == NULL) {
@@ -283,8 +284,8 @@ stop_input(TransportObject *t)
 /* GIL: held.  A protocol method raised the current exception: log it and,
  * as Twisted does, drop the connection; connection_lost gets the
  * exception.  KeyboardInterrupt and SystemExit only stop the reactor. */
-static void
-protocol_failed(TransportObject *t, const char *context)
+void
+transport_protocol_failed(TransportObject *t, const char *context)
 {
     PyObject *exc = tcpy_fetch_exception();
     if (exc == NULL) {
@@ -323,11 +324,21 @@ call_protocol(TransportObject *t, PyObject *name, PyObject *arg,
                         ? PyObject_CallMethodOneArg(t->protocol, name, arg)
                         : PyObject_CallMethodNoArgs(t->protocol, name);
     if (res == NULL) {
-        protocol_failed(t, context);
+        transport_protocol_failed(t, context);
         return -1;
     }
     Py_DECREF(res);
     return 0;
+}
+
+void
+transport_queue_data(TransportObject *t)
+{
+    if (!t->data_queued && !t->closed) {
+        t->data_queued = true;
+        pyevents_push(t->reactor, PYEV_DATA, (PyObject *)t, NULL, 0);
+        reactor_wake(t->reactor);
+    }
 }
 
 static void
@@ -336,6 +347,15 @@ deliver_data(TransportObject *t)
     if (t->inbuf.len == 0 || t->closed || t->input_done ||
         t->protocol == NULL || t->reading_paused) {
         return;
+    }
+    if (t->framing != NULL) {
+        framing_deliver(t);
+        /* What is left: a partial frame, or (set_framing(None) in a
+         * callback) raw bytes for data_received. */
+        if (t->framing != NULL || t->inbuf.len == 0 || t->closed ||
+            t->input_done || t->protocol == NULL || t->reading_paused) {
+            return;
+        }
     }
     PyObject *data = PyBytes_FromStringAndSize(t->inbuf.data,
                                                (Py_ssize_t)t->inbuf.len);
@@ -360,20 +380,21 @@ deliver_eof(TransportObject *t)
     if (t->closed || t->input_done || t->protocol == NULL) {
         return;
     }
-    if (t->inbuf.len > 0) {
+    if (t->inbuf.len > 0 && (t->framing == NULL || t->reading_paused)) {
         t->eof_deferred = true;   /* after the paused data */
         return;
     }
+    /* (A partial frame left in framing mode is dropped, as Twisted's.) */
     PyObject *res = PyObject_CallMethodNoArgs(
         t->protocol, reactor_state(t->reactor)->str_eof_received);
     if (res == NULL) {
-        protocol_failed(t, "eof_received");
+        transport_protocol_failed(t, "eof_received");
         return;
     }
     int keep_open = PyObject_IsTrue(res);
     Py_DECREF(res);
     if (keep_open < 0) {
-        protocol_failed(t, "eof_received");
+        transport_protocol_failed(t, "eof_received");
         return;
     }
     if (!keep_open) {
@@ -465,7 +486,7 @@ start_protocol(TransportObject *t, PyObject *factory)
     tc_stream_read_start(t->stream);
     if (set_protocol_attr(proto, "transport", (PyObject *)t, false) < 0 ||
         set_protocol_attr(proto, "factory", factory, true) < 0) {
-        protocol_failed(t, "connection_made");
+        transport_protocol_failed(t, "connection_made");
         return -2;
     }
     if (call_protocol(t, st->str_connection_made, (PyObject *)t,
@@ -598,6 +619,7 @@ transport_dispatch(ReactorObject *r, pyevent_t *ev)
         Py_CLEAR(t->factory);
         Py_CLEAR(t->on_connect);
         Py_CLEAR(t->connect_to);
+        framing_free(t);
         Py_XDECREF(reactor_unhold(r, &t->held));   /* the handle's */
         break;
     }
@@ -1060,7 +1082,7 @@ Transport_traverse(TransportObject *t, visitproc visit, void *arg)
     Py_VISIT(t->host);
     Py_VISIT(t->connect_to);
     Py_VISIT(t->failure);
-    return 0;
+    return framing_traverse(t, visit, arg);
 }
 
 static int
@@ -1073,6 +1095,7 @@ Transport_clear(TransportObject *t)
     Py_CLEAR(t->host);
     Py_CLEAR(t->connect_to);
     Py_CLEAR(t->failure);
+    framing_free(t);
     return 0;
 }
 
@@ -1124,6 +1147,17 @@ static PyMethodDef Transport_methods[] = {
      "fileno($self, /)\n--\n\nThe socket's descriptor, -1 once closed. It "
      "stays the transport's: for socket options, not to read, write or "
      "close."},
+    {"set_framing", (PyCFunction)(void (*)(void))transport_set_framing,
+     METH_VARARGS | METH_KEYWORDS,
+     "set_framing($self, on_frame=None, *, delimiter=None, prefix=0,\n"
+     "            max_length=16384, on_too_long=None, unread=b'')\n--\n\n"
+     "Split the input in C: on_frame(line) per line ending with delimiter,\n"
+     "or on_frame(string) per string after a big-endian length of prefix\n"
+     "(1, 2 or 4) bytes, instead of data_received(). A line over\n"
+     "max_length goes to on_too_long(bytes), a length over it to\n"
+     "on_too_long(length). on_frame=None: data_received() again. unread\n"
+     "goes back in front of the input. Used by twincore.LineReceiver and\n"
+     "Int*StringReceiver."},
     {"write", (PyCFunction)Transport_write, METH_O,
      "write($self, data, /)\n--\n\nQueue bytes after any already queued; "
      "sent after the current batch of callbacks. Raises BrokenPipeError "

@@ -380,8 +380,12 @@ deliver_eof(TransportObject *t)
     if (t->closed || t->input_done || t->protocol == NULL) {
         return;
     }
-    if (t->inbuf.len > 0 && (t->framing == NULL || t->reading_paused)) {
-        t->eof_deferred = true;   /* after the paused data */
+    if (t->data_queued ||
+        (t->inbuf.len > 0 && (t->framing == NULL || t->reading_paused))) {
+        /* After the paused data, or after bytes queued again (a framing
+         * protocol's set_line_mode(extra)): PYEV_DATA or resume_reading()
+         * delivers it. */
+        t->eof_deferred = true;
         return;
     }
     /* (A partial frame left in framing mode is dropped, as Twisted's.) */
@@ -505,6 +509,10 @@ transport_dispatch(ReactorObject *r, pyevent_t *ev)
     case PYEV_DATA:
         t->data_queued = false;
         deliver_data(t);
+        if (t->eof_deferred && !t->data_queued && !t->reading_paused) {
+            t->eof_deferred = false;
+            deliver_eof(t);
+        }
         break;
     case PYEV_EOF:
         deliver_eof(t);

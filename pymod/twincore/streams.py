@@ -101,7 +101,9 @@ class StreamReader:
         if self._paused:   # the caller needs more than the buffer holds
             self._paused = False
             self._transport.resume_reading()
-        self._waiter = Future(self._transport.reactor)
+        self._waiter = Future(self._transport.reactor
+                              if self._transport is not None
+                              else _reactor(None))
         try:
             await self._waiter
         finally:

@@ -7,6 +7,8 @@ causes becomes the builtin TimeoutError (asyncio's since 3.11). A cancel
 from elsewhere stays a CancelledError.
 """
 
+import inspect
+
 import twincore as _tc   # the package (being initialised: used lazily)
 
 from ._future import CancelledError
@@ -28,7 +30,12 @@ async def wait_for(aw, timeout, *, reactor=None):
     """Await aw (a Future, coroutine or other awaitable) for at most timeout
     seconds (None: no limit). On expiry aw is cancelled and TimeoutError
     raised; cancelling the caller cancels aw too, as asyncio.wait_for."""
-    _check_delay(timeout, "wait_for")
+    try:
+        _check_delay(timeout, "wait_for")
+    except (TypeError, ValueError):
+        if inspect.iscoroutine(aw):
+            aw.close()   # never started: no "never awaited" warning
+        raise
     r = reactor if reactor is not None else _tc._current_reactor()
     fut = _tc._ensure_future(aw, r)
     if timeout is None:

@@ -237,6 +237,7 @@ class _StreamProtocol(Protocol):
         self._lost_exc = None
         self._closed = None
         self._writer = None
+        self._eof_sent = False
 
     def connection_made(self, transport):
         self.transport = transport
@@ -252,7 +253,8 @@ class _StreamProtocol(Protocol):
 
     def eof_received(self):
         self._reader.feed_eof()
-        return True   # half-open: the writer may still write
+        # Half-open: the writer may still write, unless it is done too.
+        return not self._eof_sent
 
     def connection_lost(self, exc):
         self._lost = True
@@ -321,6 +323,9 @@ class StreamWriter:
         self._transport.writelines(data)
 
     def write_eof(self):
+        """Shut down the write side (the peer reads EOF); the connection
+        closes once the peer's EOF comes too."""
+        self._protocol._eof_sent = True
         return self._transport.write_eof()
 
     def can_write_eof(self):

@@ -348,3 +348,47 @@ def test_get_extra_info_and_lost_connection(reactor):
             await w.drain()
         listener.close()
     run_until(reactor, main())
+
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples",
+                        "python")
+
+
+@pytest.mark.parametrize("example", ["chat_streams.py", "chat_lines.py"])
+def test_chat_examples(example):
+    """Both chat servers: two clients, names, a line each way, a leave."""
+    import socket
+    import subprocess
+    import sys
+    env = dict(os.environ)
+    proc = subprocess.Popen([sys.executable, os.path.join(EXAMPLES, example),
+                             "0"], stdout=subprocess.PIPE, env=env)
+    try:
+        first = proc.stdout.readline().decode()
+        port = int(first.rsplit(":", 1)[1])
+
+        def client(name):
+            s = socket.create_connection(("127.0.0.1", port), timeout=20)
+            f = s.makefile("rwb")
+            assert f.read(6) == b"name? "
+            f.write(name + b"\n")
+            f.flush()
+            return s, f
+        a, fa = client(b"ann")
+        b, fb = client(b"bob")
+        assert fa.readline() == b"* bob joined\n"
+        fb.write(b"hi ann\n")
+        fb.flush()
+        assert fa.readline() == b"bob: hi ann\n"
+        fa.write(b"hello\n")
+        fa.flush()
+        assert fb.readline() == b"ann: hello\n"
+        fb.close()
+        b.close()
+        assert fa.readline() == b"* bob left\n"
+        fa.close()
+        a.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) is not None
+        proc.stdout.close()

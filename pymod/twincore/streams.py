@@ -43,6 +43,7 @@ class StreamReader:
         self._waiter = None
         self._exception = None
         self._transport = None
+        self._reactor = None
         self._paused = False
 
     def __repr__(self):
@@ -66,6 +67,7 @@ class StreamReader:
 
     def set_transport(self, transport):
         self._transport = transport
+        self._reactor = transport.reactor
 
     def _wakeup_waiter(self):
         waiter, self._waiter = self._waiter, None
@@ -87,13 +89,18 @@ class StreamReader:
 
     def feed_data(self, data):
         self._buffer += data
-        self._wakeup_waiter()
+        waiter = self._waiter   # _wakeup_waiter(), inline: the hot path
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
         if not self._paused and self._transport is not None and \
                 len(self._buffer) > 2 * self._limit:
             self._paused = True
             self._transport.pause_reading()
 
-    async def _wait_for_data(self, what):
+    def _new_waiter(self, what):
+        """The Future a read awaits until data, EOF or an error comes."""
         if self._waiter is not None:
             raise RuntimeError(
                 f"{what}() called while another coroutine is already "
@@ -101,11 +108,15 @@ class StreamReader:
         if self._paused:   # the caller needs more than the buffer holds
             self._paused = False
             self._transport.resume_reading()
-        self._waiter = Future(self._transport.reactor
-                              if self._transport is not None
-                              else _reactor(None))
+        if self._reactor is None:
+            self._reactor = _reactor(None)
+        self._waiter = waiter = Future(self._reactor)
+        return waiter
+
+    async def _wait_for_data(self, what):
+        waiter = self._new_waiter(what)
         try:
-            await self._waiter
+            await waiter
         finally:
             self._waiter = None
 
@@ -113,6 +124,24 @@ class StreamReader:
         """Up to and including b"\\n"; at EOF the partial line (b"" when
         none). A line over the limit raises ValueError (its bytes are
         dropped, as asyncio does)."""
+        # The common case without the frames of readuntil(): a whole line
+        # in the buffer, or one more wait for it.
+        buf = self._buffer
+        i = buf.find(b"\n")
+        if i < 0 and not self._eof and self._exception is None and \
+                len(buf) <= self._limit:
+            waiter = self._new_waiter("readline")
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+            i = buf.find(b"\n")
+        if 0 <= i <= self._limit and self._exception is None:
+            line = bytes(buf[:i + 1])
+            del buf[:i + 1]
+            if self._paused:
+                self._maybe_resume_transport()
+            return line
         try:
             return await self.readuntil(b"\n")
         except IncompleteReadError as e:
@@ -217,6 +246,23 @@ class StreamReader:
         return self
 
     async def __anext__(self):
+        # readline()'s fast path again: one coroutine frame per line.
+        buf = self._buffer
+        i = buf.find(b"\n")
+        if i < 0 and not self._eof and self._exception is None and \
+                len(buf) <= self._limit:
+            waiter = self._new_waiter("readline")
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+            i = buf.find(b"\n")
+        if 0 <= i <= self._limit and self._exception is None:
+            line = bytes(buf[:i + 1])
+            del buf[:i + 1]
+            if self._paused:
+                self._maybe_resume_transport()
+            return line
         line = await self.readline()
         if line == b"":
             raise StopAsyncIteration
@@ -229,6 +275,7 @@ class _StreamProtocol(Protocol):
 
     def __init__(self, reader, handler=None, spawn=None):
         self._reader = reader
+        self.data_received = reader.feed_data   # no frame in between
         self._handler = handler
         self._spawn = spawn
         self._paused = False
@@ -347,10 +394,12 @@ class StreamWriter:
     async def drain(self):
         """Wait until the write buffer is down to its low watermark; raises
         the connection's error once it is lost."""
-        exc = self._reader.exception()
+        exc = self._reader._exception
         if exc is not None:
             raise exc
-        await self._protocol._drain_helper()
+        protocol = self._protocol
+        if protocol._paused or protocol._lost:
+            await protocol._drain_helper()
 
 
 def _reactor(reactor):

@@ -287,3 +287,36 @@ done:
     }
     return ret;
 }
+
+PyObject *
+transport_write_line(TransportObject *t, PyObject *line)
+{
+    framing_t *f = t->framing;
+    if (f == NULL || f->mode != FRAME_LINE) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "write_line(): the transport has no line framing "
+                        "(set_framing(..., delimiter=...))");
+        return NULL;
+    }
+    int rc;
+    if (PyBytes_CheckExact(line)) {
+        rc = transport_write_two(t, PyBytes_AS_STRING(line),
+                                 (size_t)PyBytes_GET_SIZE(line), f->delim,
+                                 f->delim_len);
+    } else {
+        Py_buffer view;
+        if (PyObject_GetBuffer(line, &view, PyBUF_SIMPLE) < 0) {
+            PyErr_Format(PyExc_TypeError,
+                         "write_line(): 'line' must be a bytes-like object, "
+                         "got %.100s", Py_TYPE(line)->tp_name);
+            return NULL;
+        }
+        rc = transport_write_two(t, view.buf, (size_t)view.len, f->delim,
+                                 f->delim_len);
+        PyBuffer_Release(&view);
+    }
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}

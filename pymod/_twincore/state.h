@@ -251,6 +251,12 @@ PyObject *transport_set_framing(TransportObject *t, PyObject *args,
                                 PyObject *kwargs);
 /* Deliver the frames in t->inbuf (t->framing != NULL). */
 void framing_deliver(TransportObject *t);
+/* Transport.write_line(line): line and the framing's delimiter. */
+PyObject *transport_write_line(TransportObject *t, PyObject *line);
+/* GIL: held.  write() of a then b: 0, or -1 with an exception (a dropped
+ * write of a lost connection is 0, as for write()). */
+int transport_write_two(TransportObject *t, const char *a, size_t alen,
+                        const char *b, size_t blen);
 void framing_free(TransportObject *t);
 int framing_traverse(TransportObject *t, visitproc visit, void *arg);
 void listener_on_connection(tc_server_t *server, tc_stream_t *conn,

@@ -713,6 +713,25 @@ write_checked(TransportObject *t, const char *buf, Py_ssize_t len)
     return 0;
 }
 
+int
+transport_write_two(TransportObject *t, const char *a, size_t alen,
+                    const char *b, size_t blen)
+{
+    int rc = check_writable(t, "write");
+    if (rc <= 0) {
+        return rc;
+    }
+    size_t before = t->outbuf.len;
+    if (bytebuf_append(&t->outbuf, a, alen) != 0 ||
+        bytebuf_append(&t->outbuf, b, blen) != 0) {
+        t->outbuf.len = before;
+        PyErr_NoMemory();
+        return -1;
+    }
+    wrote(t);
+    return 0;
+}
+
 static PyObject *
 Transport_write(TransportObject *t, PyObject *data)
 {
@@ -1166,6 +1185,10 @@ static PyMethodDef Transport_methods[] = {
      "on_too_long(length). on_frame=None: data_received() again. unread\n"
      "goes back in front of the input. Used by twincore.LineReceiver and\n"
      "Int*StringReceiver."},
+    {"write_line", (PyCFunction)transport_write_line, METH_O,
+     "write_line($self, line, /)\n--\n\nwrite(line + delimiter), the "
+     "delimiter of the line framing\n(set_framing); LineReceiver.send_line "
+     "on a twincore transport."},
     {"write", (PyCFunction)Transport_write, METH_O,
      "write($self, data, /)\n--\n\nQueue bytes after any already queued; "
      "sent after the current batch of callbacks. Raises BrokenPipeError "

@@ -71,13 +71,18 @@ class LineReceiver(_Framed):
     _busy_receiving = False
 
     def _install(self, extra):
+        t = self._transport
         if self.line_mode:
-            self._transport.set_framing(
-                self.line_received, delimiter=self.delimiter,
-                max_length=self.max_length,
-                on_too_long=self.line_length_exceeded, unread=extra)
+            t.set_framing(self.line_received, delimiter=self.delimiter,
+                          max_length=self.max_length,
+                          on_too_long=self.line_length_exceeded,
+                          unread=extra)
+            if type(self).send_line is LineReceiver.send_line:
+                # The same bytes, written in C without a Python frame.
+                self.send_line = t.write_line
         else:
-            self._transport.set_framing(None, unread=extra)
+            self.__dict__.pop("send_line", None)
+            t.set_framing(None, unread=extra)
 
     def set_line_mode(self, extra=b""):
         """Back to lines. extra (bytes a raw_data_received callback did not

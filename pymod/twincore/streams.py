@@ -251,7 +251,11 @@ class StreamReader:
         i = buf.find(b"\n")
         if i < 0 and not self._eof and self._exception is None and \
                 len(buf) <= self._limit:
-            waiter = self._new_waiter("readline")
+            if self._waiter is None and not self._paused and \
+                    self._reactor is not None:
+                self._waiter = waiter = Future(self._reactor)
+            else:
+                waiter = self._new_waiter("readline")
             try:
                 await waiter
             finally:
@@ -355,6 +359,9 @@ class StreamWriter:
         self._transport = transport
         self._protocol = protocol
         self._reader = reader
+        # The transport's own methods: no frame in between.
+        self.write = transport.write
+        self.writelines = transport.writelines
 
     def __repr__(self):
         return f"<StreamWriter transport={self._transport!r}>"

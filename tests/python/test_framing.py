@@ -519,3 +519,51 @@ def test_100_mib_of_lines_checksummed(reactor, sock_dir):
     listener.close()
     assert p.count == n
     assert p.sha.hexdigest() == want.hexdigest()
+
+
+def test_send_line_on_a_twincore_transport(reactor, sock_dir):
+    """send_line writes line + delimiter (in C while framed, in Python in
+    raw mode); write_line without a line framing raises."""
+    class Answer(twincore.LineReceiver):
+        delimiter = b"<>"
+
+        def line_received(self, line):
+            self.send_line(b"re:" + line)
+            if line == b"raw":
+                self.set_raw_mode()
+                self.send_line(b"now raw")
+
+        def raw_data_received(self, data):
+            self.send_line(data)
+
+    protos = []
+
+    def build():
+        p = Answer()
+        protos.append(p)
+        return p
+    listener, connect = listen(reactor, "unix", build, sock_dir)
+
+    class Client(twincore.Protocol):
+        def __init__(self):
+            self.data = b""
+            self.done = twincore.Future()
+
+        def data_received(self, data):
+            self.data += data
+            if self.data.endswith(b"tail<>"):
+                self.done.set_result(self.data)
+
+    async def main():
+        client = await connect(Client)
+        client.transport.write(b"a<>raw<>")
+        await twincore.sleep(0.05)
+        client.transport.write(b"tail")
+        got = await client.done
+        with pytest.raises(RuntimeError, match="no line framing"):
+            protos[0].transport.write_line(b"x")
+        client.transport.close()
+        return got
+    got = run_until(reactor, main())
+    listener.close()
+    assert got == b"re:a<>re:raw<>now raw<>tail<>"

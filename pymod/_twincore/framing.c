@@ -55,11 +55,14 @@ framing_traverse(TransportObject *t, visitproc visit, void *arg)
     return 0;
 }
 
-/* May frames still go to the protocol? */
+/* May frames still go to the protocol?  gen is t->framing_gen when the
+ * delivery began: a set_framing() in a callback may have freed f (and a
+ * new framing may sit at the same address), so f is not looked at again
+ * once gen differs. */
 static inline bool
-can_deliver(TransportObject *t, framing_t *f)
+can_deliver(TransportObject *t, unsigned gen)
 {
-    return t->framing == f && !t->closed && !t->input_done &&
+    return t->framing_gen == gen && !t->closed && !t->input_done &&
            t->protocol != NULL && !t->reading_paused;
 }
 
@@ -95,7 +98,8 @@ deliver_lines(TransportObject *t, framing_t *f)
     Py_INCREF(f->on_too_long);
     PyObject *on_frame = f->on_frame, *on_too_long = f->on_too_long;
     size_t dlen = f->delim_len;
-    while (t->inpos < t->inbuf.len && can_deliver(t, f)) {
+    unsigned gen = t->framing_gen;
+    while (t->inpos < t->inbuf.len && can_deliver(t, gen)) {
         const char *start = t->inbuf.data + t->inpos;
         size_t avail = t->inbuf.len - t->inpos;
         const char *hit = memmem(start, avail, f->delim, dlen);
@@ -130,8 +134,9 @@ deliver_strings(TransportObject *t, framing_t *f)
     Py_INCREF(f->on_too_long);
     PyObject *on_frame = f->on_frame, *on_too_long = f->on_too_long;
     size_t w = (size_t)f->width;
+    unsigned gen = t->framing_gen;
     while (t->inpos <= t->inbuf.len && t->inbuf.len - t->inpos >= w &&
-           can_deliver(t, f)) {
+           can_deliver(t, gen)) {
         const unsigned char *p =
             (const unsigned char *)t->inbuf.data + t->inpos;
         size_t length = 0;
@@ -270,6 +275,7 @@ transport_set_framing(TransportObject *t, PyObject *args, PyObject *kwargs)
     }
     framing_free(t);
     t->framing = f;
+    t->framing_gen++;
     if (extra.buf != NULL && extra.len > 0 &&
         unread(t, extra.buf, (size_t)extra.len) < 0) {
         goto done;

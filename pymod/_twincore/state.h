@@ -191,6 +191,7 @@ struct TransportObject {
                                  * gets one call per frame (framing.c) */
     size_t inpos;               /* framing: bytes of inbuf delivered by the
                                  * running framing_deliver() */
+    unsigned framing_gen;       /* bumped by every set_framing() */
     loopref_t held;             /* listed while the stream holds us */
     PyObject *weakreflist;
 };

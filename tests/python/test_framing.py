@@ -567,3 +567,32 @@ def test_send_line_on_a_twincore_transport(reactor, sock_dir):
     got = run_until(reactor, main())
     listener.close()
     assert got == b"re:a<>re:raw<>now raw<>tail<>"
+
+
+def test_new_delimiter_from_line_received_matches_twisted(reactor, sock_dir):
+    """A callback that installs another framing (here a new delimiter)
+    ends the running split; the rest goes the new way, as in Twisted."""
+    data = b"a\nb;c;d\ne;" * 3
+
+    class T(tbasic.LineReceiver):
+        delimiter = b"\n"
+
+        def connectionMade(self):
+            self.got = []
+
+        def lineReceived(self, line):
+            self.got.append(line)
+            self.delimiter = b";" if self.delimiter == b"\n" else b"\n"
+
+    class O(Counting):
+        def line_received(self, line):
+            self.lines.append(line)
+            self.delimiter = b";" if self.delimiter == b"\n" else b"\n"
+            self.set_line_mode()
+
+    theirs = T()
+    theirs.makeConnection(StringTransport())
+    theirs.dataReceived(data)
+    for chunks in ([data], [data[i:i + 1] for i in range(len(data))]):
+        p = serve_one(reactor, O, chunks, sock_dir)
+        assert p.lines == theirs.got

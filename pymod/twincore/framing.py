@@ -10,7 +10,10 @@ framing is installed when the reactor sets ``self.transport`` (before
 ``delimiter`` and ``max_length`` are read then. On any other transport
 (one calling ``data_received`` itself, e.g. a test's) the same split runs
 in Python. Either way the bytes delivered are the ones Twisted's classes
-deliver (the tests hold them to Twisted's own).
+deliver (the tests hold them to Twisted's own). On a twincore transport
+``data_received`` is called only in raw mode: an override of it sees no
+lines. A new ``delimiter`` or ``max_length`` takes effect at the next
+``set_line_mode()``.
 
 Flow control is the transport's: ``transport.pause_reading()`` in a
 callback stops delivery after that frame; ``resume_reading()`` goes on

@@ -15,7 +15,10 @@
  * from /proc/stat, so other load on the machine can be detected.
  *
  * With --tls, each connection does a blocking TLS handshake, then runs
- * non-blocking like the plain mode.  Every loop is bounded in time.
+ * non-blocking like the plain mode.  With --lines, every message is a text
+ * line: the header in hex, printable pattern bytes, and a final '\n', so a
+ * line echo server (one line in, the same line out) can be measured with
+ * the same checks.  Every loop is bounded in time.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -66,6 +69,7 @@ typedef struct options {
     long sample_pid;
     bool tls;
     bool insecure;
+    bool lines;                 /* messages are '\n'-terminated text lines */
 } options_t;
 
 typedef struct conn {
@@ -115,6 +119,8 @@ usage(FILE *out)
         "window\n"
         "      --tls              speak TLS (OpenSSL)\n"
         "  -k, --insecure         with --tls: do not verify the server\n"
+        "      --lines            each message is a text line ending in "
+        "'\\n'\n"
         "      --ca FILE          with --tls: trust this CA file\n"
         "Prints one JSON line; exits 1 on a usage or setup error.\n");
 }
@@ -261,14 +267,23 @@ fill_message(const bench_t *b, unsigned char *dst, uint32_t id, uint64_t seq)
 {
     size_t size = (size_t)b->opt.size;
     size_t off = (size_t)((seq * 7919u) % PATTERN_SPAN);
-    unsigned char header[HEADER_LEN];
-    size_t n = size < HEADER_LEN ? size : HEADER_LEN;
+    unsigned char header[HEADER_LEN * 2 + 1];
+    size_t hlen = HEADER_LEN;
 
-    memcpy(header, &seq, 8);
-    memcpy(header + 8, &id, 4);
-    memcpy(dst, header, n);
-    if (size > HEADER_LEN) {
-        memcpy(dst + HEADER_LEN, b->pattern + off, size - HEADER_LEN);
+    if (b->opt.lines) {
+        /* Text: the header in hex (no '\n' in it), the line's end last. */
+        snprintf((char *)header, sizeof(header), "%016llx%08x",
+                 (unsigned long long)seq, (unsigned)id);
+        hlen = HEADER_LEN * 2;
+        size--;
+        dst[size] = '\n';
+    } else {
+        memcpy(header, &seq, 8);
+        memcpy(header + 8, &id, 4);
+    }
+    memcpy(dst, header, size < hlen ? size : hlen);
+    if (size > hlen) {
+        memcpy(dst + hlen, b->pattern + off, size - hlen);
     }
 }
 
@@ -660,7 +675,7 @@ parse_seconds(const char *s, double min, double *out)
 static int
 parse_options(int argc, char **argv, options_t *o)
 {
-    enum { OPT_TLS = 256, OPT_CA, OPT_SAMPLE_PID };
+    enum { OPT_TLS = 256, OPT_CA, OPT_SAMPLE_PID, OPT_LINES };
     static const struct option longopts[] = {
         {"host", required_argument, NULL, 'H'},
         {"port", required_argument, NULL, 'P'},
@@ -673,6 +688,7 @@ parse_options(int argc, char **argv, options_t *o)
         {"tls", no_argument, NULL, OPT_TLS},
         {"ca", required_argument, NULL, OPT_CA},
         {"sample-pid", required_argument, NULL, OPT_SAMPLE_PID},
+        {"lines", no_argument, NULL, OPT_LINES},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -714,6 +730,9 @@ parse_options(int argc, char **argv, options_t *o)
         case OPT_CA:
             o->ca_file = optarg;
             break;
+        case OPT_LINES:
+            o->lines = true;
+            break;
         case OPT_SAMPLE_PID:
             ok = ok && parse_long(optarg, 1, 1L << 30, &o->sample_pid);
             break;
@@ -723,6 +742,9 @@ parse_options(int argc, char **argv, options_t *o)
         default:
             ok = false;
         }
+    }
+    if (o->lines && o->size < 2) {
+        ok = false;   /* a line needs a byte and its '\n' */
     }
     if (!ok || optind != argc || o->port == NULL) {
         usage(stderr);
@@ -761,6 +783,9 @@ main(int argc, char **argv)
     srand((unsigned)now_ns());
     for (long i = 0; i < b.opt.size + PATTERN_SPAN; i++) {
         b.pattern[i] = (unsigned char)(rand() >> 7);
+        if (b.opt.lines) {
+            b.pattern[i] = (unsigned char)('!' + b.pattern[i] % 94);
+        }
     }
     for (long i = 0; i < b.opt.connections; i++) {
         b.conns[i].fd = -1;

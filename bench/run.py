@@ -97,6 +97,7 @@ class Scenario:
     connections: int
     pipeline: int = 1
     tls: bool = False           # loadgen --tls -k
+    lines: bool = False         # loadgen --lines: '\n'-terminated text
 
 
 SCENARIOS = [
@@ -385,6 +386,8 @@ class Context:
                str(duration), "-w", str(warmup), "--sample-pid", str(pid)]
         if scenario.tls:
             cmd += ["--tls", "-k"]
+        if scenario.lines:
+            cmd.append("--lines")
         try:
             res = subprocess.run(cmd, capture_output=True, text=True,
                                  timeout=duration + warmup + 30,
@@ -459,6 +462,9 @@ class NetworkSection(Section):
     peers = PEERS
     comparisons = COMPARISONS
     chart_prefix = "network"
+    reference = REFERENCE_PEER
+    goals = NETWORK_GOALS
+    headline = SCENARIOS[0].name    # the goals apply to this scenario
 
     def scenarios(self, ctx):
         return [s for i, s in enumerate(SCENARIOS)
@@ -513,12 +519,13 @@ class NetworkSection(Section):
                     note(f"{name} ignored SIGTERM and was killed")
         peers = [p.name for p in self.peers if p.name in servers]
         return {
-            "reference": REFERENCE_PEER,
+            "reference": self.reference,
             "peers": peers,
             "skipped": {**skipped, **failed},
             "server_cpu": ctx.server_cpu,
             "client_cpu": ctx.client_cpu,
-            "scenarios": [summarize(s, peers, raw, self.comparisons)
+            "scenarios": [summarize(s, peers, raw, self.comparisons,
+                                    self.reference)
                           for s in scenarios],
         }
 
@@ -566,10 +573,10 @@ class NetworkSection(Section):
                     f"| {num(m['p999_us'])} | {r['errors']} |")
             lines.append("")
             if sc["comparisons"]:
-                headline = sc["name"] == SCENARIOS[0].name
+                headline = sc["name"] == self.headline
                 lines += ["Msgs per server-CPU-s, " + ", ".join(
                     f"{k}: **{fmt_ratio(v)}**"
-                    + (goal_note(v, ">=", NETWORK_GOALS.get(
+                    + (goal_note(v, ">=", self.goals.get(
                         tuple(k.split(" / "))), headline))
                     for k, v in sc["comparisons"].items()) + ".", ""]
         for name, why in result["skipped"].items():
@@ -633,7 +640,8 @@ def other_share(res):
     return max(other, 0.0) / res["duration_s"]
 
 
-def summarize(scenario, peers, raw, comparisons=COMPARISONS):
+def summarize(scenario, peers, raw, comparisons=COMPARISONS,
+              reference=REFERENCE_PEER):
     results = {}
     for name in peers:
         runs = raw.get((scenario.name, name), [])
@@ -669,7 +677,7 @@ def summarize(scenario, peers, raw, comparisons=COMPARISONS):
                        if run["round"] in ref_runs])
 
     for name, r in results.items():
-        r["ratio"] = {k: round_ratio(name, REFERENCE_PEER, k)
+        r["ratio"] = {k: round_ratio(name, reference, k)
                       for k in ("msgs_per_s", "msgs_per_server_cpu_s")}
     pairs = {f"{a} / {b}": round_ratio(a, b, "msgs_per_server_cpu_s")
              for a, b in comparisons if a in results and b in results}
@@ -1379,7 +1387,48 @@ def children_cpu_s():
     return ru.ru_utime + ru.ru_stime
 
 
-SECTIONS = [NetworkSection(), OffloadSection(), TLSSection()]
+# -- line echo (issue 18) ----------------------------------------------------
+
+# One line in, the same line out: streams (async for line in reader: write,
+# await drain()) and LineReceiver peers, bench/servers/line_echo.py.
+_LINE_ECHO = "{py} {bench}/servers/line_echo.py "
+_TWINCORE_ENV = (("PYTHONPATH", "{build}/pymod"),)
+LINE_PEERS = [
+    Peer("twincore-streams", _LINE_ECHO + "twincore-streams {port}",
+         ("twincore",), _TWINCORE_ENV),
+    Peer("uvloop-streams", _LINE_ECHO + "uvloop-streams {port}",
+         ("uvloop",)),
+    Peer("asyncio-streams", _LINE_ECHO + "asyncio-streams {port}"),
+    Peer("twincore-lines", _LINE_ECHO + "twincore-lines {port}",
+         ("twincore",), _TWINCORE_ENV),
+    Peer("twisted-lines", _LINE_ECHO + "twisted-lines {port}",
+         ("twisted",)),
+]
+LINE_SCENARIO = Scenario("64 B lines x 64 connections", 64, 64, lines=True)
+LINE_COMPARISONS = [("twincore-streams", "asyncio-streams"),
+                    ("twincore-streams", "uvloop-streams"),
+                    ("twincore-lines", "twisted-lines")]
+# Issue 18's goals, per server-CPU-second.
+LINE_GOALS = {("twincore-streams", "asyncio-streams"): 2.0,
+              ("twincore-streams", "uvloop-streams"): 1.2,
+              ("twincore-lines", "twisted-lines"): 3.0}
+
+
+class LinesSection(NetworkSection):
+    key = "lines"
+    title = "Lines: line echo on streams and LineReceiver"
+    peers = LINE_PEERS
+    comparisons = LINE_COMPARISONS
+    chart_prefix = "lines"
+    reference = "uvloop-streams"
+    goals = LINE_GOALS
+    headline = LINE_SCENARIO.name
+
+    def scenarios(self, ctx):
+        return [LINE_SCENARIO]
+
+
+SECTIONS = [NetworkSection(), OffloadSection(), TLSSection(), LinesSection()]
 
 
 # -- report ----------------------------------------------------------------
@@ -1498,7 +1547,7 @@ def parse_args():
                    help="where latest.json, latest.md and the PNGs go")
     p.add_argument("--peers", type=lambda s: s.split(","),
                    help="comma-separated peer names (default: all): "
-                   + ",".join(peer.name for peer in PEERS))
+                   + ",".join(peer.name for peer in PEERS + LINE_PEERS))
     p.add_argument("--scenarios", type=lambda s: [int(x) for x in
                                                   s.split(",")],
                    help="comma-separated scenario numbers, 1-based")

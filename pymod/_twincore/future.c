@@ -1013,7 +1013,26 @@ Future_set_task(FutureObject *f, PyObject *v, void *closure)
     return 0;
 }
 
+/* Deferred.addTimeout: the timer and the chain's entry are Python
+ * (twincore/_timeouts.py), called as any user would. */
+static PyObject *
+Future_with_timeout(FutureObject *f, PyObject *timeout)
+{
+    PyObject *mod = PyImport_ImportModule("twincore._timeouts");
+    if (mod == NULL) {
+        return NULL;
+    }
+    PyObject *res = PyObject_CallMethod(mod, "future_with_timeout", "OO",
+                                        (PyObject *)f, timeout);
+    Py_DECREF(mod);
+    return res;
+}
+
 static PyMethodDef Future_methods[] = {
+    {"with_timeout", (PyCFunction)Future_with_timeout, METH_O,
+     "with_timeout($self, timeout, /)\n--\n\nCancel this Future after "
+     "timeout seconds unless it is done\nfirst; the chain then fails "
+     "with TimeoutError (Deferred.addTimeout).\nReturns self."},
     {"done", (PyCFunction)Future_done, METH_NOARGS,
      "done($self, /)\n--\n\nTrue once it has a result, a failure, or was "
      "cancelled."},

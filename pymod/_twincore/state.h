@@ -116,6 +116,7 @@ typedef struct pyevent_queue {
 } pyevent_queue_t;
 
 typedef struct TransportObject TransportObject;
+typedef struct framing framing_t;    /* framing.c */
 struct CpuTaskObject;
 
 /* An entry on the reactor's list of the Python objects that C handles of
@@ -196,6 +197,11 @@ struct TransportObject {
     bool is_unix;
     bool eof;
     bool eof_deferred;          /* EOF waits behind paused data */
+    framing_t *framing;         /* NULL: data_received; else the protocol
+                                 * gets one call per frame (framing.c) */
+    size_t inpos;               /* framing: bytes of inbuf delivered by the
+                                 * running framing_deliver() */
+    unsigned framing_gen;       /* bumped by every set_framing() */
     loopref_t held;             /* listed while the stream holds us */
     PyObject *weakreflist;
 };
@@ -245,6 +251,25 @@ void transport_reactor_closed(PyObject *t);
 void datagram_reactor_closed(PyObject *d);
 extern const tc_stream_callbacks_t transport_callbacks;
 void transport_on_connect(tc_stream_t *s, int status);
+/* GIL: held.  A protocol method raised the current exception: log it and
+ * abort the connection (connection_lost gets the exception). */
+void transport_protocol_failed(TransportObject *t, const char *context);
+/* GIL: held.  Have the bytes in t's input buffer delivered (PYEV_DATA). */
+void transport_queue_data(TransportObject *t);
+
+/* Framing (framing.c).  GIL: held. */
+PyObject *transport_set_framing(TransportObject *t, PyObject *args,
+                                PyObject *kwargs);
+/* Deliver the frames in t->inbuf (t->framing != NULL). */
+void framing_deliver(TransportObject *t);
+/* Transport.write_line(line): line and the framing's delimiter. */
+PyObject *transport_write_line(TransportObject *t, PyObject *line);
+/* GIL: held.  write() of a then b: 0, or -1 with an exception (a dropped
+ * write of a lost connection is 0, as for write()). */
+int transport_write_two(TransportObject *t, const char *a, size_t alen,
+                        const char *b, size_t blen);
+void framing_free(TransportObject *t);
+int framing_traverse(TransportObject *t, visitproc visit, void *arg);
 void listener_on_connection(tc_server_t *server, tc_stream_t *conn,
                             int status);
 void udp_on_recv(tc_udp_t *udp, const char *buf, size_t len,

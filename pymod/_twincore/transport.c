@@ -213,6 +213,7 @@ transport_reactor_closed(PyObject *obj)
     }
     PyObject *proto = t->protocol;
     t->protocol = NULL;
+    framing_free(t);
     PyObject *res = PyObject_CallMethodOneArg(proto, st->str_connection_lost,
                                               exc ? exc : Py_None);
     if (res == NULL) {
@@ -285,8 +286,8 @@ stop_input(TransportObject *t)
 /* GIL: held.  A protocol method raised the current exception: log it and,
  * as Twisted does, drop the connection; connection_lost gets the
  * exception.  KeyboardInterrupt and SystemExit only stop the reactor. */
-static void
-protocol_failed(TransportObject *t, const char *context)
+void
+transport_protocol_failed(TransportObject *t, const char *context)
 {
     PyObject *exc = tcpy_fetch_exception();
     if (exc == NULL) {
@@ -325,11 +326,21 @@ call_protocol(TransportObject *t, PyObject *name, PyObject *arg,
                         ? PyObject_CallMethodOneArg(t->protocol, name, arg)
                         : PyObject_CallMethodNoArgs(t->protocol, name);
     if (res == NULL) {
-        protocol_failed(t, context);
+        transport_protocol_failed(t, context);
         return -1;
     }
     Py_DECREF(res);
     return 0;
+}
+
+void
+transport_queue_data(TransportObject *t)
+{
+    if (!t->data_queued && !t->closed) {
+        t->data_queued = true;
+        pyevents_push(t->reactor, PYEV_DATA, (PyObject *)t, NULL, 0);
+        reactor_wake(t->reactor);
+    }
 }
 
 static void
@@ -338,6 +349,15 @@ deliver_data(TransportObject *t)
     if (t->inbuf.len == 0 || t->closed || t->input_done ||
         t->protocol == NULL || t->reading_paused) {
         return;
+    }
+    if (t->framing != NULL) {
+        framing_deliver(t);
+        /* What is left: a partial frame, or (set_framing(None) in a
+         * callback) raw bytes for data_received. */
+        if (t->framing != NULL || t->inbuf.len == 0 || t->closed ||
+            t->input_done || t->protocol == NULL || t->reading_paused) {
+            return;
+        }
     }
     PyObject *data = PyBytes_FromStringAndSize(t->inbuf.data,
                                                (Py_ssize_t)t->inbuf.len);
@@ -362,20 +382,25 @@ deliver_eof(TransportObject *t)
     if (t->closed || t->input_done || t->protocol == NULL) {
         return;
     }
-    if (t->inbuf.len > 0) {
-        t->eof_deferred = true;   /* after the paused data */
+    if (t->data_queued ||
+        (t->inbuf.len > 0 && (t->framing == NULL || t->reading_paused))) {
+        /* After the paused data, or after bytes queued again (a framing
+         * protocol's set_line_mode(extra)): PYEV_DATA or resume_reading()
+         * delivers it. */
+        t->eof_deferred = true;
         return;
     }
+    /* (A partial frame left in framing mode is dropped, as Twisted's.) */
     PyObject *res = PyObject_CallMethodNoArgs(
         t->protocol, reactor_state(t->reactor)->str_eof_received);
     if (res == NULL) {
-        protocol_failed(t, "eof_received");
+        transport_protocol_failed(t, "eof_received");
         return;
     }
     int keep_open = PyObject_IsTrue(res);
     Py_DECREF(res);
     if (keep_open < 0) {
-        protocol_failed(t, "eof_received");
+        transport_protocol_failed(t, "eof_received");
         return;
     }
     if (!keep_open) {
@@ -467,7 +492,7 @@ start_protocol(TransportObject *t, PyObject *factory)
     tc_stream_read_start(t->stream);
     if (set_protocol_attr(proto, "transport", (PyObject *)t, false) < 0 ||
         set_protocol_attr(proto, "factory", factory, true) < 0) {
-        protocol_failed(t, "connection_made");
+        transport_protocol_failed(t, "connection_made");
         return -2;
     }
     if (call_protocol(t, st->str_connection_made, (PyObject *)t,
@@ -495,6 +520,10 @@ transport_dispatch(ReactorObject *r, pyevent_t *ev)
     case PYEV_DATA:
         t->data_queued = false;
         deliver_data(t);
+        if (t->eof_deferred && !t->data_queued && !t->reading_paused) {
+            t->eof_deferred = false;
+            deliver_eof(t);
+        }
         break;
     case PYEV_EOF:
         deliver_eof(t);
@@ -610,6 +639,7 @@ transport_dispatch(ReactorObject *r, pyevent_t *ev)
         Py_CLEAR(t->factory);
         Py_CLEAR(t->on_connect);
         Py_CLEAR(t->connect_to);
+        framing_free(t);
         Py_XDECREF(reactor_unhold(r, &t->held));   /* the handle's */
         break;
     }
@@ -688,6 +718,25 @@ write_checked(TransportObject *t, const char *buf, Py_ssize_t len)
         return rc < 0 ? -1 : 0;
     }
     if (bytebuf_append(&t->outbuf, buf, (size_t)len) != 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    wrote(t);
+    return 0;
+}
+
+int
+transport_write_two(TransportObject *t, const char *a, size_t alen,
+                    const char *b, size_t blen)
+{
+    int rc = check_writable(t, "write");
+    if (rc <= 0) {
+        return rc;
+    }
+    size_t before = t->outbuf.len;
+    if (bytebuf_append(&t->outbuf, a, alen) != 0 ||
+        bytebuf_append(&t->outbuf, b, blen) != 0) {
+        t->outbuf.len = before;
         PyErr_NoMemory();
         return -1;
     }
@@ -1227,7 +1276,7 @@ Transport_traverse(TransportObject *t, visitproc visit, void *arg)
     Py_VISIT(t->host);
     Py_VISIT(t->connect_to);
     Py_VISIT(t->failure);
-    return 0;
+    return framing_traverse(t, visit, arg);
 }
 
 static int
@@ -1240,6 +1289,7 @@ Transport_clear(TransportObject *t)
     Py_CLEAR(t->host);
     Py_CLEAR(t->connect_to);
     Py_CLEAR(t->failure);
+    framing_free(t);
     return 0;
 }
 
@@ -1291,6 +1341,21 @@ static PyMethodDef Transport_methods[] = {
      "fileno($self, /)\n--\n\nThe socket's descriptor, -1 once closed. It "
      "stays the transport's: for socket options, not to read, write or "
      "close."},
+    {"set_framing", (PyCFunction)(void (*)(void))transport_set_framing,
+     METH_VARARGS | METH_KEYWORDS,
+     "set_framing($self, on_frame=None, *, delimiter=None, prefix=0,\n"
+     "            max_length=16384, on_too_long=None, unread=b'')\n--\n\n"
+     "Split the input in C: on_frame(line) per line ending with delimiter,\n"
+     "or on_frame(string) per string after a big-endian length of prefix\n"
+     "(1, 2 or 4) bytes, instead of data_received(). A line over\n"
+     "max_length goes to on_too_long(bytes), a length over it to\n"
+     "on_too_long(length). on_frame=None: data_received() again. unread\n"
+     "goes back in front of the input. Used by twincore.LineReceiver and\n"
+     "Int*StringReceiver."},
+    {"write_line", (PyCFunction)transport_write_line, METH_O,
+     "write_line($self, line, /)\n--\n\nwrite(line + delimiter), the "
+     "delimiter of the line framing\n(set_framing); LineReceiver.send_line "
+     "on a twincore transport."},
     {"write", (PyCFunction)Transport_write, METH_O,
      "write($self, data, /)\n--\n\nQueue bytes after any already queued; "
      "sent after the current batch of callbacks. Raises BrokenPipeError "

@@ -42,6 +42,13 @@ from ._future import (Future, CancelledError, InvalidStateError, PENDING,
 from .protocol import (BaseProtocol, Protocol, DatagramProtocol, Factory,
                        ClientFactory, ProcessProtocol)
 from ._interop import to_asyncio, from_asyncio, to_deferred, from_deferred
+from ._timeouts import wait_for, timeout, Timeout
+from .framing import (LineReceiver, IntNStringReceiver, Int8StringReceiver,
+                      Int16StringReceiver, Int32StringReceiver,
+                      StringTooLongError)
+from .streams import (StreamReader, StreamWriter, IncompleteReadError,
+                      LimitOverrunError, open_connection, start_server,
+                      open_unix_connection, start_unix_server)
 
 __all__ = [
     "Reactor", "reactor", "get_running_reactor", "CpuPool", "Future",
@@ -55,6 +62,12 @@ __all__ = [
     "ETLS_HOSTNAME", "ETLS_EXPIRED", "ETLS_UNKNOWN_CA", "ETLS_VERSION",
     "ETLS_NO_CLOSE_NOTIFY", "ProcessProtocol", "ProcessTransport", "PIPE",
     "STDOUT", "DEVNULL",
+    "wait_for", "timeout", "Timeout", "LineReceiver",
+    "IntNStringReceiver", "Int8StringReceiver", "Int16StringReceiver",
+    "Int32StringReceiver", "StringTooLongError", "StreamReader",
+    "StreamWriter", "IncompleteReadError", "LimitOverrunError",
+    "open_connection", "start_server", "open_unix_connection",
+    "start_unix_server",
 ]
 
 # spawn_process() stdio values: subprocess's own, so either module's work.
@@ -735,6 +748,8 @@ class _Task(Future):
         if self._must_cancel:
             self._must_cancel = False
             exc = CancelledError()
+        outer = _running.__dict__.get("task")
+        _running.task = self   # for timeout()
         try:
             if exc is not None:
                 yielded = self._coro.throw(exc)
@@ -755,6 +770,8 @@ class _Task(Future):
         except BaseException as err:
             self.set_exception(err)
             return
+        finally:
+            _running.task = outer
         self._wait_for(yielded)
 
     def _wait_for(self, yielded):
@@ -875,6 +892,11 @@ def get_running_reactor():
     if r is None:
         raise RuntimeError("no running reactor on this thread")
     return r
+
+
+def _current_task():
+    """The task whose coroutine runs now on this thread, or None."""
+    return getattr(_running, "task", None)
 
 
 def _current_reactor():

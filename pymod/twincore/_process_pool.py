@@ -174,7 +174,7 @@ class _Task:
 class _Worker:
     __slots__ = ("pid", "pidfd", "sock", "reader", "outq", "inflight",
                  "sent", "ready", "retiring", "killed", "exited",
-                 "watched", "writing", "eof_timer")
+                 "watched", "writing", "eof_timer", "head_since")
 
     def __init__(self, pid, pidfd, sock):
         self.pid = pid
@@ -191,6 +191,7 @@ class _Worker:
         self.watched = False
         self.writing = False
         self.eof_timer = None
+        self.head_since = 0         # when inflight[0] became the head
 
 
 def _bucket(ns):
@@ -521,11 +522,11 @@ class ProcessPool:
     def _depth(self):
         """Tasks a worker may have sent to it at once: short tasks are
         pipelined (no idle gap between them); long ones go one at a time,
-        so none waits behind a long task while another worker idles."""
+        so none waits behind a long task while another worker idles.
+        Nothing is queued behind a task that has run longer than the
+        budget either (see _pump)."""
         avg = self._avg_run
-        if avg is None:
-            return 2
-        if avg >= _PREFETCH_BUDGET_NS:
+        if avg is None or avg >= _PREFETCH_BUDGET_NS:
             return 1
         return min(_MAX_DEPTH, max(2, _PREFETCH_BUDGET_NS // max(avg, 1)))
 
@@ -534,14 +535,17 @@ class ProcessPool:
             return
         depth = self._depth()
         queues = self._queues
+        now = time.perf_counter_ns()
         while self._queued:
             best = None
             for w in self._workers:
-                if w.retiring:
+                n = len(w.inflight)
+                if w.retiring or n >= depth or (
+                        n and now - w.head_since > _PREFETCH_BUDGET_NS):
                     continue
-                if best is None or len(w.inflight) < len(best.inflight):
+                if best is None or n < len(best.inflight):
                     best = w
-            if best is None or len(best.inflight) >= depth:
+            if best is None:
                 return
             task = None
             for q in queues:
@@ -566,6 +570,8 @@ class ProcessPool:
             chunks, fd = task.frame
             task.frame = None
             task.worker = best
+            if not best.inflight:
+                best.head_since = now
             best.inflight.append(task)
             best.sent += 1
             best.outq.append([[memoryview(c) for c in chunks], fd])
@@ -697,6 +703,7 @@ class ProcessPool:
         task = w.inflight.popleft()
         task.call = None
         now = time.perf_counter_ns()
+        w.head_since = now
         if kind == _w.SKIPPED:
             self._after_answer(w)
             return

@@ -534,6 +534,11 @@ class ProcessPool:
         if not self._queued or not self._workers:
             return
         depth = self._depth()
+        # A worker's pipeline is refilled once it is half empty, up to
+        # depth: fewer, larger sends, made while the worker still has work
+        # (a send that must wake a sleeping process costs the most).
+        low = depth // 2
+        filling = []
         queues = self._queues
         now = time.perf_counter_ns()
         while self._queued:
@@ -541,7 +546,8 @@ class ProcessPool:
             for w in self._workers:
                 n = len(w.inflight)
                 if w.retiring or n >= depth or (
-                        n and now - w.head_since > _PREFETCH_BUDGET_NS):
+                        n and now - w.head_since > _PREFETCH_BUDGET_NS) or (
+                        n > low and w not in filling):
                     continue
                 if best is None or n < len(best.inflight):
                     best = w
@@ -572,6 +578,8 @@ class ProcessPool:
             task.worker = best
             if not best.inflight:
                 best.head_since = now
+            if best not in filling:
+                filling.append(best)
             best.inflight.append(task)
             best.sent += 1
             best.outq.append([[memoryview(c) for c in chunks], fd])
@@ -707,7 +715,7 @@ class ProcessPool:
         if kind == _w.SKIPPED:
             self._after_answer(w)
             return
-        self._run_hist[_bucket(aux)] += 1
+        self._run_hist[min(aux.bit_length(), _HIST - 1)] += 1
         self._wait_hist[_bucket(now - task.t0 - aux)] += 1
         avg = self._avg_run
         self._avg_run = aux if avg is None else avg + (aux - avg) // 8

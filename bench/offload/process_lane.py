@@ -27,6 +27,7 @@ import concurrent.futures
 import json
 import multiprocessing
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -183,6 +184,8 @@ def run_cpu(peer_name, args):
 
 
 def run_bulk(peer_name, args):
+    # The peers' 64 MiB round trips take seconds each under load.
+    signal.alarm(600)
     peer = make_peer(peer_name, args.workers)
     warm(peer, args.workers)
     data = os.urandom(1 << 20) * (BULK >> 20)

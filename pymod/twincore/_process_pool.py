@@ -894,14 +894,21 @@ class ProcessPool:
 
     def close(self):
         """Cancel queued and running tasks, kill every worker and reap it
-        (at most about a second for idle workers to exit at EOF). On the
-        reactor's thread the Futures are cancelled at once; elsewhere
-        through call_from_thread when the reactor runs."""
+        (at most about a second for idle workers to exit at EOF); their
+        Futures are cancelled. Call it on the reactor's thread, or while
+        the reactor does not run (RuntimeError otherwise). A pool stays
+        open, with its workers, until close() or interpreter exit."""
         if self._closed:
             return
+        on_loop = self._on_loop()
+        if not on_loop and self._reactor.running:
+            # Its watchers must go before the descriptors do, and only the
+            # reactor's thread may remove them.
+            raise RuntimeError("close(): the pool's reactor runs on another "
+                               "thread; use reactor.call_from_thread("
+                               "pool.close)")
         self._closed = True
         _open_pools.discard(self)
-        on_loop = self._on_loop()
         tasks = self._take_all()
         procs = self._workers + self._dying
         self._workers = []
@@ -934,13 +941,6 @@ class ProcessPool:
         if on_loop:
             for task in tasks:
                 task.fut.cancel()
-        elif tasks and self._reactor is not None and \
-                self._reactor.running:
-            try:
-                self._reactor.call_from_thread(_cancel_all,
-                                               [t.fut for t in tasks])
-            except RuntimeError:
-                pass
         self._settle_closing()
 
     def aclose(self):
@@ -1045,14 +1045,11 @@ def _reap(w):
     return status
 
 
-def _cancel_all(futs):
-    for f in futs:
-        f.cancel()
-
-
 # ---- the default pools, exit and fork -------------------------------------
 
-_open_pools = weakref.WeakSet()
+# Every pool not closed yet, held: a pool nobody holds still has children
+# to reap, and the exit hook closes what is left.
+_open_pools = set()
 _default_pools = weakref.WeakKeyDictionary()    # reactor -> ProcessPool
 _default_lock = threading.Lock()
 

@@ -23,6 +23,7 @@ on EXIT, and (PR_SET_PDEATHSIG) when the parent dies.
 
 import os
 import pickle
+import select
 import socket
 import struct
 import sys
@@ -242,13 +243,19 @@ class Reader:
 
 
 def send_frame(sock, chunks, fd):
-    """Blocking send of a whole frame; the fd goes with the first byte."""
+    """Send a whole frame, waiting for room as needed; the fd goes with the
+    first byte."""
     anc = [] if fd < 0 else [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                               struct.pack("i", fd))]
     views = [memoryview(c).cast("B") for c in chunks]
     try:
         while views:
-            n = sock.sendmsg(views, anc)
+            try:
+                n = sock.sendmsg(views[:512], anc)
+            except BlockingIOError:
+                # The worker's socket is non-blocking: wait for room.
+                select.select([], [sock], [])
+                continue
             anc = []
             while views and n >= views[0].nbytes:
                 n -= views[0].nbytes

@@ -182,6 +182,18 @@ def test_bytearray_and_medium_buffers(lane):
         assert args == (data,) and type(args[0]) is bytearray
 
 
+def test_results_larger_than_the_socket_buffer(lane):
+    # Below the memfd threshold they go through the socket, which the
+    # worker must wait on (it is non-blocking) rather than fail.
+    r, pool = lane
+    data = os.urandom(600_000)
+    futs = [pool.defer(tasks.digest_and_echo, data) for _ in range(20)]
+    results = run_until(r, twincore.gather(*futs, reactor=r), 60)
+    digest = hashlib.sha256(data).hexdigest()
+    assert all(d == digest and back == data for d, back in results)
+    assert pool.stats()["restarts"] == 0
+
+
 def test_stats_shape_is_cpu_pools_plus_restarts(lane):
     r, pool = lane
     cpu = twincore.CpuPool(workers=1)
@@ -544,3 +556,16 @@ def test_ctrl_c_in_run_leaves_no_child_and_no_zombie(tmp_path):
     for pid in pids:
         assert not alive(pid)
     assert proc.returncode == 0, err
+
+
+def test_close_from_another_thread_while_the_reactor_runs(make_pool,
+                                                          reactor):
+    from conftest import in_thread
+    pool = make_pool(workers=1)
+
+    async def main():
+        await pool.defer(tasks.square, 2)
+        return in_thread(pool.close)
+    err = run_until(reactor, main())
+    assert isinstance(err, RuntimeError) and "call_from_thread" in str(err)
+    assert not pool.closed

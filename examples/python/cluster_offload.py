@@ -53,7 +53,8 @@ async def main(args):
             dashboard_address=None)
         client = distributed.Client(cluster)
     try:
-        executor = client.get_executor()
+        # pure=False: Dask would otherwise run identical calls once.
+        executor = client.get_executor(pure=False)
         await twincore.defer_to(executor, count_primes, 10)
         dask_s, dask_results = await job(
             lambda fn, *a: twincore.defer_to(executor, fn, *a),

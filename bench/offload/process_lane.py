@@ -12,7 +12,9 @@ usage: process_lane.py {tiny,cpu,bulk} --peer {twincore,asyncio,mp}
   its result-handler thread (there is no loop), the others on the loop.
 - cpu: a pure-Python function (no GIL release) on 1 and on 2 worker
   processes, 4 calls in flight, windows in the order 1, 2, 2, 1 (each half
-  of --duration): calls per second and the 2/1 ratio.
+  of --duration): calls per second and the 2/1 ratio, and "busy", the
+  share of the window the workers spent inside the function (by their own
+  clocks), which shows the dispatch overhead even on a loaded machine.
 - bulk: a 64 MiB bytes object echoed by a worker (argument and result), 5
   times after one warm-up: the median seconds per round trip.
 - all: every mode for every peer, --repeats rounds, the peers' order
@@ -49,6 +51,13 @@ def spin(n):
 
 
 SPIN_N = 200_000        # about 10-20 ms of pure Python
+
+
+def timed_spin(n):
+    """spin(n); returns the seconds it took in the worker."""
+    t0 = now()
+    spin(n)
+    return now() - t0
 
 
 def echo(data):
@@ -152,35 +161,43 @@ def run_tiny(peer_name, args):
 
 def run_cpu(peer_name, args):
     per_s = {"1": [], "2": []}
+    busy = {"1": [], "2": []}
     for n in (1, 2, 2, 1):
         peer = make_peer(peer_name, n)
         warm(peer, n)
-        state = {"count": 0}
+        state = {"count": 0, "busy": 0.0}
         window = args.duration / 2
 
         def start(stop):
             t0 = now()
             state["t0"] = t0
 
-            def done(*_):
+            def done(f):
                 t = now()
                 if t - t0 < window:
                     state["count"] += 1
+                    state["busy"] += _result(f)
                     state["t1"] = t
-                    peer.submit(spin, SPIN_N, done)
+                    peer.submit(timed_spin, SPIN_N, done)
                 else:
                     state["active"] -= 1
                     if state["active"] == 0:
                         stop()
             state["active"] = 4
             for _ in range(4):
-                peer.submit(spin, SPIN_N, done)
+                peer.submit(timed_spin, SPIN_N, done)
         peer.run(start)
         peer.close()
-        per_s[str(n)].append(state["count"] / (state["t1"] - state["t0"]))
+        wall = state["t1"] - state["t0"]
+        per_s[str(n)].append(state["count"] / wall)
+        busy[str(n)].append(state["busy"] / (n * wall))
     per = {k: statistics.mean(v) for k, v in per_s.items()}
+    # busy: the share of the window the workers spent inside the function
+    # (as their clocks saw it, preemption included): what the lane's
+    # dispatch leaves of the workers' time, whatever the machine's load.
     return {"bench": f"{peer_name} pure-Python CPU", "per_s": per,
-            "ratio": per["2"] / per["1"]}
+            "ratio": per["2"] / per["1"],
+            "busy": {k: statistics.mean(v) for k, v in busy.items()}}
 
 
 def run_bulk(peer_name, args):
@@ -274,7 +291,8 @@ def _brief(mode, rec):
                 f"p99 {rec['p99_us']:7.1f} us")
     if mode == "cpu":
         return (f"1: {rec['per_s']['1']:6.1f}/s  2: {rec['per_s']['2']:6.1f}"
-                f"/s  ratio {rec['ratio']:.2f}")
+                f"/s  ratio {rec['ratio']:.2f}  busy "
+                f"{rec['busy']['1']:.1%} {rec['busy']['2']:.1%}")
     return f"median {rec['median_s']:.3f} s"
 
 

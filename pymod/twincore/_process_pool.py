@@ -522,9 +522,8 @@ class ProcessPool:
     def _depth(self):
         """Tasks a worker may have sent to it at once: short tasks are
         pipelined (no idle gap between them); long ones go one at a time,
-        so none waits behind a long task while another worker idles.
-        Nothing is queued behind a task that has run longer than the
-        budget either (see _pump)."""
+        so none waits behind a long task while another worker idles, but
+        see _pump for the one prefetched when every worker is busy."""
         avg = self._avg_run
         if avg is None or avg >= _PREFETCH_BUDGET_NS:
             return 1
@@ -538,19 +537,32 @@ class ProcessPool:
         # depth: fewer, larger sends, made while the worker still has work
         # (a send that must wake a sleeping process costs the most).
         low = depth // 2
+        avg = self._avg_run
         filling = []
         queues = self._queues
         now = time.perf_counter_ns()
         while self._queued:
+            # The worker with the fewest tasks: an idle one first; then one
+            # whose pipeline of short tasks is below its mark; else, when
+            # every worker is busy and work waits, one task behind a long
+            # head each, so that no worker waits for this process to be
+            # scheduled between tasks (a loaded machine takes milliseconds)
+            # -- but not behind a head that has run for longer than twice
+            # the average task: one that may go on for a long time.
             best = None
+            best_n = 0
             for w in self._workers:
                 n = len(w.inflight)
-                if w.retiring or n >= depth or (
-                        n and now - w.head_since > _PREFETCH_BUDGET_NS) or (
-                        n > low and w not in filling):
+                if w.retiring:
                     continue
-                if best is None or n < len(best.inflight):
-                    best = w
+                if n == 1 and (avg is None or now - w.head_since > 2 * avg
+                               + _PREFETCH_BUDGET_NS):
+                    continue    # an outlier head: nothing behind it
+                if n > 1 and (n >= depth or (n > low and w not in filling) or
+                              now - w.head_since > _PREFETCH_BUDGET_NS):
+                    continue
+                if best is None or n < best_n:
+                    best, best_n = w, n
             if best is None:
                 return
             task = None

@@ -470,7 +470,8 @@ class ProcessPool:
         return sum(1 for w in self._workers if not w.retiring)
 
     def _replace(self):
-        if self._closed or self._broken or self._closing is not None:
+        # Also while aclose() waits: the queued tasks need workers.
+        if self._closed or self._broken:
             return
         while self._live() < self._size:
             try:
@@ -921,12 +922,13 @@ class ProcessPool:
                                "pool.close)")
         self._closed = True
         _open_pools.discard(self)
-        tasks = self._take_all()
         procs = self._workers + self._dying
+        busy = [w for w in procs if w.inflight or not w.ready]
+        tasks = self._take_all()
         self._workers = []
         self._dying = []
         for w in procs:
-            if w.inflight or not w.ready:
+            if w in busy:
                 w.killed = True
                 _signal(w, signal.SIGKILL)
             if on_loop and w.watched and not w.exited:

@@ -402,9 +402,7 @@ def test_close_kills_busy_and_idle_workers(reactor, tmp_path):
     busy_pids = {pid_of_task(reactor, p) for p in paths}
     pids = pool.pids()
     assert len(pids) == 3 and busy_pids | {idle} <= set(pids)
-    t0 = time.monotonic()
     pool.close()
-    assert time.monotonic() - t0 < 10
     assert all(f.cancelled() for f in busy + queued)
     for pid in pids:
         assert not exists(pid)

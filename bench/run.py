@@ -738,6 +738,16 @@ OFFLOAD_BENCHES = [
                  ("twincore",), TWINCORE_ENV),
     OffloadBench("asyncio run_in_executor, both CPUs", "tiny",
                  PY_OFFLOAD + "asyncio_offload.py tiny --duration {duration}"),
+    # The process lane (issue 16): 2 worker processes each, both CPUs.
+    OffloadBench("twincore ProcessPool", "tiny",
+                 PY_OFFLOAD + "process_lane.py tiny --peer twincore "
+                 "--duration {duration}", ("twincore",), TWINCORE_ENV),
+    OffloadBench("asyncio ProcessPoolExecutor", "tiny",
+                 PY_OFFLOAD + "process_lane.py tiny --peer asyncio "
+                 "--duration {duration}"),
+    OffloadBench("multiprocessing.Pool", "tiny",
+                 PY_OFFLOAD + "process_lane.py tiny --peer mp "
+                 "--duration {duration}"),
     OffloadBench("twincore tc_pool (C)", "tiny",
                  "{build}/bench/offload/tc_pool_roundtrip --threads 2 "
                  "--duration {duration}"),
@@ -776,6 +786,12 @@ TINY_GOALS = [
      0.5),
     ("twincore defer_to_cpu, both CPUs",
      "asyncio run_in_executor, both CPUs", "p50_us", "<=", 0.5),
+    ("twincore ProcessPool", "asyncio ProcessPoolExecutor", "tasks_per_s",
+     ">=", 3.0),
+    ("twincore ProcessPool", "multiprocessing.Pool", "tasks_per_s", ">=",
+     1.0),
+    ("twincore ProcessPool", "asyncio ProcessPoolExecutor", "p50_us", "<=",
+     0.5),
     ("twincore tc_pool (C)", "libuv uv_queue_work (C)", "tasks_per_s", ">=",
      1.5),
     ("twincore tc_pool (C)", "libuv uv_queue_work (C)", "p50_us", "<=", 1.0),

@@ -15,7 +15,7 @@ PKGS=(meson ninja-build pkg-config gcc libc6-dev libev-dev libcmocka-dev
       libssl-dev openssl python3 python3-dev python3-pytest python3-mesonpy
       libuv1-dev python3-uvloop python3-twisted python3-gevent
       python3-matplotlib binutils procps util-linux clang
-      libclang-rt-14-dev curl socat netcat-openbsd)
+      libclang-rt-14-dev curl socat netcat-openbsd python3-distributed)
 
 install_missing() {
     local missing=()

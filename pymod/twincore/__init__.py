@@ -49,6 +49,9 @@ from .framing import (LineReceiver, IntNStringReceiver, Int8StringReceiver,
 from .streams import (StreamReader, StreamWriter, IncompleteReadError,
                       LimitOverrunError, open_connection, start_server,
                       open_unix_connection, start_unix_server)
+from ._process_pool import (ProcessPool, WorkerDied, BrokenProcessPool,
+                            RemoteTraceback, defer_to_process, defer_to,
+                            default_process_pool)
 
 __all__ = [
     "Reactor", "reactor", "get_running_reactor", "CpuPool", "Future",
@@ -68,6 +71,8 @@ __all__ = [
     "StreamWriter", "IncompleteReadError", "LimitOverrunError",
     "open_connection", "start_server", "open_unix_connection",
     "start_unix_server",
+    "ProcessPool", "WorkerDied", "BrokenProcessPool",
+    "RemoteTraceback", "defer_to_process", "defer_to", "default_process_pool",
 ]
 
 # spawn_process() stdio values: subprocess's own, so either module's work.

@@ -42,6 +42,7 @@ from ._future import (Future, CancelledError, InvalidStateError, PENDING,
 from .protocol import (BaseProtocol, Protocol, DatagramProtocol, Factory,
                        ClientFactory)
 from ._interop import to_asyncio, from_asyncio, to_deferred, from_deferred
+from ._interp_pool import InterpreterPool, defer_to_interpreter
 
 __all__ = [
     "Reactor", "reactor", "get_running_reactor", "CpuPool", "Future",
@@ -53,7 +54,7 @@ __all__ = [
     "from_deferred", "PENDING", "RUNNING", "DONE", "FAILED", "CANCELLED",
     "get_include", "TLSContext", "HAVE_TLS", "ETLS", "ETLS_CERT",
     "ETLS_HOSTNAME", "ETLS_EXPIRED", "ETLS_UNKNOWN_CA", "ETLS_VERSION",
-    "ETLS_NO_CLOSE_NOTIFY",
+    "ETLS_NO_CLOSE_NOTIFY", "InterpreterPool", "defer_to_interpreter",
 ]
 
 

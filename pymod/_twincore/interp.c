@@ -48,7 +48,7 @@ struct core {
     pthread_mutex_t lock;       /* guards: slots[*], nslots, refs */
     pthread_cond_t unpinned;
     unsigned refs;
-    unsigned nslots, cap;
+    unsigned nslots, cap;       /* slots claimed, and there are */
     slot_t *slots;
     atomic_bool cancel_all;     /* close(cancel_queued=True) */
     char *runner_src;           /* _interp_worker.py */
@@ -150,13 +150,14 @@ static slot_t *
 slot_start(core_t *c, const char **why)
 {
     pthread_once(&slot_key_once, make_slot_key);
+    /* Claimed now, listed (interp set) once the interpreter is ready. */
     pthread_mutex_lock(&c->lock);
     if (c->nslots == c->cap) {
         pthread_mutex_unlock(&c->lock);
         *why = "no free worker slot";
         return NULL;
     }
-    slot_t *s = &c->slots[c->nslots];
+    slot_t *s = &c->slots[c->nslots++];
     memset(s, 0, sizeof(*s));
     s->core = c;
     pthread_mutex_unlock(&c->lock);
@@ -196,12 +197,11 @@ slot_start(core_t *c, const char **why)
         *why = "the runner failed to load in the subinterpreter";
         return NULL;
     }
+    PyEval_SaveThread();
+    pthread_mutex_lock(&c->lock);
     s->tstate = ts;
     s->interp = PyThreadState_GetInterpreter(ts);
     s->thread_id = PyThread_get_thread_ident();
-    PyEval_SaveThread();
-    pthread_mutex_lock(&c->lock);
-    c->nslots++;
     c->refs++;      /* the worker's, until slot_end */
     pthread_mutex_unlock(&c->lock);
     my_slot = s;
@@ -350,8 +350,8 @@ interrupt_slot(core_t *c, unsigned i, uint64_t id)
 {
     pthread_mutex_lock(&c->lock);
     slot_t *s = &c->slots[i];
-    bool go = i < c->nslots && !s->gone && s->running == id && id != 0 &&
-              !s->interrupted;
+    bool go = i < c->nslots && s->interp != NULL && !s->gone &&
+              s->running == id && id != 0 && !s->interrupted;
     if (go) {
         s->pins++;
     }

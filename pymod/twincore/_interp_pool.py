@@ -147,8 +147,8 @@ class InterpreterPool(_Base):
         join the workers, each ending its interpreter. On the thread of a
         running reactor while tasks are left it raises RuntimeError instead
         of stalling the loop: use aclose() there."""
-        from . import get_running_reactor
-        if self._busy() and get_running_reactor() is not None:
+        from . import _running
+        if self._busy() and getattr(_running, "reactor", None) is not None:
             raise RuntimeError(
                 "close(): tasks of this InterpreterPool are left and "
                 "joining the workers here would stall the running reactor; "

@@ -6,9 +6,10 @@ run() unpickles the caller's sys.path and arguments from its bytes,
 finds the function by module and qualified name and pickles its result; describe() turns
 an exception into plain data for the main interpreter."""
 
-import importlib
-import pickle
 import sys
+# _pickle, not pickle: pickle.py imports re and enum, and each worker's
+# start-up would pay for them.
+from _pickle import dumps, loads
 
 _mains = {}
 
@@ -35,7 +36,8 @@ def _find(module, qualname, main_path):
         if module == "__main__" and main_path:
             obj = _main_module(main_path)
         else:
-            obj = importlib.import_module(module)
+            __import__(module)
+            obj = sys.modules[module]
         for part in qualname.split("."):
             obj = getattr(obj, part)
     except Exception as exc:
@@ -51,13 +53,13 @@ _path = None
 
 def run(module, qualname, main_path, payload):
     global _path
-    path, args, kwargs = pickle.loads(payload)
+    path, args, kwargs = loads(payload)
     if path != _path:
         # The caller's sys.path, so that what it imports, this finds.
         sys.path[:] = path
         _path = path
     fn = _find(module, qualname, main_path)
-    return pickle.dumps(fn(*args, **kwargs), protocol=5)
+    return dumps(fn(*args, **kwargs), protocol=5)
 
 
 def describe(exc):
@@ -65,7 +67,7 @@ def describe(exc):
     tb = "".join(traceback.format_exception(exc))
     cls = type(exc)
     try:
-        data = pickle.dumps(exc, protocol=5)
+        data = dumps(exc, protocol=5)
     except Exception:
         data = None
     return (cls.__module__, cls.__qualname__, data, str(exc), tb)

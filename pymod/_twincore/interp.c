@@ -79,6 +79,7 @@ typedef struct itask {
     tc_work_t *work;            /* NULL once the pool is done with it */
     uint64_t id;
     int slot;                   /* the worker that ran it, or -1 */
+    bool cancel;                /* guards: core lock; asked before it ran */
     /* The outcome, written by the worker. */
     int kind;
     char *out;                  /* pickled result or exception */
@@ -283,7 +284,7 @@ interp_work(void *arg)
     }
     PyEval_RestoreThread(s->tstate);
     pthread_mutex_lock(&c->lock);
-    bool skip = atomic_load(&c->cancel_all);
+    bool skip = atomic_load(&c->cancel_all) || t->cancel;
     if (!skip) {
         s->running = t->id;
         t->slot = (int)(s - c->slots);
@@ -508,6 +509,7 @@ itask_cancel(PyObject *capsule, PyObject *unused)
     if (rc == -EBUSY && t->pool->core != NULL) {
         core_t *c = t->pool->core;
         pthread_mutex_lock(&c->lock);
+        t->cancel = true;   /* a worker that took it but has not begun */
         int slot = -1;
         for (unsigned i = 0; i < c->nslots; i++) {
             if (c->slots[i].running == t->id) {

@@ -4,8 +4,10 @@ process lane, in one run (issue 17).
 usage: PYTHONPATH=BUILD/pymod python3.12 interp_lane.py [--rounds N]
 
 - scaling: spin(N), a pure-Python loop, 8 calls on InterpreterPool(1) and
-  InterpreterPool(2), rounds in the order 1, 2, 2, 1, ...; calls/s and the
-  2/1 ratio of the medians.
+  InterpreterPool(2), rounds in the order 1, 2, 2, 1, ...; calls/s, the
+  2/1 ratio of the medians, and the process's CPU time over wall time
+  (about 2 when both CPUs were ours: on a shared machine the ratio of
+  calls/s cannot be better than the CPU the others left).
 - tiny: add(k, 1) with 1000 in flight, 20,000 calls, on InterpreterPool(2)
   and on the process lane (concurrent.futures.ProcessPoolExecutor(2),
   spawn, its futures turned into twincore Futures by from_asyncio), the two
@@ -51,10 +53,13 @@ def run(fut_or_coro):
 
 
 async def scaling_round(pool, calls):
+    """calls/s, and this process's CPU time over the wall time (2.0: both
+    CPUs were ours throughout)."""
     import twincore
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     await twincore.gather(*[pool.defer(spin, SPIN_N) for _ in range(calls)])
-    return calls / (time.perf_counter() - t0)
+    wall = time.perf_counter() - t0
+    return calls / wall, (time.process_time() - c0) / wall
 
 
 async def tiny(submit, total, inflight):
@@ -106,13 +111,17 @@ def main():
         await twincore.gather(*[p2.defer(spin, SPIN_N // 10)
                                 for _ in range(4)])
         rates = {1: [], 2: []}
+        cpu = {1: [], 2: []}
         order = [1, 2, 2, 1] * ((args.rounds + 1) // 2)
         for w in order[:2 * args.rounds]:
-            rates[w].append(await scaling_round(p1 if w == 1 else p2, 8))
+            rate, busy = await scaling_round(p1 if w == 1 else p2, 8)
+            rates[w].append(round(rate, 3))
+            cpu[w].append(round(busy, 2))
         m1, m2 = statistics.median(rates[1]), statistics.median(rates[2])
         emit(figure="scaling spin(2e6)", calls_per_s_1=round(m1, 2),
              calls_per_s_2=round(m2, 2), ratio=round(m2 / m1, 3),
-             rounds=rates)
+             cpu_over_wall_1=statistics.median(cpu[1]),
+             cpu_over_wall_2=statistics.median(cpu[2]), rounds=rates)
 
         ex = concurrent.futures.ProcessPoolExecutor(
             2, mp_context=multiprocessing.get_context("spawn"))

@@ -340,3 +340,31 @@ def test_no_leak_over_100000_calls(reactor, pool):
     grown = interp_tasks.rss_kib() - before
     assert grown < 32 * 1024, f"RSS grew by {grown} KiB over 90,000 calls"
     assert pool.stats()["completed"] == 100_000
+
+
+@needs_312
+def test_a_function_of_the_running_script(tmp_path):
+    # The workers load the script as __mp_main__: its functions are found,
+    # its "if __name__ == '__main__'" block does not run again there.
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+
+        def triple(x):
+            return (x * 3, __name__)
+
+        if __name__ == "__main__":
+            import twincore
+            print("main block", flush=True)
+            async def main():
+                with twincore.InterpreterPool(workers=1) as pool:
+                    print(await pool.defer(triple, 14), flush=True)
+            twincore.run(main())
+        """))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [p for p in sys.path if p and os.path.isdir(p)])
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["main block", "(42, '__mp_main__')"]

@@ -48,8 +48,8 @@ configure() {
 # these found here (pyenv's builds), each in its own build dir.
 EXTRA_PYTHONS=(3.12 3.13)
 
-# find_python VER: the newest pyenv build of VER, else pythonVER on PATH;
-# prints nothing when there is none.
+# find_python VER: the newest pyenv build of VER, else pythonVER in
+# /usr/local/bin or /usr/bin; prints nothing when there is none.
 find_python() {
     local v=$1 full p
     if command -v pyenv >/dev/null 2>&1; then
@@ -77,13 +77,13 @@ find_python() {
 python_venv() {
     local v=$1 python=$2 dir="build-venv-py${1/./}"
     if [ ! -x "$dir/bin/python3" ]; then
-        "$python" -m venv --without-pip "$dir" >&2
+        "$python" -m venv --without-pip "$dir" >&2 || return 1
     fi
     local site
     site=$("$dir/bin/python3" -c \
-        'import sysconfig; print(sysconfig.get_path("purelib"))')
+        'import sysconfig; print(sysconfig.get_path("purelib"))') || return 1
     echo "import site; site.addsitedir('/usr/lib/python3/dist-packages')" \
-        > "$site/debian-dist-packages.pth"
+        > "$site/debian-dist-packages.pth" || return 1
     echo "$PWD/$dir/bin/python3"
 }
 

@@ -66,9 +66,10 @@ find_python() {
     for p in "/usr/local/bin/python$v" "/usr/bin/python$v"; do
         if [ -x "$p" ]; then
             echo "$p"
-            return
+            return 0
         fi
     done
+    return 0    # none: not an error (set -e)
 }
 
 # python_venv VER PYTHON: a venv of PYTHON that sees Debian's packages, so

@@ -729,10 +729,10 @@ begin_close(InterpPoolObject *p, bool cancel)
     p->pool = NULL;
     p->closing = pool;
     p->closing_mode = cancel ? TC_POOL_CANCEL : TC_POOL_DRAIN;
-    if (!cancel) {
+    core_t *c = p->core;
+    if (!cancel || c == NULL) {   /* NULL: the constructor failed */
         return;
     }
-    core_t *c = p->core;
     atomic_store(&c->cancel_all, true);
     pthread_mutex_lock(&c->lock);
     unsigned n = c->nslots;

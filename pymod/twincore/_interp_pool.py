@@ -158,9 +158,19 @@ class InterpreterPool(_Base):
 
     def aclose(self, cancel_queued=False, *, reactor=None):
         """Close without blocking the reactor: the workers are joined on a
-        helper thread; returns a Future settled once they are."""
-        from . import Future, _current_reactor, _set_if_pending
-        r = reactor if reactor is not None else _current_reactor()
+        helper thread; returns a Future settled on the reactor (default:
+        the one running on this thread; with none, it closes at once, as
+        close() does) once they are."""
+        from . import Future, _running, _set_if_pending
+        r = reactor
+        if r is None:
+            r = getattr(_running, "reactor", None)
+        if r is None:
+            # No reactor runs here to wait on: close at once, as close().
+            self.close(cancel_queued)
+            fut = Future()
+            fut.set_result(None)
+            return fut
         fut = Future(r)
         self._begin_close(cancel_queued)
 

@@ -259,6 +259,10 @@ def test_context_manager_and_default_pool(reactor):
     fut = twincore.defer_to_interpreter(interp_tasks.add, 1, 2,
                                         reactor=reactor)
     assert run_until(reactor, fut) == 3
+    # No reactor runs here: aclose() closes at once.
+    p = twincore.InterpreterPool(workers=1)
+    closing = p.aclose()
+    assert p.closed and closing.done()
 
 
 def run_script(body, timeout=60):

@@ -2,7 +2,8 @@
 # One entry point for people and CI:
 #   scripts/dev.sh setup   install what is missing (apt-get), configure, build
 #   scripts/dev.sh demo    setup, then run the main demo
-#   scripts/dev.sh test    setup, then every test: the normal build, an
+#   scripts/dev.sh test    setup, then every test: the normal build, the
+#                          Python suite on 3.12 and 3.13 where found, an
 #                          ASan+UBSan build and a ThreadSanitizer build
 #   scripts/dev.sh bench   setup, then bench/run.py --quick
 # Debian's own python3 is named explicitly: the first python3 on PATH may be
@@ -31,16 +32,89 @@ install_missing() {
     fi
 }
 
-# configure DIR [meson options...]
+# configure DIR [meson options...]; CONFIGURE_PY names another Python.
 configure() {
-    local dir=$1
+    local dir=$1 py=${CONFIGURE_PY:-$PY}
     shift
     if [ -f "$dir/build.ninja" ]; then
-        meson setup --reconfigure "$dir" -Dpython="$PY" "$@" >/dev/null
+        meson setup --reconfigure "$dir" -Dpython="$py" "$@" >/dev/null
     else
-        meson setup "$dir" -Dpython="$PY" "$@"
+        meson setup "$dir" -Dpython="$py" "$@"
     fi
     ninja -C "$dir"
+}
+
+# The Python suite runs on 3.11 (Debian's, the normal build) and on each of
+# these found here (pyenv's builds), each in its own build dir.
+EXTRA_PYTHONS=(3.12 3.13)
+
+# find_python VER: the newest pyenv build of VER, else pythonVER in
+# /usr/local/bin or /usr/bin; prints nothing when there is none.
+find_python() {
+    local v=$1 full p
+    if command -v pyenv >/dev/null 2>&1; then
+        full=$(pyenv versions --bare 2>/dev/null |
+               grep -E "^${v//./\\.}\.[0-9]+$" | sort -V | tail -n1)
+        if [ -n "$full" ]; then
+            p="$(pyenv prefix "$full")/bin/python$v"
+            if [ -x "$p" ]; then
+                echo "$p"
+                return
+            fi
+        fi
+    fi
+    for p in "/usr/local/bin/python$v" "/usr/bin/python$v"; do
+        if [ -x "$p" ]; then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 0    # none: not an error (set -e)
+}
+
+# python_venv VER PYTHON: a venv of PYTHON that sees Debian's packages, so
+# meson 1.0 finds distutils (3.12 removed it; setuptools' shim comes in
+# with distutils-precedence.pth) and pytest imports.  Prints its python.
+python_venv() {
+    local v=$1 python=$2 dir="build-venv-py${1/./}"
+    if [ ! -x "$dir/bin/python3" ]; then
+        "$python" -m venv --without-pip "$dir" >&2 || return 1
+    fi
+    local site
+    site=$("$dir/bin/python3" -c \
+        'import sysconfig; print(sysconfig.get_path("purelib"))') || return 1
+    echo "import site; site.addsitedir('/usr/lib/python3/dist-packages')" \
+        > "$site/debian-dist-packages.pth" || return 1
+    echo "$PWD/$dir/bin/python3"
+}
+
+# The Python suite on one more interpreter: its own build of the extension
+# (no C tests, no benchmarks), then meson test --suite python.
+extra_python() {
+    local v=$1 python venv dir="build-py${1/./}"
+    python=$(find_python "$v")
+    if [ -z "$python" ]; then
+        echo "-- Python $v: not found here (pyenv or python$v), suite not run"
+        return 0
+    fi
+    echo "== Python $v suite ($python)"
+    if ! venv=$(python_venv "$v" "$python"); then
+        run_check "Python $v: venv" false
+        return 0
+    fi
+    if ! CONFIGURE_PY=$venv configure "$dir" -Dtests=false \
+            -Dpython_tests=true -Dbench=false; then
+        run_check "Python $v: build" false
+        return 0
+    fi
+    run_suite "$dir" --suite python
+}
+
+extra_pythons() {
+    local v
+    for v in "${EXTRA_PYTHONS[@]}"; do
+        extra_python "$v"
+    done
 }
 
 setup() {
@@ -152,6 +226,7 @@ chaos() {
 run_tests() {
     echo "== normal build"
     timed "normal build (C + Python)" run_suite build
+    timed "Python ${EXTRA_PYTHONS[*]} suites" extra_pythons
     echo "== ASan + UBSan build"
     timed "ASan + UBSan (C)" asan_c
     echo "== ThreadSanitizer build"

@@ -10,6 +10,7 @@ typedef struct native_task {
     int (*work)(void *arg);
     PyObject *(*to_python)(void *arg, int status);
     void *arg;
+    tc_work_t **handle;       /* cleared when the pool's handle expires */
     int status;
 } native_task_t;
 
@@ -20,7 +21,7 @@ native_work(tc_work_t *w, void *arg)
     (void)w;
     native_task_t *t = arg;
     t->status = t->work(t->arg);
-    return 0;
+    return t->status;   /* < 0 counts as failed in the pool's stats */
 }
 
 /* Thread: loop, GIL: none. */
@@ -31,6 +32,9 @@ native_done(tc_work_t *w, int status, void *arg)
     native_task_t *t = arg;
     if (status != 0) {
         t->status = status;   /* cancelled by a pool shutdown */
+    }
+    if (t->handle != NULL) {
+        *t->handle = NULL;
     }
     pyevents_push(t->reactor, PYEV_NATIVE_DONE, NULL, t, 0);
 }
@@ -46,6 +50,9 @@ native_dispatch(ReactorObject *r, pyevent_t *ev)
             rc = future_set_result(t->future, res);
         }
         Py_DECREF(res);
+    } else if (PyErr_ExceptionMatches(reactor_state(r)->CancelledError)) {
+        PyErr_Clear();
+        rc = future_cancel(t->future, NULL);
     } else {
         PyObject *exc = tcpy_fetch_exception();
         if (exc == NULL) {
@@ -161,6 +168,16 @@ capi_defer_native(PyObject *reactor, int (*work)(void *),
     if (pool == NULL) {
         return NULL;
     }
+    return native_submit(reactor, pool, work, to_python, arg, priority,
+                         NULL);
+}
+
+PyObject *
+native_submit(PyObject *reactor, tc_pool_t *pool, int (*work)(void *),
+              PyObject *(*to_python)(void *, int), void *arg, int priority,
+              tc_work_t **handle)
+{
+    tc_loop_t *loop = ((ReactorObject *)reactor)->loop;
     tc_state *st = state_of_ours(reactor);
     native_task_t *t = malloc(sizeof(*t));
     if (t == NULL) {
@@ -176,9 +193,10 @@ capi_defer_native(PyObject *reactor, int (*work)(void *),
     t->work = work;
     t->to_python = to_python;
     t->arg = arg;
+    t->handle = handle;
     t->status = 0;
     int err = tc_pool_submit(pool, loop, native_work, native_done, t,
-                             (tc_priority_t)priority, NULL);
+                             (tc_priority_t)priority, handle);
     if (err != 0) {
         Py_DECREF(t->future);
         Py_DECREF(t->reactor);

@@ -35,8 +35,16 @@ tcpy_error_at(tc_state *st, int err, const char *attempt, PyObject *addr)
     PyObject *cls = (err <= -3000 || err >= 0) ? st->Error : PyExc_OSError;
     int code = (err <= -3000 || err >= 0) ? err : -err;
     /* asyncio's wording: "... address ('127.0.0.1', 80): address already
-     * in use", the reason in lower case. */
+     * in use", the reason in lower case; from 3.13 on asyncio lowers
+     * str(exc), so an errno reason begins "[errno 98] " there. */
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *reason = cls == PyExc_OSError
+                           ? PyUnicode_FromFormat("[Errno %d] %s", code,
+                                                  tc_strerror(err))
+                           : PyUnicode_FromString(tc_strerror(err));
+#else
     PyObject *reason = PyUnicode_FromString(tc_strerror(err));
+#endif
     PyObject *lower = reason ? PyObject_CallMethod(reason, "lower", NULL)
                              : NULL;
     Py_XDECREF(reason);

@@ -82,6 +82,12 @@ module_exec(PyObject *module)
         tls_module_add(module) < 0) {
         return -1;
     }
+#if PY_VERSION_HEX >= 0x030C0000
+    if (add_type(module, &InterpreterPool_spec,
+                 &st->InterpreterPool_type) < 0) {
+        return -1;
+    }
+#endif
     st->Error = PyErr_NewExceptionWithDoc(
         "twincore.Error",
         "A twincore failure that has no errno (TLS, name resolution).\n"
@@ -182,6 +188,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->TLSContext_type);
     Py_VISIT(st->FdWatcher_type);
     Py_VISIT(st->ProcessTransport_type);
+    Py_VISIT(st->InterpreterPool_type);
     Py_VISIT(st->CancelledError);
     Py_VISIT(st->InvalidStateError);
     Py_VISIT(st->Error);
@@ -214,6 +221,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->TLSContext_type);
     Py_CLEAR(st->FdWatcher_type);
     Py_CLEAR(st->ProcessTransport_type);
+    Py_CLEAR(st->InterpreterPool_type);
     Py_CLEAR(st->CancelledError);
     Py_CLEAR(st->InvalidStateError);
     Py_CLEAR(st->Error);
@@ -238,6 +246,11 @@ module_free(void *module)
 
 static PyModuleDef_Slot module_slots[] = {
     {Py_mod_exec, module_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    /* All state is per module and the C library's own is thread-safe: an
+     * interpreter with its own GIL may import us. */
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
     {0, NULL},
 };
 

@@ -31,6 +31,7 @@ typedef struct tc_state {
     PyTypeObject *TLSContext_type;
     PyTypeObject *FdWatcher_type;
     PyTypeObject *ProcessTransport_type;
+    PyTypeObject *InterpreterPool_type;   /* 3.12+ (interp.c), else NULL */
     PyObject *CancelledError;   /* asyncio's, so both kinds of code catch it */
     PyObject *InvalidStateError;
     PyObject *Error;            /* twincore.Error(OSError): codes errno lacks */
@@ -344,6 +345,9 @@ void process_dispatch(ReactorObject *r, pyevent_t *ev);
 /* Transport.sendfile's completions (transport.c).  GIL: held. */
 void sendfile_dispatch(ReactorObject *r, pyevent_t *ev);
 void sendfile_discard(void *req);
+#if PY_VERSION_HEX >= 0x030C0000
+extern PyType_Spec InterpreterPool_spec;
+#endif
 
 /* TLS (tls.c).  GIL: held. */
 tc_tls_ctx_t *tlscontext_native(tc_state *st, PyObject *obj,
@@ -373,6 +377,16 @@ int future_cancel(PyObject *fut, PyObject *msg);
 void future_set_task(PyObject *fut, PyObject *task, PyObject *cancel_hook);
 /* The capsule C API (capi.c). */
 PyObject *capi_capsule(void);
+/* GIL: held, reactor thread.  The one route of native work to a Future:
+ * work(arg) runs on pool, then on the reactor's thread to_python(arg,
+ * status) builds the result, or returns NULL with an exception that fails
+ * the Future (CancelledError cancels it); it is called exactly once.
+ * *handle (may be NULL) receives the pool's handle for tc_pool_cancel()
+ * and is set to NULL when that handle expires.  New ref, or NULL. */
+PyObject *native_submit(PyObject *reactor, tc_pool_t *pool,
+                        int (*work)(void *arg),
+                        PyObject *(*to_python)(void *arg, int status),
+                        void *arg, int priority, tc_work_t **handle);
 void native_dispatch(ReactorObject *r, pyevent_t *ev);
 void native_discard(void *task);
 int native_traverse(void *task, visitproc visit, void *arg);

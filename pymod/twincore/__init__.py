@@ -52,6 +52,7 @@ from .streams import (StreamReader, StreamWriter, IncompleteReadError,
 from ._process_pool import (ProcessPool, WorkerDied, BrokenProcessPool,
                             RemoteTraceback, defer_to_process, defer_to,
                             default_process_pool)
+from ._interp_pool import InterpreterPool, defer_to_interpreter
 
 __all__ = [
     "Reactor", "reactor", "get_running_reactor", "CpuPool", "Future",
@@ -73,6 +74,7 @@ __all__ = [
     "start_unix_server",
     "ProcessPool", "WorkerDied", "BrokenProcessPool",
     "RemoteTraceback", "defer_to_process", "defer_to", "default_process_pool",
+    "InterpreterPool", "defer_to_interpreter",
 ]
 
 # spawn_process() stdio values: subprocess's own, so either module's work.

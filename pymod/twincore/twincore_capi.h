@@ -12,7 +12,7 @@
  * work(arg) runs on a pool worker without the GIL; then, on the reactor's
  * thread with the GIL held, to_python(arg, status) builds the Future's
  * result (a new reference) or returns NULL with an exception set to fail
- * it.  to_python is called exactly once, also when the task was cancelled
+ * it (a CancelledError cancels it).  to_python is called exactly once, also when the task was cancelled
  * (status -ECANCELED) or failed (status < 0 from work): it is the place to
  * free arg.  The lower-level entries use twincore's C types directly. */
 #ifndef TWINCORE_CAPI_H

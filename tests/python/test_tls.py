@@ -44,7 +44,8 @@ subjectAltName = DNS:wrong.example
 basicConstraints = CA:FALSE
 EOF
 ca() { openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
-  -nodes -keyout "$1.key" -out "$1.pem" -days 30 -subj "$2"; }
+  -nodes -keyout "$1.key" -out "$1.pem" -days 30 -subj "$2" \
+  -addext "keyUsage = critical, keyCertSign, cRLSign"; }
 crt() { openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
   -keyout "$1.key" -out "$1.csr" -subj "$2" &&
   openssl x509 -req -in "$1.csr" -CA "$3.pem" -CAkey "$3.key" \

@@ -10,6 +10,23 @@ import pytest
 import twincore
 
 
+def import_debian(name):
+    """Import a module from Debian's packages (Twisted, Dask...), built for
+    Debian's own Python, 3.11, where it must import. On another interpreter
+    that reads Debian's packages (3.12, 3.13: scripts/dev.sh) it may not:
+    only there is the test (or, at module level, the module) skipped, with
+    the reason in the summary."""
+    import importlib
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:
+        if sys.version_info[:2] == (3, 11):
+            raise
+        pytest.skip(f"Debian's {name} does not import on Python "
+                    f"{sys.version_info.major}.{sys.version_info.minor}: "
+                    f"{exc!r}", allow_module_level=True)
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 import twincore
-from conftest import run_until
+from conftest import import_debian, run_until
 
 import _proc_tasks as tasks
 
@@ -68,7 +68,7 @@ def test_a_call_that_is_not_an_executor(reactor):
 
 @pytest.fixture(scope="module")
 def dask_executor():
-    import distributed   # Debian: python3-distributed (scripts/dev.sh)
+    distributed = import_debian("distributed")   # python3-distributed
     cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=2,
                                        processes=False,
                                        dashboard_address=None)

@@ -7,11 +7,12 @@ import random
 import struct
 
 import pytest
-from twisted.internet.testing import StringTransport
-from twisted.protocols import basic as tbasic
 
 import twincore
-from conftest import STREAM_KINDS, listen, run_until
+from conftest import STREAM_KINDS, import_debian, listen, run_until
+
+StringTransport = import_debian("twisted.internet.testing").StringTransport
+tbasic = import_debian("twisted.protocols.basic")
 
 
 # ---- the oracle and the two twincore paths ---------------------------------

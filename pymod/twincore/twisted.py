@@ -158,9 +158,14 @@ class TwincoreReactor(posixbase.PosixReactorBase):
             timeout = 0
         self.twincore_reactor.run_once(timeout)
 
+    # While it runs, twincore's functions called without reactor=
+    # (defer_to_cpu in a Twisted callback) mean this reactor's twincore
+    # loop. run() fires the startup triggers before mainLoop().
+    def run(self, installSignalHandlers=True):
+        with _RunningAs(self.twincore_reactor):
+            super().run(installSignalHandlers)
+
     def mainLoop(self):
-        # twincore's functions called without reactor= (defer_to_cpu in a
-        # Twisted callback) then mean this reactor's twincore loop.
         with _RunningAs(self.twincore_reactor):
             super().mainLoop()
 

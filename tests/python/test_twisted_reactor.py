@@ -1,0 +1,306 @@
+"""twincore.twisted: Twisted's reactor API on twincore's loop. Each test
+makes its own TwincoreReactor (Twisted's global reactor is installed only
+in child processes, as it cannot be uninstalled); Twisted's full
+conformance suites run from tests/twisted/run_conformance.py."""
+
+import os
+import subprocess
+import sys
+import threading
+import textwrap
+
+import pytest
+
+import twincore
+
+pytest.importorskip("twisted.internet.posixbase")
+
+from twisted.internet import defer, protocol          # noqa: E402
+from twisted.python import log                        # noqa: E402
+
+from twincore.twisted import TwincoreReactor          # noqa: E402
+
+
+@pytest.fixture
+def treactor():
+    r = TwincoreReactor()
+    yield r
+    r.disconnectAll()
+    for call in r.getDelayedCalls():
+        call.cancel()
+    r.twincore_reactor.close()
+
+
+def run_reactor(r, timeout=20.0):
+    """Run r until something stops it; fail (not hang) after timeout."""
+    timed_out = []
+
+    def expire():
+        timed_out.append(True)
+        r.stop()
+    call = r.callLater(timeout, expire)
+    r.run(installSignalHandlers=False)
+    assert not timed_out, f"the reactor still ran after {timeout} s"
+    call.cancel()
+
+
+def child(code, timeout=60):
+    """Run code in a fresh interpreter with this twincore on its path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
+                          capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+class Echo(protocol.Protocol):
+    def dataReceived(self, data):
+        self.transport.write(data)
+
+
+class Collect(protocol.Protocol):
+    def __init__(self, want, done):
+        self.want = want
+        self.done = done
+        self.data = b""
+
+    def connectionMade(self):
+        for i in range(0, len(self.want), 1000):
+            self.transport.write(self.want[i:i + 1000])
+
+    def dataReceived(self, data):
+        self.data += data
+        if len(self.data) >= len(self.want):
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        self.done.callback(self.data)
+
+
+def test_install_makes_it_the_global_reactor():
+    res = child("""
+        import twincore.twisted
+        r = twincore.twisted.install()
+        from twisted.internet import reactor, error
+        assert reactor is r and isinstance(r, twincore.twisted.TwincoreReactor)
+        try:
+            twincore.twisted.install()
+        except error.ReactorAlreadyInstalledError:
+            pass
+        else:
+            raise AssertionError("a second install() succeeded")
+        d = twincore.twisted.deferToCpu(sum, [1, 2, 3])
+        got = []
+        d.addCallback(got.append).addBoth(lambda _: reactor.stop())
+        reactor.callLater(20, reactor.stop)
+        reactor.run()
+        print("result", got)
+    """)
+    assert res.returncode == 0, res.stderr
+    assert "result [6]" in res.stdout
+
+
+def test_install_after_the_default_reactor_is_refused():
+    res = child("""
+        from twisted.internet import reactor, error
+        import twincore.twisted
+        try:
+            twincore.twisted.install()
+        except error.ReactorAlreadyInstalledError:
+            print("refused")
+    """)
+    assert res.returncode == 0, res.stderr
+    assert "refused" in res.stdout
+
+
+def test_defer_to_cpu_needs_the_twincore_reactor_installed():
+    res = child("""
+        from twisted.internet import reactor
+        import twincore.twisted
+        try:
+            twincore.twisted.deferToCpu(sum, [1])
+        except RuntimeError as exc:
+            print("refused:", exc)
+    """)
+    assert res.returncode == 0, res.stderr
+    assert "refused:" in res.stdout and "install()" in res.stdout
+
+
+def test_trial_runs_on_the_plugin(tmp_path):
+    # The plugin (twisted/plugins/twincore_reactor.py beside the package)
+    # makes trial --reactor=twincore install our reactor.
+    (tmp_path / "test_on_twincore.py").write_text(textwrap.dedent("""
+        from twisted.internet import reactor, task
+        from twisted.trial import unittest
+        import twincore.twisted
+
+        class T(unittest.TestCase):
+            def test_reactor(self):
+                self.assertIsInstance(reactor,
+                                      twincore.twisted.TwincoreReactor)
+                return task.deferLater(reactor, 0.01, lambda: None)
+    """))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path)] + sys.path)
+    res = subprocess.run([sys.executable, "-m", "twisted.trial",
+                          "--reactor=twincore", "test_on_twincore"],
+                         capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "PASSED (successes=1)" in res.stdout
+
+
+def test_tcp_echo_with_twisted_protocols(treactor):
+    payload = os.urandom(200_000)
+    port = treactor.listenTCP(0, protocol.Factory.forProtocol(Echo),
+                              interface="127.0.0.1")
+    assert treactor.getReaders() == [port]
+    done = defer.Deferred()
+    got = []
+    done.addCallback(got.append)
+    done.addBoth(lambda _: treactor.stop())
+    creator = protocol.ClientCreator(treactor, Collect, payload, done)
+    creator.connectTCP("127.0.0.1", port.getHost().port)
+    run_reactor(treactor)
+    assert got == [payload]
+    # Shutting down disconnected the port (Twisted's disconnectAll).
+    assert treactor.getReaders() == []
+
+
+def test_call_later_order_cancel_and_delay(treactor):
+    seen = []
+    treactor.callLater(0.03, seen.append, "c")
+    treactor.callLater(0.01, seen.append, "a")
+    late = treactor.callLater(0.02, seen.append, "never")
+    moved = treactor.callLater(0.0, seen.append, "b")
+    moved.delay(0.015)
+    late.cancel()
+    treactor.callLater(0.05, treactor.stop)
+    start = treactor.seconds()
+    run_reactor(treactor)
+    assert seen == ["a", "b", "c"]
+    assert treactor.seconds() - start >= 0.05
+
+
+def test_call_from_thread_wakes_a_blocked_reactor(treactor):
+    seen = []
+
+    def worker():
+        treactor.callFromThread(seen.append, threading.get_ident())
+        treactor.callFromThread(treactor.stop)
+    treactor.callWhenRunning(threading.Thread(target=worker).start)
+    run_reactor(treactor)   # nothing else is scheduled: only the wake-up
+    assert seen and seen[0] != threading.get_ident()
+
+
+def test_defer_to_cpu_result_and_failure(treactor):
+    results = []
+
+    def start():
+        ok = treactor.deferToCpu(pow, 3, 4)
+        bad = treactor.deferToCpu(int, "x")
+        ok.addCallback(results.append)
+        bad.addErrback(lambda f: results.append(f.type))
+        defer.gatherResults([ok, bad]).addBoth(lambda _: treactor.stop())
+    treactor.callWhenRunning(start)
+    run_reactor(treactor)
+    assert results == [81, ValueError]
+
+
+def test_twincore_calls_in_twisted_callbacks_use_this_loop(treactor):
+    # defer_to_cpu without reactor= inside the Twisted reactor means its
+    # twincore loop, not twincore's default reactor (never run here).
+    got = []
+
+    def start():
+        fut = twincore.defer_to_cpu(len, "abcd")
+        twincore.to_deferred(fut).addCallback(got.append).addBoth(
+            lambda _: treactor.stop())
+    treactor.callWhenRunning(start)
+    run_reactor(treactor)
+    assert got == [4]
+
+
+def test_lanes_by_name():
+    r = TwincoreReactor()
+    try:
+        if getattr(twincore, "defer_to_process", None) is None and \
+                getattr(r.twincore_reactor, "defer_to_process", None) is None:
+            with pytest.raises(NotImplementedError, match="process lane"):
+                r.deferToProcess(len, "ab")
+        if getattr(twincore, "defer_to_interpreter", None) is None and \
+                getattr(r.twincore_reactor, "defer_to_interpreter",
+                        None) is None:
+            with pytest.raises(NotImplementedError, match="interpreter"):
+                r.deferToInterpreter(len, "ab")
+    finally:
+        r.twincore_reactor.close()
+
+
+def test_exception_in_do_read_goes_to_twisted_log(treactor):
+    # Not to twincore's logger (conftest fails the test on that): to
+    # Twisted's log.err, where trial looks, and the selectable is dropped.
+    errors = []
+
+    def observer(event):
+        if event.get("isError"):
+            errors.append(event)
+    log.addObserver(observer)
+    rfd, wfd = os.pipe()
+
+    class Bad:
+        def fileno(self):
+            return rfd
+
+        def doRead(self):
+            raise ZeroDivisionError("from doRead")
+
+        def connectionLost(self, reason):
+            treactor.stop()
+
+        def logPrefix(self):
+            return "Bad"
+    try:
+        treactor.addReader(Bad())
+        os.write(wfd, b"x")
+        run_reactor(treactor)
+    finally:
+        log.removeObserver(observer)
+        os.close(rfd)
+        os.close(wfd)
+    assert any(e.get("failure") is not None and
+               e["failure"].check(ZeroDivisionError) for e in errors)
+    assert treactor.getReaders() == []
+
+
+def test_fd_set_bookkeeping(treactor):
+    a, b = os.pipe()
+
+    class Sel:
+        def __init__(self, fd):
+            self.fd = fd
+
+        def fileno(self):
+            return self.fd
+
+        def doRead(self):
+            pass
+
+        def doWrite(self):
+            pass
+
+        def connectionLost(self, reason):
+            pass
+    r, w = Sel(a), Sel(b)
+    try:
+        treactor.addReader(r)
+        treactor.addWriter(w)
+        treactor.addReader(r)   # twice: one entry
+        assert treactor.getReaders() == [r]
+        assert treactor.getWriters() == [w]
+        assert set(treactor.removeAll()) == {r, w}
+        assert treactor.getReaders() == [] and treactor.getWriters() == []
+        assert treactor.twincore_reactor.remove_reader(a) is False
+    finally:
+        os.close(a)
+        os.close(b)

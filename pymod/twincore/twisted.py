@@ -36,20 +36,17 @@ __all__ = ["TwincoreReactor", "install", "deferToCpu", "deferToProcess",
            "deferToInterpreter"]
 
 
-def _nothing():
-    pass
-
-
 class _Waker:
     """Wakes the loop from any thread through twincore's call_from_thread
     (Twisted's own waker is a pipe watched as an internal reader)."""
 
-    def __init__(self, tc):
+    def __init__(self, tc, tick):
         self._tc = tc
+        self._tick = tick
 
     def wakeUp(self):
         try:
-            self._tc.call_from_thread(_nothing)
+            self._tc.call_from_thread(self._tick)
         except RuntimeError:
             pass   # twincore's reactor is closed: nothing runs to wake
 
@@ -69,11 +66,14 @@ class TwincoreReactor(posixbase.PosixReactorBase):
         self._selectables = {}
         self._reads = set()
         self._writes = set()
+        self._looping = False       # mainLoop runs twincore's loop
+        self._tickPending = False   # a _tick is queued (call_soon)
+        self._timer = None          # twincore's timer for Twisted's heap
         posixbase.PosixReactorBase.__init__(self)
 
     def installWaker(self):
         if not self.waker:
-            self.waker = _Waker(self.twincore_reactor)
+            self.waker = _Waker(self.twincore_reactor, self._wantTick)
 
     # ---- IReactorFDSet --------------------------------------------------
 
@@ -151,23 +151,95 @@ class TwincoreReactor(posixbase.PosixReactorBase):
         if why:
             self._disconnectSelectable(selectable, why, isRead)
 
-    def doIteration(self, timeout):
-        """One twincore iteration, blocking at most timeout seconds (None:
-        until something happens)."""
-        if timeout is not None and timeout < 0:
-            timeout = 0
-        self.twincore_reactor.run_once(timeout)
+    # ---- the loop -----------------------------------------------------------
+    #
+    # run() runs twincore's loop without a break (Reactor.run: no Python
+    # between iterations). Twisted's runUntilCurrent() (timed calls, calls
+    # from threads, the shutdown that stop() begins) runs in a "tick": when
+    # one twincore timer, armed for Twisted's earliest timed call, fires,
+    # and after anything that changes what runUntilCurrent would do:
+    # callLater, a call moved sooner, stop(), crash(), callFromThread (the
+    # waker). Descriptor events need no tick: they go straight to
+    # doRead/doWrite.
 
-    # While it runs, twincore's functions called without reactor=
-    # (defer_to_cpu in a Twisted callback) mean this reactor's twincore
-    # loop. run() fires the startup triggers before mainLoop().
+    def _wantTick(self):
+        if self._looping and not self._tickPending:
+            self._tickPending = True
+            self.twincore_reactor.call_soon(self._tick)
+
+    def _tick(self):
+        self._tickPending = False
+        if not self._looping:
+            return   # iterate(): Twisted's own loop calls runUntilCurrent
+        try:
+            self.runUntilCurrent()
+            if self._started:
+                self._rearm()
+            elif self.twincore_reactor.running:
+                self.twincore_reactor.stop()
+        except BaseException:
+            log.err()
+
+    def _rearm(self):
+        # Twisted's mainLoop: t = self.running and self.timeout()
+        t = self.timeout() if self.running else 0
+        timer = self._timer
+        if t is None:
+            if timer is not None:
+                timer.cancel()
+        elif timer is None:
+            self._timer = self.twincore_reactor.call_later(t, self._tick)
+        else:
+            timer.reset(t)
+
+    def callLater(self, delay, callable, *args, **kw):
+        call = super().callLater(delay, callable, *args, **kw)
+        self._wantTick()
+        return call
+
+    def _moveCallLaterSooner(self, delayedCall):
+        super()._moveCallLaterSooner(delayedCall)
+        self._wantTick()
+
+    def stop(self):
+        super().stop()
+        self._wantTick()
+
+    def crash(self):
+        super().crash()
+        self._wantTick()
+
+    def mainLoop(self):
+        tc = self.twincore_reactor
+        # While it runs, twincore's functions called without reactor=
+        # (defer_to_cpu in a Twisted callback) mean this twincore loop.
+        with _RunningAs(tc):
+            while self._started:
+                try:
+                    self._looping = True
+                    self._tick()
+                    if self._started:
+                        tc.run()
+                except BaseException:
+                    log.msg("Unexpected error in main loop.")
+                    log.err()
+                finally:
+                    self._looping = False
+                    self._tickPending = False
+                    if self._timer is not None:
+                        self._timer.cancel()
+
+    # run() fires the startup triggers before mainLoop().
     def run(self, installSignalHandlers=True):
         with _RunningAs(self.twincore_reactor):
             super().run(installSignalHandlers)
 
-    def mainLoop(self):
-        with _RunningAs(self.twincore_reactor):
-            super().mainLoop()
+    def doIteration(self, timeout):
+        """One twincore iteration, blocking at most timeout seconds (None:
+        until something happens): iterate()'s."""
+        if timeout is not None and timeout < 0:
+            timeout = 0
+        self.twincore_reactor.run_once(timeout)
 
     def iterate(self, delay=0.0):
         with _RunningAs(self.twincore_reactor):

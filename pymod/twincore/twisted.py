@@ -26,7 +26,7 @@ import sys
 
 from zope.interface import implementer
 
-from twisted.internet import posixbase
+from twisted.internet import posixbase, tcp
 from twisted.internet.interfaces import IReactorFDSet
 from twisted.python import log
 
@@ -66,6 +66,9 @@ class TwincoreReactor(posixbase.PosixReactorBase):
         self._selectables = {}
         self._reads = set()
         self._writes = set()
+        self._tcWrites = set()        # fds of _writes twincore watches
+        self._pendingWrites = {}      # fd -> writer, for _flushWrites
+        self._flushPending = False
         self._looping = False       # mainLoop runs twincore's loop
         self._tickPending = False   # a _tick is queued (call_soon)
         self._timer = None          # twincore's timer for Twisted's heap
@@ -87,11 +90,44 @@ class TwincoreReactor(posixbase.PosixReactorBase):
     def addWriter(self, writer):
         fd = writer.fileno()
         if fd not in self._writes:
-            self.twincore_reactor.add_writer(fd, self._ready, writer, False)
+            if isinstance(writer, tcp.Connection):
+                # Most writes fit the socket at once: try at the end of
+                # this batch, and watch only if data is left (a reply
+                # then costs no watch change: epoll_ctl, fcntl).
+                self._pendingWrites[fd] = writer
+                if not self._flushPending:
+                    self._flushPending = True
+                    self.twincore_reactor.call_soon(self._flushWrites)
+            else:
+                self.twincore_reactor.add_writer(fd, self._ready, writer,
+                                                 False)
+                self._tcWrites.add(fd)
             self._writes.add(fd)
             self._selectables[fd] = writer
 
-    def _remove(self, xer, primary, other, remove):
+    def _flushWrites(self):
+        self._flushPending = False
+        pending, self._pendingWrites = self._pendingWrites, {}
+        for fd, writer in pending.items():
+            if fd not in self._writes or fd in self._tcWrites or \
+                    self._selectables.get(fd) is not writer:
+                continue   # removed (or replaced) since
+            self._ready(writer, False)
+            # Still writing (the socket was full, or a connect is under
+            # way): now watch it, unless doWrite started it afresh.
+            if fd in self._writes and fd not in self._tcWrites and \
+                    fd not in self._pendingWrites and \
+                    self._selectables.get(fd) is writer:
+                try:
+                    self.twincore_reactor.add_writer(fd, self._ready,
+                                                     writer, False)
+                    self._tcWrites.add(fd)
+                except OSError:
+                    log.err(None, "watching a descriptor for writing")
+                    self._disconnectSelectable(writer,
+                                               posixbase._NO_FILEDESC, False)
+
+    def _remove(self, xer, primary, other, remove, registered):
         fd = xer.fileno()
         if fd == -1:
             # Closed already: find it by identity, as EPollReactor does.
@@ -101,18 +137,22 @@ class TwincoreReactor(posixbase.PosixReactorBase):
             else:
                 return
         if fd in primary:
-            remove(fd)
+            if registered is None:
+                remove(fd)
+            elif fd in registered:
+                remove(fd)
+                registered.discard(fd)
             primary.remove(fd)
             if fd not in other:
                 del self._selectables[fd]
 
     def removeReader(self, reader):
         self._remove(reader, self._reads, self._writes,
-                     self.twincore_reactor.remove_reader)
+                     self.twincore_reactor.remove_reader, None)
 
     def removeWriter(self, writer):
         self._remove(writer, self._writes, self._reads,
-                     self.twincore_reactor.remove_writer)
+                     self.twincore_reactor.remove_writer, self._tcWrites)
 
     def removeAll(self):
         return self._removeAll(

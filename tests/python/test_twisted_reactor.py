@@ -182,6 +182,37 @@ def test_call_later_order_cancel_and_delay(treactor):
     assert treactor.seconds() - start >= 0.05
 
 
+def test_timed_calls_made_in_twincore_callbacks(treactor):
+    # A twincore timer's callback (no Twisted event around it) schedules a
+    # Twisted call and moves another sooner: twincore's loop, blocked
+    # until Twisted's earliest call, must wake for both.
+    seen = []
+    tc = treactor.twincore_reactor
+    far = treactor.callLater(30, seen.append, "far")
+
+    def from_twincore():
+        treactor.callLater(0.01, seen.append, "new")
+        far.reset(0.02)
+    treactor.callWhenRunning(tc.call_later, 0.01, from_twincore)
+    treactor.callLater(0.5, treactor.stop)
+    start = treactor.seconds()
+    run_reactor(treactor, timeout=10)
+    assert seen == ["new", "far"]
+    assert treactor.seconds() - start < 5
+
+
+def test_stop_and_crash_from_twincore_callbacks(treactor):
+    tc = treactor.twincore_reactor
+    treactor.callWhenRunning(tc.call_later, 0.01, treactor.stop)
+    run_reactor(treactor, timeout=10)
+    other = TwincoreReactor()
+    try:
+        other.callWhenRunning(other.twincore_reactor.call_soon, other.crash)
+        run_reactor(other, timeout=10)
+    finally:
+        other.twincore_reactor.close()
+
+
 def test_call_from_thread_wakes_a_blocked_reactor(treactor):
     seen = []
 

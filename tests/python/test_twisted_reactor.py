@@ -167,6 +167,74 @@ def test_tcp_echo_with_twisted_protocols(treactor):
     assert treactor.getReaders() == []
 
 
+def test_large_write_waits_for_a_slow_reader(treactor):
+    # 8 MiB at once cannot fit the socket: the write tried at the end of
+    # the batch leaves data, the transport is then watched for writing
+    # (getWriters) and the rest goes out as the reader pauses and resumes.
+    payload = os.urandom(8 << 20)
+    seen = {}
+
+    class Sender(protocol.Protocol):
+        def connectionMade(self):
+            self.transport.write(payload)
+            self.transport.loseConnection()
+            treactor.callLater(0, self.check)
+
+        def check(self):
+            seen["writers"] = list(treactor.getWriters())
+            seen["transport"] = self.transport
+
+    class SlowReader(protocol.Protocol):
+        def __init__(self):
+            self.data = []
+            self.size = 0
+
+        def dataReceived(self, data):
+            self.data.append(data)
+            self.size += len(data)
+            self.transport.pauseProducing()
+            treactor.callLater(0.001, self.transport.resumeProducing)
+
+        def connectionLost(self, reason):
+            seen["data"] = b"".join(self.data)
+            treactor.stop()
+    port = treactor.listenTCP(0, protocol.Factory.forProtocol(Sender),
+                              interface="127.0.0.1")
+    protocol.ClientCreator(treactor, SlowReader).connectTCP(
+        "127.0.0.1", port.getHost().port)
+    run_reactor(treactor, timeout=60)
+    assert seen["transport"] in seen["writers"]
+    assert seen["data"] == payload
+
+
+def test_write_then_lose_connection_in_one_callback(treactor):
+    # Each reply is tried at the end of the batch; loseConnection right
+    # after write must still send everything, then close.
+    got = []
+
+    class Reply(protocol.Protocol):
+        def dataReceived(self, data):
+            self.transport.write(data.upper())
+            self.transport.write(b"!")
+            self.transport.loseConnection()
+
+    class Ask(protocol.Protocol):
+        def connectionMade(self):
+            self.transport.write(b"hello")
+
+        def dataReceived(self, data):
+            got.append(data)
+
+        def connectionLost(self, reason):
+            treactor.stop()
+    port = treactor.listenTCP(0, protocol.Factory.forProtocol(Reply),
+                              interface="127.0.0.1")
+    protocol.ClientCreator(treactor, Ask).connectTCP(
+        "127.0.0.1", port.getHost().port)
+    run_reactor(treactor)
+    assert b"".join(got) == b"HELLO!"
+
+
 def test_call_later_order_cancel_and_delay(treactor):
     seen = []
     treactor.callLater(0.03, seen.append, "c")

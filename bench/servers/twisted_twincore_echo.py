@@ -1,7 +1,10 @@
 """Twisted's echo server on twincore's reactor (twincore.twisted): the same
 program as twisted_echo.py with one change, the reactor it installs.
 
-usage: twisted_twincore_echo.py PORT     (PYTHONPATH=BUILD/pymod)
+usage: twisted_twincore_echo.py PORT [--native]   (PYTHONPATH=BUILD/pymod)
+
+--native: install(native_tcp=True), twincore's C transports behind
+Twisted's ITCPTransport (the opt-in fast path).
 
 Twisted's own TCP transports run on twincore's loop (its descriptor
 watchers and bounded iteration); TCP_NODELAY on each connection, as every
@@ -12,7 +15,7 @@ import sys
 
 from twincore.twisted import install
 
-install()
+install(native_tcp="--native" in sys.argv[2:])
 
 from twisted.internet import protocol, reactor  # noqa: E402  (after install)
 
@@ -26,8 +29,8 @@ class Echo(protocol.Protocol):
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: twisted_twincore_echo.py PORT")
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: twisted_twincore_echo.py PORT [--native]")
     reactor.listenTCP(int(sys.argv[1]), protocol.Factory.forProtocol(Echo),
                       backlog=1024, interface="127.0.0.1")
     reactor.run()

@@ -22,13 +22,16 @@ Twisted's ``log.err`` and disconnect the selectable, as in Twisted's poll
 reactors.
 """
 
+import os
+import socket
 import sys
 
 from zope.interface import implementer
 
-from twisted.internet import posixbase, tcp
+from twisted.internet import defer, error, interfaces, posixbase, tcp
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IReactorFDSet
-from twisted.python import log
+from twisted.python import failure, log
 
 import twincore
 
@@ -60,8 +63,9 @@ class TwincoreReactor(posixbase.PosixReactorBase):
     (``twincore_reactor``). It belongs to the thread that runs it, as any
     Twisted reactor; other threads use ``callFromThread``."""
 
-    def __init__(self):
+    def __init__(self, native_tcp=False):
         self.twincore_reactor = twincore.Reactor()
+        self._nativeTCP = bool(native_tcp)
         # As EPollReactor: fd -> selectable, and which fds read or write.
         self._selectables = {}
         self._reads = set()
@@ -285,6 +289,15 @@ class TwincoreReactor(posixbase.PosixReactorBase):
         with _RunningAs(self.twincore_reactor):
             super().iterate(delay)
 
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        """Twisted's listenTCP; with native_tcp, connections are served
+        by twincore's C transports behind Twisted's ITCPTransport."""
+        if not self._nativeTCP:
+            return super().listenTCP(port, factory, backlog, interface)
+        p = _NativePort(self, port, factory, backlog, interface)
+        p.startListening()
+        return p
+
     # ---- twincore's lanes ---------------------------------------------------
 
     def deferToCpu(self, f, *args, **kwargs):
@@ -336,12 +349,15 @@ class _RunningAs:
         return False
 
 
-def install():
+def install(native_tcp=False):
     """Install a TwincoreReactor as Twisted's global reactor; returns it.
     Call it before anything imports twisted.internet.reactor (Twisted's
-    ReactorAlreadyInstalledError otherwise)."""
+    ReactorAlreadyInstalledError otherwise). native_tcp=True: listenTCP's
+    connections use twincore's C transports (see _NativeTransport); off
+    by default, as code that inspects getReaders()/getWriters() or the
+    socket objects of Twisted's transports does not see them."""
     from twisted.internet.main import installReactor
-    reactor = TwincoreReactor()
+    reactor = TwincoreReactor(native_tcp=native_tcp)
     installReactor(reactor)
     return reactor
 
@@ -374,3 +390,304 @@ def deferToInterpreter(f, *args, **kwargs):
     """f(*args, **kwargs) in twincore's interpreter lane; a Deferred
     (NotImplementedError where twincore has no interpreter lane)."""
     return _global_reactor().deferToInterpreter(f, *args, **kwargs)
+
+
+# ---- the native fast path (install(native_tcp=True)) -----------------------
+#
+# listenTCP's connections are twincore Transports (C: buffering, writev,
+# watermarks, half-close, without the GIL) seen by the Twisted protocol
+# through _NativeTransport, an ITCPTransport. connectTCP stays Twisted's.
+
+def _tw_address(addr):
+    if not isinstance(addr, tuple) or len(addr) < 2:
+        return None
+    host, port = addr[0], addr[1]
+    if ":" in host:
+        return IPv6Address("TCP", host, port)
+    return IPv4Address("TCP", host, port)
+
+
+@implementer(interfaces.ITCPTransport, interfaces.ISystemHandle,
+             interfaces.IPushProducer)
+class _NativeTransport:
+    """Twisted's ITCPTransport over a twincore Transport."""
+
+    def __init__(self, reactor, tc_transport, protocol):
+        self.reactor = reactor
+        self._t = tc_transport
+        self.protocol = protocol
+        self.connected = 1
+        self.disconnecting = 0
+        self.disconnected = 0
+        self.producer = None
+        self.streamingProducer = False
+        self._writeDisconnected = False
+        self._pullScheduled = False
+        self.logstr = f"{protocol.__class__.__name__},native"
+
+    def logPrefix(self):
+        return self.logstr
+
+    # ITransport
+    def write(self, data):
+        if self.connected and not self.disconnecting and \
+                not self._writeDisconnected and data:
+            self._t.write(data)
+
+    def writeSequence(self, seq):
+        if self.connected and not self.disconnecting and \
+                not self._writeDisconnected:
+            self._t.writelines(seq)
+
+    def loseConnection(self, _connDone=None):
+        if self.connected and not self.disconnecting:
+            self.disconnecting = 1
+            self._t.close()   # flushes first
+
+    def abortConnection(self):
+        if self.connected:
+            self.disconnecting = 1
+            self._t.abort()
+
+    def loseWriteConnection(self):
+        if self.connected and not self._writeDisconnected:
+            self._writeDisconnected = True
+            self._t.write_eof()
+            if interfaces.IHalfCloseableProtocol.providedBy(self.protocol):
+                self.reactor.callLater(0, _call_protocol, self,
+                                       "writeConnectionLost")
+
+    def getPeer(self):
+        return _tw_address(self._t.get_peer())
+
+    def getHost(self):
+        return _tw_address(self._t.get_host())
+
+    # ITCPTransport's socket options, on a duplicate of the descriptor
+    def _sockopt(self, level, name, value=None):
+        fd = self._t.fileno()
+        if fd < 0:
+            return 0
+        sock = socket.socket(fileno=os.dup(fd))
+        try:
+            if value is None:
+                return sock.getsockopt(level, name)
+            sock.setsockopt(level, name, value)
+        finally:
+            sock.close()
+
+    def getTcpNoDelay(self):
+        return bool(self._sockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    def setTcpNoDelay(self, enabled):
+        self._sockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(enabled))
+
+    def getTcpKeepAlive(self):
+        return bool(self._sockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
+
+    def setTcpKeepAlive(self, enabled):
+        self._sockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, int(enabled))
+
+    def getHandle(self):
+        return self._t
+
+    # IPushProducer (this transport produces the protocol's input)
+    def pauseProducing(self):
+        if self.connected:
+            self._t.pause_reading()
+
+    def resumeProducing(self):
+        if self.connected:
+            self._t.resume_reading()
+
+    def stopProducing(self):
+        self.loseConnection()
+
+    # IConsumer
+    def registerProducer(self, producer, streaming):
+        if self.producer is not None:
+            raise RuntimeError(
+                f"Cannot register producer {producer}, because producer "
+                f"{self.producer} was never unregistered.")
+        if not self.connected:
+            producer.stopProducing()
+            return
+        self.producer = producer
+        self.streamingProducer = streaming
+        if not streaming:
+            self._schedulePull()
+
+    def unregisterProducer(self):
+        self.producer = None
+
+    def _schedulePull(self):
+        if not self._pullScheduled:
+            self._pullScheduled = True
+            self.reactor.callLater(0, self._pull)
+
+    def _pull(self):
+        # A pull producer writes once per resumeProducing(); ask again
+        # while the write buffer is below its low watermark.
+        self._pullScheduled = False
+        producer = self.producer
+        if producer is None or self.streamingProducer or not self.connected:
+            return
+        low = self._t.get_write_buffer_limits()[1]
+        if self._t.get_write_buffer_size() <= low:
+            producer.resumeProducing()
+        self._schedulePull()
+
+
+def _call_protocol(transport, name, *args):
+    """A Twisted protocol method; an exception is logged (log.err) and
+    drops the connection, as in Twisted."""
+    try:
+        getattr(transport.protocol, name)(*args)
+    except BaseException:
+        f = failure.Failure()
+        log.err(f, f"Unhandled error in {name}")
+        transport._failure = f
+        transport.connected and transport.abortConnection()
+        return False
+    return True
+
+
+class _NativeProtocol(twincore.Protocol):
+    """twincore's side of a native connection: its callbacks become the
+    Twisted protocol's."""
+
+    def __init__(self, port, protocol, peer):
+        self._port = port
+        self._proto = protocol
+        self._peer = peer
+        self._tw = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        tw = self._tw = _NativeTransport(self._port.reactor, transport,
+                                         self._proto)
+        tw._failure = None
+        self._port._connections.add(tw)
+        _call_protocol(tw, "makeConnection", tw)
+
+    def data_received(self, data):
+        tw = self._tw
+        if not tw.disconnected:
+            _call_protocol(tw, "dataReceived", data)
+
+    def eof_received(self):
+        tw = self._tw
+        if interfaces.IHalfCloseableProtocol.providedBy(self._proto):
+            _call_protocol(tw, "readConnectionLost")
+            return True   # the write side stays open
+        return False
+
+    def connection_lost(self, exc):
+        tw = self._tw
+        if tw is None or tw.disconnected:
+            return
+        self._port._connections.discard(tw)
+        tw.connected = 0
+        tw.disconnected = 1
+        if tw._failure is not None:
+            reason = tw._failure
+        elif exc is None:
+            reason = failure.Failure(error.ConnectionDone())
+        else:
+            reason = failure.Failure(error.ConnectionLost(str(exc)))
+        producer, tw.producer = tw.producer, None
+        if producer is not None:
+            try:
+                producer.stopProducing()
+            except BaseException:
+                log.err()
+        _call_protocol(tw, "connectionLost", reason)
+
+    def pause_writing(self):
+        producer = self._tw.producer if self._tw else None
+        if producer is not None and self._tw.streamingProducer:
+            try:
+                producer.pauseProducing()
+            except BaseException:
+                log.err()
+
+    def resume_writing(self):
+        producer = self._tw.producer if self._tw else None
+        if producer is not None and self._tw.streamingProducer:
+            try:
+                producer.resumeProducing()
+            except BaseException:
+                log.err()
+
+
+class _NativeFactory:
+    """twincore's factory for a _NativePort."""
+
+    def __init__(self, port):
+        self._port = port
+
+    def build_protocol(self, addr):
+        peer = _tw_address(addr)
+        try:
+            proto = self._port.factory.buildProtocol(peer)
+        except BaseException:
+            log.err(None, "Unhandled error in buildProtocol")
+            return None
+        if proto is None:
+            return None
+        return _NativeProtocol(self._port, proto, peer)
+
+
+@implementer(interfaces.IListeningPort)
+class _NativePort:
+    """listenTCP's port with native_tcp: a twincore Listener."""
+
+    def __init__(self, reactor, port, factory, backlog, interface):
+        self.reactor = reactor
+        self.port = port
+        self.factory = factory
+        self.backlog = backlog
+        self.interface = interface
+        self._listener = None
+        self._connections = set()
+        self._shutdownTrigger = None
+
+    def startListening(self):
+        # Twisted's "" is every IPv4 interface: twincore's None.
+        host = None if self.interface in ("", "0.0.0.0") else self.interface
+        try:
+            self._listener = self.reactor.twincore_reactor.listen_tcp(
+                self.port, _NativeFactory(self), host=host,
+                backlog=self.backlog)
+        except OSError as exc:
+            raise error.CannotListenError(self.interface, self.port, exc)
+        self.factory.doStart()
+        self._shutdownTrigger = self.reactor.addSystemEventTrigger(
+            "during", "shutdown", self._dropAll)
+        log.msg(f"{self.factory.__class__.__name__} starting on "
+                f"{self.getHost().port} (twincore native)")
+
+    def _dropAll(self):
+        # As disconnectAll does for Twisted's own transports.
+        self._shutdownTrigger = None
+        for tw in list(self._connections):
+            tw.abortConnection()
+        return self.stopListening()
+
+    def stopListening(self):
+        if self._listener is None:
+            return defer.succeed(None)
+        listener, self._listener = self._listener, None
+        if self._shutdownTrigger is not None:
+            self.reactor.removeSystemEventTrigger(self._shutdownTrigger)
+            self._shutdownTrigger = None
+        listener.close()
+        self.factory.doStop()
+        return defer.succeed(None)
+
+    loseConnection = stopListening
+
+    def getHost(self):
+        if self._listener is None:
+            return IPv4Address("TCP", self.interface or "0.0.0.0", self.port)
+        return _tw_address(self._listener.get_host())

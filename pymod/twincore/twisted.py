@@ -649,6 +649,7 @@ class _NativePort:
         self.backlog = backlog
         self.interface = interface
         self._listener = None
+        self._host = None
         self._connections = set()
         self._shutdownTrigger = None
 
@@ -661,6 +662,7 @@ class _NativePort:
                 backlog=self.backlog)
         except OSError as exc:
             raise error.CannotListenError(self.interface, self.port, exc)
+        self._host = _tw_address(self._listener.get_host())
         self.factory.doStart()
         self._shutdownTrigger = self.reactor.addSystemEventTrigger(
             "during", "shutdown", self._dropAll)
@@ -688,6 +690,5 @@ class _NativePort:
     loseConnection = stopListening
 
     def getHost(self):
-        if self._listener is None:
-            return IPv4Address("TCP", self.interface or "0.0.0.0", self.port)
-        return _tw_address(self._listener.get_host())
+        """The bound address (also after stopListening, as Twisted's)."""
+        return self._host

@@ -403,3 +403,208 @@ def test_fd_set_bookkeeping(treactor):
     finally:
         os.close(a)
         os.close(b)
+
+
+# ---- the native fast path: install(native_tcp=True) ------------------------
+
+@pytest.fixture
+def nreactor():
+    r = TwincoreReactor(native_tcp=True)
+    yield r
+    for call in r.getDelayedCalls():
+        call.cancel()
+    r.twincore_reactor.close()
+
+
+def connect_and_run(r, server_factory, client_proto, timeout=20.0):
+    port = r.listenTCP(0, server_factory, interface="127.0.0.1")
+    protocol.ClientCreator(r, client_proto).connectTCP(
+        "127.0.0.1", port.getHost().port)
+    run_reactor(r, timeout)
+    return port
+
+
+def test_native_echo_and_addresses(nreactor):
+    payload = os.urandom(300_000)
+    seen = {}
+
+    class NativeEcho(Echo):
+        def connectionMade(self):
+            seen["peer"] = self.transport.getPeer()
+            seen["host"] = self.transport.getHost()
+            self.transport.setTcpNoDelay(True)
+            seen["nodelay"] = self.transport.getTcpNoDelay()
+
+        def connectionLost(self, reason):
+            seen["server_lost"] = reason.type
+
+    done = defer.Deferred()
+    done.addCallback(lambda data: seen.setdefault("echoed", data))
+    done.addBoth(lambda _: nreactor.callLater(0.05, nreactor.stop))
+    port = nreactor.listenTCP(0, protocol.Factory.forProtocol(NativeEcho),
+                              interface="127.0.0.1")
+    assert type(port).__name__ == "_NativePort"
+    assert nreactor.getReaders() == []   # not a Twisted selectable
+    protocol.ClientCreator(nreactor, Collect, payload, done).connectTCP(
+        "127.0.0.1", port.getHost().port)
+    run_reactor(nreactor)
+    assert seen["echoed"] == payload
+    assert seen["host"].port == port.getHost().port
+    assert seen["peer"].host == "127.0.0.1" and seen["nodelay"] is True
+    assert seen["server_lost"] is error_mod().ConnectionDone
+
+
+def error_mod():
+    from twisted.internet import error
+    return error
+
+
+def test_native_half_close(nreactor):
+    # IHalfCloseableProtocol: readConnectionLost on the client's EOF, the
+    # reply still goes out, then loseConnection.
+    from zope.interface import implementer
+    from twisted.internet.interfaces import IHalfCloseableProtocol
+    got = []
+
+    @implementer(IHalfCloseableProtocol)
+    class Summer(protocol.Protocol):
+        def connectionMade(self):
+            self.data = b""
+
+        def dataReceived(self, data):
+            self.data += data
+
+        def readConnectionLost(self):
+            self.transport.write(str(len(self.data)).encode())
+            self.transport.loseConnection()
+
+        def writeConnectionLost(self):
+            pass
+
+    @implementer(IHalfCloseableProtocol)
+    class Client(protocol.Protocol):
+        def connectionMade(self):
+            self.transport.write(b"x" * 5000)
+            self.transport.loseWriteConnection()
+
+        def dataReceived(self, data):
+            got.append(data)
+
+        def readConnectionLost(self):
+            self.transport.loseConnection()
+
+        def writeConnectionLost(self):
+            pass
+
+        def connectionLost(self, reason):
+            nreactor.stop()
+    connect_and_run(nreactor, protocol.Factory.forProtocol(Summer), Client)
+    assert b"".join(got) == b"5000"
+
+
+def test_native_streaming_producer_is_paused_and_resumed(nreactor):
+    # The transport's watermarks pause and resume a streaming producer;
+    # the slow client still gets every byte.
+    from zope.interface import implementer
+    from twisted.internet.interfaces import IPushProducer
+    chunk = b"y" * 65536
+    total = 200
+    events = []
+
+    @implementer(IPushProducer)
+    class Producer:
+        def __init__(self, transport):
+            self.transport = transport
+            self.sent = 0
+            self.paused = False
+
+        def pauseProducing(self):
+            events.append("pause")
+            self.paused = True
+
+        def resumeProducing(self):
+            events.append("resume")
+            self.paused = False
+            nreactor.callLater(0, self.produce)
+
+        def stopProducing(self):
+            self.paused = True
+
+        def produce(self):
+            while not self.paused and self.sent < total:
+                self.sent += 1
+                self.transport.write(chunk)
+            if self.sent == total:
+                self.transport.unregisterProducer()
+                self.transport.loseConnection()
+
+    class Source(protocol.Protocol):
+        def connectionMade(self):
+            p = Producer(self.transport)
+            self.transport.registerProducer(p, True)
+            p.produce()
+
+    class Sink(protocol.Protocol):
+        size = 0
+
+        def dataReceived(self, data):
+            self.size += len(data)
+            got["size"] = self.size
+            self.transport.pauseProducing()
+            nreactor.callLater(0.0005, self.transport.resumeProducing)
+
+        def connectionLost(self, reason):
+            nreactor.stop()
+    got = {}
+    connect_and_run(nreactor, protocol.Factory.forProtocol(Source), Sink,
+                    timeout=60)
+    assert got["size"] == total * len(chunk)
+    assert "pause" in events and "resume" in events
+
+
+def test_native_exception_in_data_received(nreactor):
+    # As Twisted: log.err, and connectionLost gets that failure.
+    errors = []
+    lost = []
+
+    def observer(event):
+        if event.get("isError"):
+            errors.append(event)
+    log.addObserver(observer)
+
+    class Bad(protocol.Protocol):
+        def dataReceived(self, data):
+            raise ZeroDivisionError("in dataReceived")
+
+        def connectionLost(self, reason):
+            lost.append(reason)
+
+    class Poke(protocol.Protocol):
+        def connectionMade(self):
+            self.transport.write(b"x")
+
+        def connectionLost(self, reason):
+            nreactor.callLater(0.05, nreactor.stop)
+    try:
+        connect_and_run(nreactor, protocol.Factory.forProtocol(Bad), Poke)
+    finally:
+        log.removeObserver(observer)
+    assert lost and lost[0].check(ZeroDivisionError)
+    assert any(e.get("failure") is not None and
+               e["failure"].check(ZeroDivisionError) for e in errors)
+
+
+def test_native_port_stop_listening(nreactor):
+    port = nreactor.listenTCP(0, protocol.Factory.forProtocol(Echo),
+                              interface="127.0.0.1")
+    number = port.getHost().port
+    results = []
+    port.stopListening().addCallback(results.append)
+    assert results == [None]
+    refused = []
+    d = protocol.ClientCreator(nreactor, protocol.Protocol).connectTCP(
+        "127.0.0.1", number)
+    d.addErrback(lambda f: refused.append(f.type)).addBoth(
+        lambda _: nreactor.stop())
+    run_reactor(nreactor)
+    assert refused == [error_mod().ConnectionRefusedError]

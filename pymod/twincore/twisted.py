@@ -11,15 +11,16 @@ or ``twistd --reactor=twincore`` / ``trial --reactor=twincore``.
 ``TwincoreReactor`` is Twisted's ``PosixReactorBase`` with ``IReactorFDSet``
 on twincore's descriptor watchers (``add_reader``/``add_writer``), so
 Twisted's own TCP, UDP, Unix, TLS, process and resolver code runs on it
-unchanged. Twisted's main loop stays in charge (``runUntilCurrent`` then
-``doIteration``), so timed calls keep Twisted's heap and its exact order;
-``doIteration(t)`` is one twincore iteration that blocks at most t seconds
-(``Reactor.run_once``), during which twincore's own events (CPU pool
-results, its timers, its transports) run too. Wake-ups from other threads
-(``callFromThread``) go through twincore's ``call_from_thread``: one
-eventfd write, no pipe. Exceptions from ``doRead``/``doWrite`` go to
-Twisted's ``log.err`` and disconnect the selectable, as in Twisted's poll
-reactors.
+unchanged. ``run()`` runs twincore's loop; Twisted's ``runUntilCurrent``
+(its timed-call heap, calls from threads, shutdown) runs in a "tick" when
+one twincore timer armed for the earliest timed call fires, or after
+something changed what it would do (see "the loop" below); ``iterate()``
+is one bounded twincore iteration (``Reactor.run_once``). twincore's own
+events (CPU pool results, its timers, its transports) run in the same
+loop. Wake-ups from other threads (``callFromThread``) go through
+twincore's ``call_from_thread``: one eventfd write, no pipe. Exceptions
+from ``doRead``/``doWrite`` go to Twisted's ``log.err`` and disconnect the
+selectable, as in Twisted's poll reactors.
 """
 
 import os

@@ -74,6 +74,12 @@ PEERS = [
     Peer("asyncio", "{py} {bench}/servers/asyncio_echo.py {port}"),
     Peer("twisted", "{py} {bench}/servers/twisted_echo.py {port}",
          ("twisted",)),
+    Peer("twisted-twincore",
+         "{py} {bench}/servers/twisted_twincore_echo.py {port}",
+         ("twisted", "twincore"), (("PYTHONPATH", "{build}/pymod"),)),
+    Peer("twisted-twincore-native",
+         "{py} {bench}/servers/twisted_twincore_echo.py {port} --native",
+         ("twisted", "twincore"), (("PYTHONPATH", "{build}/pymod"),)),
     Peer("gevent", "{py} {bench}/servers/gevent_echo.py {port}", ("gevent",)),
 ]
 REFERENCE_PEER = "uvloop"
@@ -81,7 +87,8 @@ REFERENCE_PEER = "uvloop"
 # each table.
 COMPARISONS = [("twincore-py", "uvloop"), ("twincore-py", "raw-epoll"),
                ("twincore-c", "raw-epoll"), ("libev", "raw-epoll"),
-               ("twincore-c", "libev")]
+               ("twincore-c", "libev"), ("twisted-twincore", "twisted"),
+               ("twisted-twincore-native", "twisted")]
 # The goals the issues set for some of those pairs, on the headline
 # scenario (the first): issue #2, twincore-c at 0.95x raw-epoll or better;
 # issue #5, twincore-py at 1.1x uvloop and 0.9x raw-epoll or better.

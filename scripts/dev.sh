@@ -216,6 +216,17 @@ fuzz() {
     done
 }
 
+# Twisted's own ReactorBuilder suites (12 modules of twisted.internet.test)
+# on twincore's reactor: as the builders' reactor, then also as trial's
+# global one (tests/twisted/run_conformance.py says what passes).
+twisted_conformance() {
+    run_check "Twisted conformance (builder reactor)" env \
+        PYTHONPATH="$PWD/build/pymod" "$PY" tests/twisted/run_conformance.py
+    run_check "Twisted conformance (global reactor)" env \
+        PYTHONPATH="$PWD/build/pymod" "$PY" tests/twisted/run_conformance.py \
+        --global
+}
+
 # Many misbehaving clients against a Python server on twincore for a
 # bounded time (tests/chaos/soak.py says what it checks).
 chaos() {
@@ -233,6 +244,8 @@ run_tests() {
     timed "ThreadSanitizer (C)" tsan_c
     echo "== Python suite, ASan + UBSan extension"
     timed "ASan + UBSan (Python suite)" asan_python
+    echo "== Twisted conformance"
+    timed "Twisted conformance" twisted_conformance
     echo "== fuzzing"
     timed "libFuzzer targets" fuzz
     echo "== chaos soak"

@@ -67,13 +67,19 @@ def main():
     if args.global_:
         cmd.append("--reactor=" + args.reactor)
     cmd += mods
-    # trial writes _trial_temp/ into its working directory: a fresh one.
+    # trial writes _trial_temp/ into its working directory: a fresh one,
+    # where a relative PYTHONPATH (build/pymod) would no longer lead to
+    # twincore (every test would be skipped as unimportable).
     workdir = tempfile.mkdtemp(prefix="twincore-trial-")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        os.path.abspath(p) for p in
+        env.get("PYTHONPATH", "").split(os.pathsep) if p)
     start = time.monotonic()
     try:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, timeout=args.timeout,
-                              cwd=workdir)
+                              cwd=workdir, env=env)
         out = proc.stdout.decode("utf-8", "replace")
         hung = False
     except subprocess.TimeoutExpired as exc:

@@ -322,20 +322,27 @@ def test_twincore_calls_in_twisted_callbacks_use_this_loop(treactor):
     assert got == [4]
 
 
-def test_lanes_by_name():
-    r = TwincoreReactor()
+def test_process_and_interpreter_lanes_as_deferreds(treactor):
+    """deferToProcess runs on the reactor's process lane (a worker process
+    of its own); deferToInterpreter on the interpreter lane, which needs
+    3.12 and says so on 3.11."""
+    results = []
+
+    def start():
+        ok = treactor.deferToProcess(pow, 2, 10)
+        bad = treactor.deferToProcess(int, "x")
+        ok.addCallback(results.append)
+        bad.addErrback(lambda f: results.append(f.type))
+        defer.gatherResults([ok, bad]).addBoth(lambda _: treactor.stop())
+    treactor.callWhenRunning(start)
     try:
-        if getattr(twincore, "defer_to_process", None) is None and \
-                getattr(r.twincore_reactor, "defer_to_process", None) is None:
-            with pytest.raises(NotImplementedError, match="process lane"):
-                r.deferToProcess(len, "ab")
-        if getattr(twincore, "defer_to_interpreter", None) is None and \
-                getattr(r.twincore_reactor, "defer_to_interpreter",
-                        None) is None:
-            with pytest.raises(NotImplementedError, match="interpreter"):
-                r.deferToInterpreter(len, "ab")
+        run_reactor(treactor, timeout=60)
     finally:
-        r.twincore_reactor.close()
+        twincore.default_process_pool(treactor.twincore_reactor).close()
+    assert results == [1024, ValueError]
+    if sys.version_info < (3, 12):
+        with pytest.raises(RuntimeError, match="3.12"):
+            treactor.deferToInterpreter(pow, 2, 3)
 
 
 def test_exception_in_do_read_goes_to_twisted_log(treactor):

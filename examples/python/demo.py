@@ -159,6 +159,13 @@ def main():
           f"hashing throughput, and a PING waits {inline[1] / offload[1]:.0f}x "
           f"less at the median ({inline[1]:.2f} ms -> {offload[1]:.2f} ms): "
           "the loop never blocks on CPU work.")
+    # Pure-Python work holds the GIL, so threads cannot spread it: the
+    # process lane can. cpu_server.py prints the cores each mode used.
+    print("\nPure-Python CPU work (counting primes), inline and on the "
+          "process lane (defer_to_process):\n", flush=True)
+    here = os.path.dirname(os.path.abspath(__file__))
+    subprocess.run([sys.executable, os.path.join(here, "cpu_server.py"),
+                    "--selftest"], check=True, timeout=300)
 
 
 if __name__ == "__main__":

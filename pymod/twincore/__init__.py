@@ -42,6 +42,7 @@ from ._future import (Future, CancelledError, InvalidStateError, PENDING,
 from .protocol import (BaseProtocol, Protocol, DatagramProtocol, Factory,
                        ClientFactory, ProcessProtocol)
 from ._interop import to_asyncio, from_asyncio, to_deferred, from_deferred
+from ._lane import PoolLifecycle, closed_future, join_on_thread
 from ._timeouts import wait_for, timeout, Timeout
 from .framing import (LineReceiver, IntNStringReceiver, Int8StringReceiver,
                       Int16StringReceiver, Int32StringReceiver,
@@ -84,7 +85,7 @@ DEVNULL = -3
 
 
 
-class CpuPool(_CCpuPool):
+class CpuPool(_CCpuPool, PoolLifecycle):
     """Native worker threads for CPU work: ``CpuPool(workers=N)`` (0: one
     per CPU). A worker takes the GIL only for the call itself, so callables
     that release it (hashlib, zlib, numpy) run on every core at once.
@@ -131,30 +132,9 @@ class CpuPool(_CCpuPool):
             r = self._reactor_here(cancel_queued)
         if r is None:
             self.close(cancel_queued)
-            fut = Future()
-            fut.set_result(None)
-            return fut
-        fut = Future(r)
+            return closed_future()
         self._begin_close(cancel_queued)
-
-        def join():
-            try:
-                self._join_workers()
-            finally:
-                try:
-                    r.call_from_thread(_set_if_pending, fut, None)
-                except RuntimeError:
-                    pass   # the reactor closed meanwhile: nobody waits
-        # Not a daemon: interpreter exit waits for it before the exit hook.
-        threading.Thread(target=join, name="twincore-pool-close").start()
-        return fut
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc_info):
-        await self.aclose()
-        return False
+        return join_on_thread(r, self._join_workers, "twincore-pool-close")
 
 
 def _apply_timeout(r, fut, timeout, what):

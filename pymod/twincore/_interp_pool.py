@@ -11,6 +11,7 @@ import threading
 import weakref
 
 from . import _twincore
+from ._lane import PoolLifecycle, closed_future, join_on_thread
 
 HAVE_INTERPRETERS = sys.version_info >= (3, 12)
 _NEEDS = ("InterpreterPool needs CPython 3.12 or later (a GIL per "
@@ -90,12 +91,12 @@ _open_pools = weakref.WeakSet()
 
 
 if HAVE_INTERPRETERS:
-    _Base = _twincore._InterpreterPool
+    _Bases = (_twincore._InterpreterPool, PoolLifecycle)
 else:
-    _Base = object
+    _Bases = (PoolLifecycle,)
 
 
-class InterpreterPool(_Base):
+class InterpreterPool(*_Bases):
     """``InterpreterPool(workers=N)`` (0: one per CPU), CPython 3.12+: each
     worker thread runs its own subinterpreter, with its own GIL, created on
     its first task and reused, so pure-Python functions run on every core
@@ -161,43 +162,16 @@ class InterpreterPool(_Base):
         helper thread; returns a Future settled on the reactor (default:
         the one running on this thread; with none, it closes at once, as
         close() does) once they are."""
-        from . import Future, _running, _set_if_pending
+        from . import _running
         r = reactor
         if r is None:
             r = getattr(_running, "reactor", None)
         if r is None:
             # No reactor runs here to wait on: close at once, as close().
             self.close(cancel_queued)
-            fut = Future()
-            fut.set_result(None)
-            return fut
-        fut = Future(r)
+            return closed_future()
         self._begin_close(cancel_queued)
-
-        def join():
-            try:
-                self._join_workers()
-            finally:
-                try:
-                    r.call_from_thread(_set_if_pending, fut, None)
-                except RuntimeError:
-                    pass
-        threading.Thread(target=join, name="twincore-interp-close").start()
-        return fut
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-        return False
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc_info):
-        await self.aclose()
-        return False
+        return join_on_thread(r, self._join_workers, "twincore-interp-close")
 
 
 def _close_pools():

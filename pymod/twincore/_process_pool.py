@@ -34,6 +34,7 @@ from collections import deque
 
 from . import _procworker as _w
 from ._future import CancelledError, Future
+from ._lane import PoolLifecycle
 from ._twincore import PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL
 
 __all__ = ["ProcessPool", "WorkerDied", "BrokenProcessPool",
@@ -265,7 +266,7 @@ def _rebuild_error(payload, pid):
 
 # ---- the pool -----------------------------------------------------------------
 
-class ProcessPool:
+class ProcessPool(PoolLifecycle):
     """Worker processes for pure-Python CPU work, supervised by a reactor:
     ``ProcessPool(workers=N)`` (0: one per CPU this process may use).
 
@@ -980,20 +981,6 @@ class ProcessPool:
         if self._closing is not None and not self._closing.done() and \
                 self._on_loop():
             self._closing.set_result(None)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-        return False
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc_info):
-        await self.aclose()
-        return False
 
     def _forget(self):
         self._closed = True

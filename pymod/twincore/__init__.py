@@ -795,15 +795,12 @@ class _Task(Future):
                 return
             self._waiting = yielded
 
-            # No resume once _resume_now() has taken this wait over.
             def resume(result):
-                if self._waiting is yielded:
-                    r.call_soon(self._step, result, None)
+                r.call_soon(self._step, result, None)
                 return result
 
             def resume_failure(exc):
-                if self._waiting is yielded:
-                    r.call_soon(self._step, None, exc)
+                r.call_soon(self._step, None, exc)
                 raise exc
             yielded.add_callbacks(resume, resume_failure)
             # The coroutine sees the failure: it is handled there.
@@ -820,21 +817,6 @@ class _Task(Future):
         r.call_soon(self._step, None, TypeError(
             f"a twincore coroutine awaited {yielded!r}; await twincore "
             "Futures, asyncio futures or Twisted Deferreds"))
-
-    def _resume_now(self, waiter):
-        """Settle waiter (the Future this task awaits) and run the task on
-        at once, without the call_soon hop: for a reactor callback (a
-        StreamReader's data_received) while no task runs on this thread.
-        A KeyboardInterrupt or SystemExit goes on to the reactor as it
-        would from _step()."""
-        self._waiting = None   # its resume callbacks now do nothing
-        waiter.set_result(None)
-        try:
-            self._step(None, None)
-        except BaseException as err:
-            def reraise():
-                raise err
-            self._reactor.call_soon(reraise)
 
     def _wait_deferred(self, d, defer):
         """`await d` delegates to the Deferred itself, which gives the

@@ -24,13 +24,6 @@ __all__ = ["StreamReader", "StreamWriter", "IncompleteReadError",
 
 _DEFAULT_LIMIT = 2 ** 16   # asyncio's
 
-_running = None   # twincore's thread-local (its .task), bound on first use
-
-
-def _bind_running():
-    global _running
-    from . import _running
-
 
 def _check_limit(limit, what):
     if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
@@ -48,7 +41,6 @@ class StreamReader:
         self._buffer = bytearray()
         self._eof = False
         self._waiter = None
-        self._task = None   # the task that awaits _waiter
         self._exception = None
         self._transport = None
         self._reactor = None
@@ -76,8 +68,6 @@ class StreamReader:
     def set_transport(self, transport):
         self._transport = transport
         self._reactor = transport.reactor
-        if _running is None:
-            _bind_running()
 
     def _wakeup_waiter(self):
         waiter, self._waiter = self._waiter, None
@@ -109,26 +99,6 @@ class StreamReader:
             self._paused = True
             self._transport.pause_reading()
 
-    def _data_received(self, data):
-        """feed_data() for the protocol, from the reactor: the task that
-        waits runs on at once (no call_soon hop, no later iteration) when
-        no task runs on this thread now."""
-        buf = self._buffer
-        buf += data
-        if not self._paused and len(buf) > 2 * self._limit:
-            self._paused = True
-            self._transport.pause_reading()
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                task = self._task
-                if task is not None and task._waiting is waiter and \
-                        getattr(_running, "task", None) is None:
-                    task._resume_now(waiter)
-                else:
-                    waiter.set_result(None)
-
     def _new_waiter(self, what):
         """The Future a read awaits until data, EOF or an error comes."""
         if self._waiter is not None:
@@ -141,7 +111,6 @@ class StreamReader:
         if self._reactor is None:
             self._reactor = _reactor(None)
         self._waiter = waiter = Future(self._reactor)
-        self._task = getattr(_running, "task", None)
         return waiter
 
     async def _wait_for_data(self, what):
@@ -285,7 +254,6 @@ class StreamReader:
             if self._waiter is None and not self._paused and \
                     self._reactor is not None:
                 self._waiter = waiter = Future(self._reactor)
-                self._task = getattr(_running, "task", None)
             else:
                 waiter = self._new_waiter("readline")
             try:
@@ -311,7 +279,7 @@ class _StreamProtocol(Protocol):
 
     def __init__(self, reader, handler=None, spawn=None):
         self._reader = reader
-        self.data_received = reader._data_received   # no frame between
+        self.data_received = reader.feed_data   # no frame in between
         self._handler = handler
         self._spawn = spawn
         self._paused = False
@@ -332,7 +300,7 @@ class _StreamProtocol(Protocol):
                 self._spawn(res)
 
     def data_received(self, data):
-        self._reader._data_received(data)
+        self._reader.feed_data(data)
 
     def eof_received(self):
         self._reader.feed_eof()

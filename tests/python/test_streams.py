@@ -392,3 +392,91 @@ def test_chat_examples(example):
         proc.terminate()
         assert proc.wait(timeout=20) is not None
         proc.stdout.close()
+
+
+
+def test_waiting_reads_get_lines_split_across_chunks(reactor):
+    got = []
+
+    async def handler(reader, writer):
+        me = twincore._current_task()
+        async for line in reader:
+            assert twincore._current_task() is me
+            got.append(line)
+            writer.write(line)
+            await writer.drain()
+        got.append(await reader.readline())   # at EOF: b""
+        writer.close()
+
+    async def main():
+        listener = await twincore.start_server(handler, 0)
+        r, w = await twincore.open_connection("127.0.0.1", listener.port)
+        for chunk in (b"ab", b"c\nd", b"e\nf\ng", b"\n"):
+            w.write(chunk)
+            await twincore.sleep(0.01)
+        echoed = [await r.readline() for _ in range(4)]
+        w.write_eof()
+        assert await r.read() == b""
+        w.close()
+        listener.close()
+        return echoed
+    assert run_until(reactor, main()) == [b"abc\n", b"de\n", b"f\n", b"g\n"]
+    assert got == [b"abc\n", b"de\n", b"f\n", b"g\n", b""]
+
+
+def test_waiting_reads_limit_overrun_and_eof(reactor):
+    async def handler(reader, writer):
+        out = []
+        try:
+            await reader.readline()
+        except ValueError:
+            out.append("overrun")
+        # The long line's tail, if it came in a later chunk, reads as
+        # a line of its own (asyncio's behaviour); then b"ok\n".
+        line = await reader.readline()
+        while line != b"ok\n" and line.endswith(b"\n"):
+            line = await reader.readline()
+        out.append(line)
+        out.append(await reader.readline())   # the partial line at EOF
+        out.append(await reader.readline())
+        writer.write(repr(out).encode())
+        writer.close()
+
+    async def main():
+        listener = await twincore.start_server(handler, 0, limit=8)
+        r, w = await twincore.open_connection("127.0.0.1", listener.port)
+        for chunk in (b"0123", b"456789abcdefghij", b"kl\nok\n", b"part"):
+            w.write(chunk)
+            await twincore.sleep(0.01)
+        w.write_eof()
+        out = await r.read()
+        w.close()
+        listener.close()
+        return out
+    assert run_until(reactor, main()) == \
+        repr(["overrun", b"ok\n", b"part", b""]).encode()
+
+
+def test_read_after_a_timed_out_read(reactor):
+    """A read cancelled by its timeout leaves no waiter behind: the next
+    read gets the data that comes later, and the cancelled one nothing."""
+    async def handler(reader, writer):
+        with pytest.raises(TimeoutError):
+            await twincore.wait_for(reader.readline(), 0.01)
+        writer.write(b"ready\n")
+        line = await reader.readline()
+        writer.write(b"got " + line)
+        writer.close()
+
+    async def main():
+        listener = await twincore.start_server(handler, 0)
+        r, w = await twincore.open_connection("127.0.0.1", listener.port)
+        assert await r.readline() == b"ready\n"
+        w.write(b"li")
+        await twincore.sleep(0.01)
+        w.write(b"ne\n")
+        out = await r.read()
+        w.close()
+        listener.close()
+        return out
+    assert run_until(reactor, main()) == b"got line\n"

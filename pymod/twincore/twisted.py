@@ -299,6 +299,16 @@ class TwincoreReactor(posixbase.PosixReactorBase):
         p.startListening()
         return p
 
+    def connectTCP(self, host, port, factory, timeout=30, bindAddress=None):
+        """Twisted's connectTCP; with native_tcp, the connection is a
+        twincore C transport behind Twisted's ITCPTransport."""
+        if not self._nativeTCP:
+            return super().connectTCP(host, port, factory, timeout,
+                                      bindAddress)
+        c = _NativeConnector(self, host, port, factory, timeout, bindAddress)
+        c.connect()
+        return c
+
     # ---- twincore's lanes ---------------------------------------------------
 
     def deferToCpu(self, f, *args, **kwargs):
@@ -354,7 +364,7 @@ def install(native_tcp=False):
     """Install a TwincoreReactor as Twisted's global reactor; returns it.
     Call it before anything imports twisted.internet.reactor (Twisted's
     ReactorAlreadyInstalledError otherwise). native_tcp=True: listenTCP's
-    connections use twincore's C transports (see _NativeTransport); off
+    and connectTCP's connections use twincore's C transports (see _NativeTransport); off
     by default, as code that inspects getReaders()/getWriters() or the
     socket objects of Twisted's transports does not see them."""
     from twisted.internet.main import installReactor
@@ -395,9 +405,9 @@ def deferToInterpreter(f, *args, **kwargs):
 
 # ---- the native fast path (install(native_tcp=True)) -----------------------
 #
-# listenTCP's connections are twincore Transports (C: buffering, writev,
-# watermarks, half-close, without the GIL) seen by the Twisted protocol
-# through _NativeTransport, an ITCPTransport. connectTCP stays Twisted's.
+# listenTCP's and connectTCP's connections are twincore Transports (C:
+# buffering, writev, watermarks, half-close, without the GIL) seen by the
+# Twisted protocol through _NativeTransport, an ITCPTransport.
 
 def _tw_address(addr):
     if not isinstance(addr, tuple) or len(addr) < 2:
@@ -603,6 +613,9 @@ class _NativeProtocol(twincore.Protocol):
             except BaseException:
                 log.err()
         _call_protocol(tw, "connectionLost", reason)
+        lost = getattr(self._port, "_connectionLost", None)
+        if lost is not None:   # a connector tells its client factory
+            lost(reason)
 
     def pause_writing(self):
         producer = self._tw.producer if self._tw else None
@@ -693,3 +706,116 @@ class _NativePort:
     def getHost(self):
         """The bound address (also after stopListening, as Twisted's)."""
         return self._host
+
+
+@implementer(interfaces.IConnector)
+class _NativeConnector:
+    """connectTCP's connector with native_tcp: Twisted's connector states
+    and client-factory calls over twincore's connect_tcp (a host name is
+    resolved in C on the CPU pool). ReconnectingClientFactory works: it
+    calls connect() again from clientConnectionLost/Failed."""
+
+    def __init__(self, reactor, host, port, factory, timeout, bindAddress):
+        self.reactor = reactor
+        self.host = host
+        self.port = port
+        self.factory = factory
+        self.timeout = timeout
+        self.bindAddress = bindAddress
+        self.state = "disconnected"
+        self.factoryStarted = False
+        self._connections = set()
+        self._fut = None
+
+    def connect(self):
+        if self.state != "disconnected":
+            raise RuntimeError("can't connect in this state")
+        self.state = "connecting"
+        if not self.factoryStarted:
+            self.factory.doStart()
+            self.factoryStarted = True
+        self.factory.startedConnecting(self)
+        if self.state != "connecting":   # stopConnecting() in there
+            return
+        bind = None
+        if self.bindAddress is not None:
+            bind = (self.bindAddress[0] or None, self.bindAddress[1])
+        try:
+            fut = self.reactor.twincore_reactor.connect_tcp(
+                self.host, self.port, _ConnectorFactory(self),
+                timeout=self.timeout or None, bind=bind)
+        except Exception as exc:
+            # Twisted reports every connect failure later, from the loop.
+            self.reactor.callLater(0, self._failed, _connect_error(exc))
+            return
+        self._fut = fut
+        fut.add_done_callback(self._connect_done)
+
+    def _connect_done(self, fut):
+        self._fut = None
+        if fut.cancelled():
+            self._failed(error.UserError(string="stopConnecting() called"))
+        elif fut.exception() is not None:
+            self._failed(_connect_error(fut.exception()))
+        else:
+            self.state = "connected"
+
+    def _failed(self, exc):
+        if self.state != "connecting":
+            return
+        self.state = "disconnected"
+        self.factory.clientConnectionFailed(self, failure.Failure(exc))
+        self._maybe_stop_factory()
+
+    def _connectionLost(self, reason):
+        self.state = "disconnected"
+        self.factory.clientConnectionLost(self, reason)
+        self._maybe_stop_factory()
+
+    def _maybe_stop_factory(self):
+        if self.state == "disconnected" and self.factoryStarted:
+            self.factoryStarted = False
+            self.factory.doStop()
+
+    def stopConnecting(self):
+        if self.state != "connecting":
+            raise error.NotConnectingError("we're not trying to connect")
+        if self._fut is not None:
+            self._fut.cancel()
+        else:
+            self._failed(error.UserError(string="stopConnecting() called"))
+
+    def disconnect(self):
+        if self.state == "connecting":
+            self.stopConnecting()
+        elif self.state == "connected":
+            for tw in list(self._connections):
+                tw.loseConnection()
+
+    def getDestination(self):
+        return _tw_address((self.host, self.port)) or \
+            IPv4Address("TCP", self.host, self.port)
+
+
+class _ConnectorFactory(_NativeFactory):
+    """twincore's factory for a _NativeConnector: the client factory's
+    buildProtocol, whose protocol then sees a _NativeTransport."""
+
+    def build_protocol(self, addr):
+        proto = super().build_protocol(addr)
+        if proto is None:
+            raise error.ConnectError(string="buildProtocol returned None")
+        return proto
+
+
+def _connect_error(exc):
+    """twincore's connect exceptions as Twisted's."""
+    if isinstance(exc, error.ConnectError):
+        return exc
+    if isinstance(exc, ConnectionRefusedError):
+        return error.ConnectionRefusedError(string=str(exc))
+    if isinstance(exc, TimeoutError):
+        return error.TimeoutError(string=str(exc))
+    if isinstance(exc, twincore.Error) or isinstance(exc, socket.gaierror):
+        return error.DNSLookupError(string=str(exc))
+    return error.ConnectError(string=str(exc))

@@ -4,6 +4,7 @@ in child processes, as it cannot be uninstalled); Twisted's full
 conformance suites run from tests/twisted/run_conformance.py."""
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -617,3 +618,51 @@ def test_native_port_stop_listening(nreactor):
         lambda _: nreactor.stop())
     run_reactor(nreactor)
     assert refused == [error_mod().ConnectionRefusedError]
+
+
+def test_native_connect_tcp_client_factory_calls(nreactor):
+    """connectTCP with native_tcp: a twincore transport behind Twisted's
+    connector; the client factory hears of a refused connect and of a lost
+    connection in Twisted's own terms."""
+    err = error_mod()
+    events = []
+
+    class Client(protocol.Protocol):
+        def connectionMade(self):
+            events.append(("made", type(self.transport).__name__))
+            self.transport.write(b"ping")
+
+        def dataReceived(self, data):
+            events.append(("data", data))
+            self.transport.loseConnection()
+
+    class ClientFactory(protocol.ClientFactory):
+        protocol = Client
+
+        def startedConnecting(self, connector):
+            events.append(("started", connector.getDestination().port))
+
+        def clientConnectionFailed(self, connector, reason):
+            events.append(("failed", reason.type))
+            # The second connect goes to the live port.
+            connector.port = live.getHost().port
+            connector.connect()
+
+        def clientConnectionLost(self, connector, reason):
+            events.append(("lost", reason.type))
+            nreactor.stop()
+
+    live = nreactor.listenTCP(0, protocol.Factory.forProtocol(Echo),
+                              interface="127.0.0.1")
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead_port = dead.getsockname()[1]
+    dead.close()   # nothing listens there: refused
+    connector = nreactor.connectTCP("127.0.0.1", dead_port, ClientFactory())
+    assert type(connector).__name__ == "_NativeConnector"
+    run_reactor(nreactor)
+    assert events == [
+        ("started", dead_port), ("failed", err.ConnectionRefusedError),
+        ("started", live.getHost().port), ("made", "_NativeTransport"),
+        ("data", b"ping"), ("lost", err.ConnectionDone)]
+    assert connector.state == "disconnected"

@@ -340,7 +340,8 @@ def test_process_and_interpreter_lanes_as_deferreds(treactor):
         run_reactor(treactor, timeout=60)
     finally:
         twincore.default_process_pool(treactor.twincore_reactor).close()
-    assert results == [1024, ValueError]
+    # Two workers: either may answer first.
+    assert sorted(results, key=repr) == sorted([1024, ValueError], key=repr)
     if sys.version_info < (3, 12):
         with pytest.raises(RuntimeError, match="3.12"):
             treactor.deferToInterpreter(pow, 2, 3)

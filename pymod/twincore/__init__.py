@@ -321,15 +321,7 @@ def _settle_with_connect(fut, connect, *args, **kwargs):
     outcome settles fut; cancelling fut aborts the connection. An OSError
     from starting it (refused at once, no such socket, no descriptors)
     fails fut, as a later failure would."""
-    def on_connect(protocol, exc):
-        if fut.done():
-            if protocol is not None:
-                protocol.transport.abort()
-            return
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(protocol)
+    on_connect = _settle_on_connect(fut)
     try:
         transport = connect(*args, on_connect=on_connect, **kwargs)
     except OSError as exc:

@@ -74,6 +74,16 @@ class StreamReader:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _take(self, n):
+        """The first n buffered bytes, removed; reading resumes if the
+        buffer had paused it."""
+        buf = self._buffer
+        data = bytes(buf[:n])
+        del buf[:n]
+        if self._paused:
+            self._maybe_resume_transport()
+        return data
+
     def _maybe_resume_transport(self):
         if self._paused and len(self._buffer) <= self._limit:
             self._paused = False
@@ -137,11 +147,7 @@ class StreamReader:
                 self._waiter = None
             i = buf.find(b"\n")
         if 0 <= i <= self._limit and self._exception is None:
-            line = bytes(buf[:i + 1])
-            del buf[:i + 1]
-            if self._paused:
-                self._maybe_resume_transport()
-            return line
+            return self._take(i + 1)
         try:
             return await self.readuntil(b"\n")
         except IncompleteReadError as e:
@@ -262,11 +268,7 @@ class StreamReader:
                 self._waiter = None
             i = buf.find(b"\n")
         if 0 <= i <= self._limit and self._exception is None:
-            line = bytes(buf[:i + 1])
-            del buf[:i + 1]
-            if self._paused:
-                self._maybe_resume_transport()
-            return line
+            return self._take(i + 1)
         line = await self.readline()
         if line == b"":
             raise StopAsyncIteration

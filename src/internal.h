@@ -88,6 +88,13 @@ struct tc_loop_s {
     ev_idle soon_idle;             /* keeps epoll from blocking */
     ev_prepare prepare;            /* re-evaluates soon_idle */
     ev_timer bound;                /* tc_loop_run_timeout()'s bound */
+    /* timer.c: armed timers by due time, and the timerfd that ends the
+     * poll when the earliest is due (-1: none; timer_fd_due -1: idle). */
+    struct tc_timer_s **timer_heap;
+    size_t timer_heap_len, timer_heap_cap;
+    int timer_fd;
+    ev_io timer_io;
+    double timer_fd_due;
     bool in_prepare_phase;         /* invoke_pending: no after-phase */
     bool fed_ran;                  /* fed events ran before the poll */
 
@@ -99,6 +106,15 @@ struct tc_loop_s {
     pthread_mutex_t xlock;         /* guards: xcalls, xclosed */
     tc__callvec_t xcalls, xspare;
     bool xclosed;
+    /* The loop waits for cross-thread calls by polling, not in epoll:
+     * producers skip the eventfd write (guards: xlock).  xposted counts
+     * pushes so the spinner can watch without the lock. */
+    bool xspinning;
+    atomic_uint xposted;
+    /* The pre-poll wait for pool completions (loop.c): its bound, 0 when
+     * the process may use one CPU only, and its back-off after misses. */
+    uint64_t spin_ns;
+    unsigned spin_misses, spin_skip;
 
     tc_call_cb after_iteration;
     void *after_iteration_arg;
@@ -126,6 +142,21 @@ struct tc_loop_s {
     atomic_size_t pool_pending;
 };
 
+/* Initialise a mutex that is only ever held for a few instructions and
+ * that two threads on different CPUs take in turn: on glibc it spins
+ * briefly before it sleeps, so a waiter does not pay a futex sleep and
+ * wake-up (tens of microseconds on some machines) for a wait shorter
+ * than that.  Returns 0 or a negated errno. */
+int tc__mutex_init_short(pthread_mutex_t *m);
+/* The CPUs this process may run on (affinity), at least 1 (loop.c).
+ * Thread: any. */
+unsigned tc__usable_cpus(void);
+/* The loop's precise timer wake-up (timer.c): set up with the loop, torn
+ * down with it, and pointed at the earliest timer before each poll.
+ * Thread: loop. */
+void tc__timers_init(tc_loop_t *loop);
+void tc__timers_fini(tc_loop_t *loop);
+void tc__timers_before_poll(tc_loop_t *loop);
 /* Run queued cross-thread calls now (loop.c).  Thread: loop. */
 void tc__loop_run_thread_calls(tc_loop_t *loop);
 /* Before libev hands changed poll watches to epoll_ctl, stop those whose

@@ -9,13 +9,24 @@
  * tc_loop_run(TC_RUN_DEFAULT) going, except the idle watcher, which is
  * started only while queued work must run. */
 #include <math.h>
+#include <poll.h>
+#include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
 
 #define TC__READ_BUF_SIZE (64u * 1024u)
+
+/* The pre-poll wait for pool completions: at most this long, looking at
+ * the backend for IO every POLL_CHECK_NS, and after a miss skipped for
+ * up to 2^SPIN_MAX_BACKOFF - 1 iterations (work that outlasts the wait,
+ * such as hashing megabytes, then costs it almost nothing). */
+#define SPIN_NS 50000u
+#define SPIN_POLL_CHECK_NS 5000u
+#define SPIN_MAX_BACKOFF 6u
 
 int
 tc__callvec_push(tc__callvec_t *v, tc_call_cb fn, void *arg)
@@ -41,6 +52,86 @@ monotonic_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t
+monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int
+tc__mutex_init_short(pthread_mutex_t *m)
+{
+#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
+    pthread_mutexattr_t attr;
+    if (pthread_mutexattr_init(&attr) != 0) {
+        return -ENOMEM;
+    }
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+    int rc = pthread_mutex_init(m, &attr);
+    pthread_mutexattr_destroy(&attr);
+    return -rc;
+#else
+    return -pthread_mutex_init(m, NULL);
+#endif
+}
+
+unsigned
+tc__usable_cpus(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        int n = CPU_COUNT(&set);
+        return n > 0 ? (unsigned)n : 1;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+/* Ask the kernel for a short time slice for the thread that runs a loop:
+ * with EEVDF (Linux 6.12 and later) a thread with a shorter slice may
+ * preempt a CPU-bound one when it wakes, so the loop runs its due timers
+ * and IO at once while the pool's workers keep every CPU busy, instead of
+ * waiting for a worker's slice (milliseconds) to end.  Its share of CPU
+ * time is unchanged.  Once per thread; older kernels ignore the field, and
+ * a policy other than the default one, or a raised priority, is left
+ * alone.  Threads and processes it starts (pool workers, subprocesses)
+ * get the default slice back (reset on fork).  (The kernel reports its
+ * default slice, 0.75-3 ms, in sched_runtime.) */
+#define SHORT_SLICE_NS 100000u     /* the kernel's lower bound */
+struct sched_attr_v1 {    /* <linux/sched/types.h> clashes with glibc's */
+    uint32_t size, sched_policy;
+    uint64_t sched_flags;
+    int32_t sched_nice;
+    uint32_t sched_priority;
+    uint64_t sched_runtime, sched_deadline, sched_period;
+    uint32_t sched_util_min, sched_util_max;
+};
+
+static void
+request_short_slice(void)
+{
+    static _Thread_local bool done;
+    if (done) {
+        return;
+    }
+    done = true;
+#if defined(SYS_sched_getattr) && defined(SYS_sched_setattr)
+    struct sched_attr_v1 attr;
+    memset(&attr, 0, sizeof(attr));
+    if (syscall(SYS_sched_getattr, 0, &attr, sizeof(attr), 0) != 0 ||
+        attr.sched_policy != SCHED_OTHER || attr.sched_nice < 0 ||
+        attr.sched_runtime <= SHORT_SLICE_NS) {
+        return;
+    }
+    attr.size = sizeof(attr);
+    attr.sched_runtime = SHORT_SLICE_NS;
+    attr.sched_flags = 0x01;   /* SCHED_FLAG_RESET_ON_FORK */
+    (void)syscall(SYS_sched_setattr, 0, &attr, 0);
+#endif
 }
 
 static inline tc_loop_t *
@@ -78,6 +169,82 @@ must_not_block(const tc_loop_t *loop)
     return has_queued_work(loop) || loop->fed_ran || loop->poll_fed;
 }
 
+/* True when the backend has events ready (IO, the wakeup eventfd). */
+static bool
+backend_ready(tc_loop_t *loop)
+{
+    struct pollfd pfd = {.fd = tc_loop_backend_fd(loop), .events = POLLIN};
+    return pfd.fd >= 0 && poll(&pfd, 1, 0) > 0;
+}
+
+/* Wait briefly for cross-thread calls (pool completions) by polling rather
+ * than in epoll: a sleeping loop costs each completion an eventfd write
+ * and a wake-up, which on some machines take tens of microseconds.  Only
+ * with pool work outstanding and nothing else to do; it ends at once when
+ * the backend has IO ready, and backs off after misses.  The GIL is not
+ * held here, so the workers run Python meanwhile.  Returns true when calls
+ * are queued. */
+static bool
+spin_for_thread_calls(tc_loop_t *loop)
+{
+    if (loop->spin_ns == 0 || atomic_load(&loop->pool_pending) == 0) {
+        return false;
+    }
+    if (loop->spin_skip > 0) {
+        loop->spin_skip--;
+        return false;
+    }
+    unsigned seen = atomic_load_explicit(&loop->xposted,
+                                         memory_order_relaxed);
+    pthread_mutex_lock(&loop->xlock);
+    bool found = loop->xcalls.len > 0;
+    loop->xspinning = !found;
+    pthread_mutex_unlock(&loop->xlock);
+    if (found) {
+        return true;
+    }
+    uint64_t start = monotonic_ns();
+    uint64_t deadline = start + loop->spin_ns;
+    uint64_t next_check = start + SPIN_POLL_CHECK_NS;
+    for (unsigned i = 1;; i++) {
+        if (atomic_load_explicit(&loop->xposted, memory_order_relaxed) !=
+            seen) {
+            break;
+        }
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        if ((i & 31) == 0) {
+            uint64_t now = monotonic_ns();
+            if (now >= deadline) {
+                break;
+            }
+            if (now >= next_check) {
+                if (backend_ready(loop)) {
+                    break;
+                }
+                next_check = now + SPIN_POLL_CHECK_NS;
+            }
+        }
+    }
+    pthread_mutex_lock(&loop->xlock);
+    loop->xspinning = false;
+    found = loop->xcalls.len > 0;
+    pthread_mutex_unlock(&loop->xlock);
+    loop->stats.spin_waits++;
+    loop->stats.spin_ns += monotonic_ns() - start;
+    if (found) {
+        loop->stats.spin_hits++;
+        loop->spin_misses = 0;
+    } else {
+        if (loop->spin_misses < SPIN_MAX_BACKOFF) {
+            loop->spin_misses++;
+        }
+        loop->spin_skip = (1u << loop->spin_misses) - 1;
+    }
+    return found;
+}
+
 static void
 prepare_cb(struct ev_loop *ev, ev_prepare *w, int revents)
 {
@@ -91,13 +258,22 @@ prepare_cb(struct ev_loop *ev, ev_prepare *w, int revents)
         loop->poll_fed = true;
     }
     loop->fd_changes = false;   /* libev applies them right after this */
+    /* Completions found by the wait run now; what they queue for a
+     * binding's after-phase keeps the poll from blocking (fed_ran). */
+    if (!must_not_block(loop) && spin_for_thread_calls(loop)) {
+        tc__loop_run_thread_calls(loop);
+        loop->fed_ran = true;
+    }
     /* An active idle watcher makes libev poll with a zero timeout. */
     if (must_not_block(loop)) {
         if (!ev_is_active(&loop->soon_idle)) {
             ev_idle_start(ev, &loop->soon_idle);
         }
-    } else if (ev_is_active(&loop->soon_idle)) {
-        ev_idle_stop(ev, &loop->soon_idle);
+    } else {
+        if (ev_is_active(&loop->soon_idle)) {
+            ev_idle_stop(ev, &loop->soon_idle);
+        }
+        tc__timers_before_poll(loop);
     }
 }
 
@@ -256,12 +432,14 @@ tc_loop_new(tc_loop_t **out)
         err = tc__neg_errno();
         goto fail_ev;
     }
-    if (pthread_mutex_init(&loop->xlock, NULL) != 0) {
+    if (tc__mutex_init_short(&loop->xlock) != 0) {
         goto fail_fd;
     }
     loop->owner = pthread_self();
     loop->backend_fd = -2;
     loop->now_mono = monotonic_s();
+    loop->spin_ns = tc__usable_cpus() > 1 ? SPIN_NS : 0;
+    atomic_init(&loop->xposted, 0);
     ev_set_userdata(loop->ev, loop);
     ev_set_loop_release_cb(loop->ev, before_poll, after_poll);
 
@@ -274,6 +452,7 @@ tc_loop_new(tc_loop_t **out)
     ev_unref(loop->ev);
     ev_idle_init(&loop->soon_idle, idle_cb);
     ev_init(&loop->bound, bound_cb);
+    tc__timers_init(loop);
     /* Register the wakeup fd with epoll now (libev does so only inside
      * ev_run): an embedding host may poll the backend fd first. */
     loop->in_prepare_phase = true;
@@ -334,6 +513,7 @@ tc_loop_close(tc_loop_t *loop)
     ev_ref(loop->ev);
     tc__io_stop(loop->ev, &loop->wakeup_io);
     close(loop->wakeup_fd);
+    tc__timers_fini(loop);
     ev_idle_stop(loop->ev, &loop->soon_idle);
     ev_timer_stop(loop->ev, &loop->bound);
     ev_loop_destroy(loop->ev);
@@ -371,6 +551,7 @@ tc_loop_run(tc_loop_t *loop, tc_run_mode_t mode)
     if (loop->running) {
         return -EBUSY;
     }
+    request_short_slice();
     loop->running = true;
     loop->stop_requested = false;
     loop->now_mono = monotonic_s();
@@ -466,9 +647,14 @@ tc_loop_call_from_thread(tc_loop_t *loop, tc_call_cb fn, void *arg)
         return -ESHUTDOWN;
     }
     int err = tc__callvec_push(&loop->xcalls, fn, arg);
+    if (err == 0) {
+        atomic_fetch_add_explicit(&loop->xposted, 1, memory_order_relaxed);
+    }
     /* The first call of a batch sends the wakeup; the rest ride on it.
-     * Writing under the lock keeps the loop alive while we touch it. */
-    if (err == 0 && loop->xcalls.len == 1) {
+     * Writing under the lock keeps the loop alive while we touch it.  A
+     * loop polling for calls needs no wakeup: it looks under this lock
+     * before it sleeps. */
+    if (err == 0 && loop->xcalls.len == 1 && !loop->xspinning) {
         uint64_t one = 1;
         while (write(loop->wakeup_fd, &one, sizeof(one)) < 0 &&
                errno == EINTR) {

@@ -33,7 +33,7 @@
 #define MAX_THREADS 1024
 #define STAGE_MAX 32            /* staged submits queued per lock */
 #define TIMING_SAMPLE 8         /* a power of two */
-#define SPIN_NS 20000u          /* how long an idle worker polls */
+#define SPIN_NS 50000u          /* how long an idle worker polls */
 
 enum work_state {
     W_STAGED = 0,
@@ -743,7 +743,7 @@ tc_pool_new(const tc_pool_opts_t *opts, tc_pool_t **out)
     if (pool->workers == NULL) {
         goto fail;
     }
-    int rc = pthread_mutex_init(&pool->lock, NULL);
+    int rc = -tc__mutex_init_short(&pool->lock);
     if (rc != 0) {
         err = -rc;
         goto fail_workers;
@@ -893,14 +893,15 @@ stage(tc_pool_t *pool, tc_loop_t *loop, tc_work_fn work_fn,
     return true;
 }
 
-/* Pool lock held.  Whether the wake is left to the open wake scope: only
- * on one CPU (spin_ns 0), where a woken worker could only preempt the
- * caller, and never with a submitter waiting for room. */
+/* Pool lock held.  Whether the wake is left to the open wake scope: the
+ * submitter holds a lock the work needs (the GIL), so a worker woken, or
+ * polling, now would only block on it (on one CPU, preempt the caller
+ * first).  Never with a submitter waiting for room. */
 static bool
 defer_wake(tc_pool_t *pool)
 {
     wake_scope_t *scope = current_wakes;
-    if (scope == NULL || pool->spin_ns != 0 || pool->stopping) {
+    if (scope == NULL || pool->stopping) {
         return false;
     }
     for (unsigned i = 0; i < scope->n; i++) {

@@ -12,9 +12,18 @@
  * only when its due time is below the clock it read after the poll
  * (timers_reify), and an early return of epoll (millisecond timeouts,
  * backend_mintime, a timeout collect interval, none of which we set) only
- * costs an extra iteration. */
+ * costs an extra iteration.
+ *
+ * What libev cannot do is wake on time: it sleeps in epoll_wait, whose
+ * timeout is in whole milliseconds and rounded up, so a timer due in
+ * 0.3 ms fired about 1 ms late.  The loop therefore keeps the due times of
+ * its armed timers in a heap of its own and points a timerfd (in the same
+ * epoll set) at the earliest before each poll: the poll ends when that
+ * timer is due, to the microsecond, and libev then finds it due. */
 #include <float.h>
 #include <math.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -27,7 +36,177 @@ struct tc_timer_s {
     double base;      /* due time of the first fire, tc_loop_now_s clock */
     double repeat;    /* seconds between fires; 0: once */
     double slot;      /* grid index n of the pending fire */
+    double due;       /* when armed: the due time in the loop's heap */
+    size_t heap_index;   /* 1-based position in the heap; 0: not in it */
 };
+
+/* ---- the loop's heap of due times (min-heap on due) ---- */
+
+static bool
+heap_less(tc_timer_t *a, tc_timer_t *b)
+{
+    return a->due < b->due;
+}
+
+static void
+heap_place(tc_loop_t *loop, size_t i, tc_timer_t *t)
+{
+    loop->timer_heap[i] = t;
+    t->heap_index = i + 1;
+}
+
+static void
+heap_sift_up(tc_loop_t *loop, size_t i)
+{
+    tc_timer_t *t = loop->timer_heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!heap_less(t, loop->timer_heap[parent])) {
+            break;
+        }
+        heap_place(loop, i, loop->timer_heap[parent]);
+        i = parent;
+    }
+    heap_place(loop, i, t);
+}
+
+static void
+heap_sift_down(tc_loop_t *loop, size_t i)
+{
+    size_t n = loop->timer_heap_len;
+    tc_timer_t *t = loop->timer_heap[i];
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= n) {
+            break;
+        }
+        if (child + 1 < n &&
+            heap_less(loop->timer_heap[child + 1], loop->timer_heap[child])) {
+            child++;
+        }
+        if (!heap_less(loop->timer_heap[child], t)) {
+            break;
+        }
+        heap_place(loop, i, loop->timer_heap[child]);
+        i = child;
+    }
+    heap_place(loop, i, t);
+}
+
+static void
+heap_remove(tc_timer_t *t)
+{
+    tc_loop_t *loop = t->h.loop;
+    if (t->heap_index == 0) {
+        return;
+    }
+    size_t i = t->heap_index - 1;
+    t->heap_index = 0;
+    tc_timer_t *last = loop->timer_heap[--loop->timer_heap_len];
+    if (last == t) {
+        return;
+    }
+    heap_place(loop, i, last);
+    heap_sift_up(loop, i);
+    heap_sift_down(loop, last->heap_index - 1);
+}
+
+/* Out of memory the timer only loses its precise wake-up (libev's
+ * millisecond one remains), so there is no error to report. */
+static void
+heap_insert(tc_timer_t *t)
+{
+    tc_loop_t *loop = t->h.loop;
+    if (loop->timer_heap_len == loop->timer_heap_cap) {
+        size_t cap = loop->timer_heap_cap ? loop->timer_heap_cap * 2 : 16;
+        tc_timer_t **items = realloc(loop->timer_heap, cap * sizeof(*items));
+        if (items == NULL) {
+            return;
+        }
+        loop->timer_heap = items;
+        loop->timer_heap_cap = cap;
+    }
+    heap_place(loop, loop->timer_heap_len++, t);
+    heap_sift_up(loop, loop->timer_heap_len - 1);
+}
+
+static void
+timer_disarm(tc_timer_t *t)
+{
+    ev_timer_stop(t->h.loop->ev, &t->w);
+    heap_remove(t);
+}
+
+static void
+wake_fired(struct ev_loop *ev, ev_io *w, int revents)
+{
+    (void)ev;
+    (void)revents;
+    tc_loop_t *loop = TC__CONTAINER_OF(w, tc_loop_t, timer_io);
+    uint64_t expirations;
+    while (read(w->fd, &expirations, sizeof(expirations)) < 0 &&
+           errno == EINTR) {
+    }
+    loop->timer_fd_due = -1.0;   /* disarmed by firing */
+}
+
+void
+tc__timers_init(tc_loop_t *loop)
+{
+    loop->timer_fd_due = -1.0;
+    loop->timer_fd = timerfd_create(CLOCK_MONOTONIC,
+                                    TFD_NONBLOCK | TFD_CLOEXEC);
+    if (loop->timer_fd < 0) {
+        return;     /* timers keep libev's millisecond precision */
+    }
+    ev_io_init(&loop->timer_io, wake_fired, loop->timer_fd, EV_READ);
+    tc__io_start(loop->ev, &loop->timer_io);
+    ev_unref(loop->ev);
+}
+
+void
+tc__timers_fini(tc_loop_t *loop)
+{
+    if (loop->timer_fd >= 0) {
+        ev_ref(loop->ev);
+        tc__io_stop(loop->ev, &loop->timer_io);
+        close(loop->timer_fd);
+        loop->timer_fd = -1;
+    }
+    free(loop->timer_heap);
+    loop->timer_heap = NULL;
+    loop->timer_heap_len = loop->timer_heap_cap = 0;
+}
+
+/* Before the poll: point the timerfd at the earliest due time, one
+ * syscall only when that changed.  A microsecond on top covers libev's
+ * own margin (arm_at), so that libev finds the timer due when it wakes. */
+void
+tc__timers_before_poll(tc_loop_t *loop)
+{
+    if (loop->timer_fd < 0 || loop->timer_heap_len == 0) {
+        return;
+    }
+    double due = loop->timer_heap[0]->due;
+    if (due == loop->timer_fd_due) {
+        return;
+    }
+    double at = due + 1e-6;
+    struct itimerspec its = {0};
+    its.it_value.tv_sec = (time_t)at;
+    its.it_value.tv_nsec = (long)((at - (double)its.it_value.tv_sec) * 1e9);
+    if (its.it_value.tv_nsec >= 1000000000L) {
+        its.it_value.tv_sec++;
+        its.it_value.tv_nsec -= 1000000000L;
+    }
+    if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0) {
+        its.it_value.tv_nsec = 1;   /* zero would disarm it */
+    }
+    if (timerfd_settime(loop->timer_fd, TFD_TIMER_ABSTIME, &its, NULL) ==
+        0) {
+        loop->timer_fd_due = due;
+    }
+}
 
 /* Arm the libev watcher to fire no earlier than due; the caller has just
  * called tc_loop_update_time, which reads our clock and then libev's, so
@@ -45,6 +224,9 @@ arm_at(tc_timer_t *t, double due)
     after += 8.0 * DBL_EPSILON * fabs(due);
     ev_timer_set(&t->w, after, 0.0);
     ev_timer_start(loop->ev, &t->w);
+    heap_remove(t);
+    t->due = due;
+    heap_insert(t);
 }
 
 static void
@@ -53,6 +235,7 @@ timer_fire(struct ev_loop *ev, ev_timer *w, int revents)
     (void)ev;
     (void)revents;
     tc_timer_t *t = TC__CONTAINER_OF(w, tc_timer_t, w);
+    heap_remove(t);   /* libev stopped the one-shot watcher */
     if (t->repeat > 0.0) {
         /* Re-arm before the callback, which may stop or restart it. */
         tc_loop_update_time(t->h.loop);
@@ -69,8 +252,7 @@ timer_fire(struct ev_loop *ev, ev_timer *w, int revents)
 static void
 timer_close(tc_handle_t *h)
 {
-    tc_timer_t *t = TC__CONTAINER_OF(h, tc_timer_t, h);
-    ev_timer_stop(h->loop->ev, &t->w);
+    timer_disarm(TC__CONTAINER_OF(h, tc_timer_t, h));
 }
 
 static bool
@@ -133,7 +315,7 @@ tc_timer_start_s(tc_timer_t *t, tc_timer_cb cb, double after_s,
         return -EINVAL;
     }
     TC__ASSERT_LOOP_THREAD(t->h.loop);
-    ev_timer_stop(t->h.loop->ev, &t->w);   /* Re-arming moves it. */
+    timer_disarm(t);   /* Re-arming moves it. */
     t->cb = cb;
     tc_loop_update_time(t->h.loop);
     t->base = t->h.loop->now_mono + after_s;
@@ -158,7 +340,7 @@ tc_timer_stop(tc_timer_t *t)
         return -EINVAL;
     }
     TC__ASSERT_LOOP_THREAD(t->h.loop);
-    ev_timer_stop(t->h.loop->ev, &t->w);
+    timer_disarm(t);
     return 0;
 }
 

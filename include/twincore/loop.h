@@ -25,6 +25,12 @@ typedef struct tc_loop_stats {
     uint64_t wakeups;         /* cross-thread wakeups received */
     uint64_t thread_calls;    /* tc_loop_call_from_thread callbacks run */
     uint64_t soon_calls;      /* tc_loop_call_soon callbacks run */
+    /* The pre-poll wait: with pool work outstanding and nothing else to
+     * do, the loop polls for its completions a few microseconds before it
+     * sleeps in epoll (never in a process confined to one CPU). */
+    uint64_t spin_waits;      /* such waits begun */
+    uint64_t spin_hits;       /* ... that a completion ended */
+    uint64_t spin_ns;         /* time spent in them */
 } tc_loop_stats_t;
 
 /* Create a loop; the calling thread becomes its owner.  Returns 0, -ENOMEM
@@ -39,7 +45,12 @@ TC_EXTERN int tc_loop_close(tc_loop_t *loop);
 
 /* Run the loop.  Returns 0 when nothing is left active, 1 when it stopped or
  * a single iteration ended with handles still active, or -EINVAL/-EBUSY
- * (the loop is already running: loops do not nest). */
+ * (the loop is already running: loops do not nest).  The first call on a
+ * thread asks Linux (6.12 and later) for the shortest time slice for it
+ * (sched_attr.sched_runtime, reset on fork), so that when a timer or IO is
+ * due the loop preempts CPU-bound threads, such as pool workers, instead of
+ * waiting milliseconds for their slice to end; a thread with another
+ * policy or a raised priority is left as it is. */
 TC_EXTERN int tc_loop_run(tc_loop_t *loop, tc_run_mode_t mode);
 
 /* One iteration that waits for events at most timeout_s seconds, for a

@@ -148,12 +148,13 @@ TC_EXTERN int tc_pool_submit_future(tc_pool_t *pool, tc_loop_t *loop,
                                     tc_future_t **out);
 
 /* A wake scope, for an embedder whose own lock (an interpreter's GIL) a
- * worker needs as soon as it wakes: between begin and end, tc_pool_submit()
- * calls made on this thread in a process confined to one CPU leave sleeping
- * workers asleep, and end wakes them, so a worker does not wake only to
- * preempt the submitter and block on its lock.  With more CPUs both are
- * no-ops.  Not nested; at most 4 pools are held per scope (others wake at
- * once).  Thread: any (the scope is per thread). */
+ * worker needs as soon as it starts: between begin and end, the work that
+ * tc_pool_submit() calls made on this thread queue is not shown to the
+ * workers (sleeping or polling for work), and end shows it to them, so a
+ * worker does not start it only to block on the lock that the submitter
+ * still holds (and, on one CPU, to preempt the submitter).  Not nested; at
+ * most 4 pools are held per scope (others wake at once).  Thread: any (the
+ * scope is per thread). */
 TC_EXTERN void tc_pool_defer_wakes_begin(void);
 TC_EXTERN void tc_pool_defer_wakes_end(void);
 

@@ -1383,11 +1383,14 @@ reactor_stats(ReactorObject *r, PyObject *unused)
     }
     tc_loop_stats_t st;
     tc_loop_stats(r->loop, &st);
-    return Py_BuildValue("{sKsKsKsKsn}", "iterations",
+    return Py_BuildValue("{sKsKsKsKsKsKsKsn}", "iterations",
                          (unsigned long long)st.iterations, "wakeups",
                          (unsigned long long)st.wakeups, "thread_calls",
                          (unsigned long long)st.thread_calls, "soon_calls",
-                         (unsigned long long)st.soon_calls, "open_handles",
+                         (unsigned long long)st.soon_calls, "spin_waits",
+                         (unsigned long long)st.spin_waits, "spin_hits",
+                         (unsigned long long)st.spin_hits, "spin_ns",
+                         (unsigned long long)st.spin_ns, "open_handles",
                          (Py_ssize_t)tc_loop_open_handles(r->loop));
 }
 

@@ -872,6 +872,186 @@ test_blocking_submit_wakes_deferred_work(void **state)
     restore_cpus(&old);
 }
 
+/* ---- the loop's pre-poll wait for completions ---- */
+
+/* A loop polling for calls is not woken through its eventfd: the
+ * producer sees the flag under the lock and skips the write. */
+static void
+noop_call(void *arg)
+{
+    (*(int *)arg)++;
+}
+
+static void
+test_spinning_loop_gets_no_eventfd_write(void **state)
+{
+    (void)state;
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    int ran = 0;
+    unsigned before = atomic_load(&loop->xposted);
+    pthread_mutex_lock(&loop->xlock);
+    loop->xspinning = true;
+    pthread_mutex_unlock(&loop->xlock);
+    ASSERT_RC(tc_loop_call_from_thread(loop, noop_call, &ran), 0);
+    uint64_t count;
+    assert_int_equal(read(loop->wakeup_fd, &count, sizeof(count)), -1);
+    assert_int_equal(errno, EAGAIN);
+    assert_int_equal(atomic_load(&loop->xposted), before + 1);
+    pthread_mutex_lock(&loop->xlock);
+    loop->xspinning = false;
+    pthread_mutex_unlock(&loop->xlock);
+    tc__loop_run_thread_calls(loop);
+    assert_int_equal(ran, 1);
+    /* A sleeping loop is woken as before. */
+    ASSERT_RC(tc_loop_call_from_thread(loop, noop_call, &ran), 0);
+    assert_int_equal(read(loop->wakeup_fd, &count, sizeof(count)), 8);
+    tc__loop_run_thread_calls(loop);
+    assert_int_equal(ran, 2);
+    close_loop_clean(loop);
+}
+
+/* Work that finishes while the loop polls for it: found without a
+ * wake-up.  The work waits until the loop polls, so only the worker's
+ * few instructions must fit in the wait; it is tried up to 100 times,
+ * since a worker preempted for longer than that (a loaded machine)
+ * misses, and then completes through the eventfd after 100 ms. */
+typedef struct spin_probe {
+    tc_loop_t *loop;
+    atomic_bool started, saw_spinning;
+    unsigned done;
+} spin_probe_t;
+
+static void
+probe_done(tc_work_t *w, int status, void *arg)
+{
+    (void)w;
+    assert_int_equal(status, 0);
+    ((spin_probe_t *)arg)->done++;
+}
+
+static int
+wait_for_spinning_work(tc_work_t *w, void *arg)
+{
+    (void)w;
+    spin_probe_t *p = arg;
+    atomic_store(&p->started, true);
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    do {    /* polls too: a sleep would outlast the loop's short wait */
+        pthread_mutex_lock(&p->loop->xlock);
+        bool spinning = p->loop->xspinning;
+        pthread_mutex_unlock(&p->loop->xlock);
+        if (spinning) {
+            atomic_store(&p->saw_spinning, true);
+            return 0;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while ((now.tv_sec - start.tv_sec) * 1000000000L +
+             (now.tv_nsec - start.tv_nsec) < 100000000L);   /* 100 ms */
+    return 0;
+}
+
+static void
+test_loop_waits_for_completion_before_sleeping(void **state)
+{
+    (void)state;
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tc_pool_t *pool = new_pool(1, 0, false);
+    if (tc__usable_cpus() < 2) {
+        assert_int_equal(loop->spin_ns, 0);
+    } else {
+        assert_true(loop->spin_ns > 0);
+    }
+    unsigned hits = 0;
+    for (int attempt = 0; attempt < 100 && hits == 0; attempt++) {
+        spin_probe_t probe = {.loop = loop};
+        loop->spin_skip = 0;
+        tc_loop_stats_t before, after;
+        tc_loop_stats(loop, &before);
+        ASSERT_RC(tc_pool_submit(pool, loop, wait_for_spinning_work,
+                                 probe_done, &probe, TC_PRIORITY_NORMAL,
+                                 NULL), 0);
+        wait_flag(&probe.started);   /* the worker polls before we do */
+        ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+        assert_int_equal(probe.done, 1);
+        tc_loop_stats(loop, &after);
+        if (loop->spin_ns == 0) {
+            assert_int_equal(after.spin_waits, 0);
+            assert_false(atomic_load(&probe.saw_spinning));
+            break;
+        }
+        assert_true(after.spin_waits > before.spin_waits);
+        if (after.spin_hits > before.spin_hits) {
+            hits++;
+            /* Found by polling: no eventfd wake-up for it. */
+            assert_int_equal(after.wakeups, before.wakeups);
+        }
+    }
+    if (loop->spin_ns > 0) {
+        assert_true(hits > 0);
+    }
+    tc_pool_free(pool);
+    close_loop_clean(loop);
+}
+
+/* Confined to one CPU the loop never polls: it would only take the CPU
+ * from the worker it waits for. */
+static void
+test_loop_never_spins_on_one_cpu(void **state)
+{
+    (void)state;
+    cpu_set_t old = pin_to_one_cpu();
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    assert_int_equal(loop->spin_ns, 0);
+    tc_pool_t *pool = new_pool(2, 0, false);
+    unsigned done = 0;
+    for (int i = 0; i < 50; i++) {
+        ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done_any,
+                                 &done, TC_PRIORITY_NORMAL, NULL), 0);
+        ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    }
+    assert_int_equal(done, 50);
+    tc_loop_stats_t st;
+    tc_loop_stats(loop, &st);
+    assert_int_equal(st.spin_waits, 0);
+    tc_pool_free(pool);
+    close_loop_clean(loop);
+    restore_cpus(&old);
+}
+
+/* With several CPUs too, work submitted inside a wake scope is shown to
+ * the workers only when it ends: a worker polling for work does not take
+ * it while the submitter still holds the lock it needs. */
+static void
+test_wake_scope_hides_work_from_polling_workers(void **state)
+{
+    (void)state;
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tc_pool_t *pool = new_pool(2, 0, false);
+    unsigned done = 0;
+    ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done_any, &done,
+                             TC_PRIORITY_NORMAL, NULL), 0);
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    tc_pool_defer_wakes_begin();
+    for (int i = 0; i < 10; i++) {
+        ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done_any,
+                                 &done, TC_PRIORITY_NORMAL, NULL), 0);
+    }
+    sleep_ms(20);   /* longer than any worker polls */
+    tc_pool_stats_t st;
+    tc_pool_stats(pool, &st);
+    assert_int_equal(st.queued, 10);
+    tc_pool_defer_wakes_end();
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    assert_int_equal(done, 11);
+    tc_pool_free(pool);
+    close_loop_clean(loop);
+}
+
 static void
 test_bounded_queue_refuses(void **state)
 {
@@ -1184,6 +1364,10 @@ main(void)
         cmocka_unit_test(test_blocked_submit_released_by_shutdown),
         cmocka_unit_test(test_fork_while_tasks_run),
         cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_spinning_loop_gets_no_eventfd_write),
+        cmocka_unit_test(test_loop_waits_for_completion_before_sleeping),
+        cmocka_unit_test(test_loop_never_spins_on_one_cpu),
+        cmocka_unit_test(test_wake_scope_hides_work_from_polling_workers),
     };
 
     return cmocka_run_group_tests_name("pool", tests, NULL, NULL);

@@ -2,10 +2,12 @@
  * close cleanly, also from inside their own callback.  Only counts and
  * orders are asserted; times only bound the waits. */
 #include "helpers.h"
+#include "internal.h"   /* the loop's timer heap and timerfd */
 
 #include <errno.h>
 #include <math.h>
 #include <string.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -809,6 +811,80 @@ test_no_early_fire_embedded(void **state)
     close_loop_clean(loop);
 }
 
+static void
+noop_cb(tc_timer_t *t)
+{
+    (void)t;
+}
+
+/* Before each poll the loop's timerfd points at the earliest armed timer,
+ * whatever was stopped, re-armed or closed before it: epoll then ends on
+ * time instead of at libev's next whole millisecond. */
+static void
+test_precise_wake_follows_earliest(void **state)
+{
+    enum { N = 64 };
+    tc_loop_t *loop;
+    tc_timer_t *t[N];
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+
+    (void)state;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    assert_true(loop->timer_fd >= 0);
+    for (int i = 0; i < N; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        ASSERT_RC(tc_timer_new(loop, NULL, &t[i]), 0);
+        ASSERT_RC(tc_timer_start_s(t[i], noop_cb, 5.0 + (double)(x % 1000),
+                                   0.0), 0);
+    }
+    for (int round = 0; round < 3 * N; round++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        tc_timer_t *pick = t[x % N];
+        if (x & 1) {
+            ASSERT_RC(tc_timer_stop(pick), 0);
+        } else {
+            ASSERT_RC(tc_timer_start_s(pick, noop_cb,
+                                       5.0 + (double)((x >> 8) % 1000),
+                                       0.0), 0);
+        }
+        assert_true(tc_loop_run(loop, TC_RUN_NOWAIT) >= 0);
+        /* The timerfd's due time is the earliest armed timer's... */
+        double earliest = -1.0;
+        size_t armed = 0;
+        for (int i = 0; i < N; i++) {
+            if (tc_handle_is_active(tc_timer_handle(t[i]))) {
+                double left = (double)tc_timer_remaining(t[i]);
+                armed++;
+                if (earliest < 0.0 || left < earliest) {
+                    earliest = left;
+                }
+            }
+        }
+        assert_int_equal(loop->timer_heap_len, armed);
+        if (armed == 0) {
+            continue;
+        }
+        double top_ms = (loop->timer_fd_due - loop->now_mono) * 1e3;
+        assert_true(fabs(top_ms - earliest) <= 2.0);
+        /* ... and the timerfd is armed for it. */
+        struct itimerspec its;
+        assert_int_equal(timerfd_gettime(loop->timer_fd, &its), 0);
+        double fd_ms = (double)its.it_value.tv_sec * 1e3 +
+                       (double)its.it_value.tv_nsec / 1e6;
+        assert_true(fabs(fd_ms - earliest) <= 50.0);
+    }
+    for (int i = 0; i < N; i++) {
+        ASSERT_RC(tc_close(tc_timer_handle(t[i]), NULL), 0);
+    }
+    run_for(loop, 1);
+    assert_int_equal(loop->timer_heap_len, 0);
+    close_loop_clean(loop);
+}
+
 int
 main(void)
 {
@@ -827,6 +903,7 @@ main(void)
         cmocka_unit_test(test_close_inside_callback),
         cmocka_unit_test(test_close_active),
         cmocka_unit_test(test_many_timers_cancel_half),
+        cmocka_unit_test(test_precise_wake_follows_earliest),
         cmocka_unit_test(test_huge_delays),
         cmocka_unit_test(test_no_early_fire_after_long_callback),
         cmocka_unit_test(test_no_early_fire_before_the_loop_runs),

@@ -9,7 +9,8 @@ prints one JSON line:
   completion submitting the next, and counts completions for --duration
   seconds after a 0.2 s warmup: tasks_per_s. Phase 2 runs one call at a
   time for --duration seconds: p50_us and p99_us of submit -> completion
-  seen on the loop thread. The same TinyDriver runs both phases for every
+  seen on the loop thread, and cpu_ms_per_1000, the process's CPU time
+  (all threads) per 1,000 of those round trips. The same TinyDriver runs both phases for every
   framework: a program says how to submit a call and how to stop, or runs
   its coroutine or greenlet slots on the driver's ticks.
 - timer: a 1 ms timer, re-armed on every tick, on the loop while the
@@ -124,14 +125,25 @@ class TinyDriver:
     def begin_latency(self):
         self.start = now()
         self.end = self.start + self.duration
+        self.lat_cpu = None
+        self.lat_trips = 0
 
     def latency_tick(self, submitted):
         """Records one round trip that began at submitted; True if the
-        caller should submit the next."""
+        caller should submit the next. The process's CPU time (every
+        thread: loop, workers, spinning) is read over the same round trips
+        as the samples."""
         t = now()
         if t - self.start >= WARMUP_S / 4:
-            self.samples.append(t - submitted)
-        return t < self.end
+            if self.lat_cpu is None:
+                self.lat_cpu = time.process_time()
+            else:
+                self.samples.append(t - submitted)
+                self.lat_trips += 1
+        going = t < self.end
+        if not going and self.lat_cpu is not None:
+            self.lat_cpu = time.process_time() - self.lat_cpu
+        return going
 
     def run_callbacks(self, submit, finished):
         """Both phases through submit(k, done): it starts one tiny call and
@@ -169,6 +181,8 @@ class TinyDriver:
             "p50_us": percentile(s, 0.50) * 1e6 if s else None,
             "p99_us": percentile(s, 0.99) * 1e6 if s else None,
             "samples": len(s),
+            "cpu_ms_per_1000": (self.lat_cpu / self.lat_trips * 1e6
+                                if getattr(self, "lat_trips", 0) else None),
             "errors": self.errors,
             **extra,
         }

@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "state.h"
+#include "worker_gil.h"
 
 #define NPRIO 3
 #define BATCH_TASKS 64          /* tasks between GIL hand-backs, at most */
@@ -303,7 +304,7 @@ drain_work(tc_work_t *work, void *arg)
     CpuTaskObject *done_head = NULL, *done_tail = NULL;
     unsigned in_batch = 0;
     bool release = false;
-    PyGILState_STATE gil = PyGILState_Ensure();
+    PyThreadState *gil = worker_gil_take();
     uint64_t batch_start = now_ns();
     pthread_mutex_lock(&p->qlock);
     CpuTaskObject *t = dequeue(p);
@@ -329,11 +330,11 @@ drain_work(tc_work_t *work, void *arg)
         }
         pthread_mutex_unlock(&p->qlock);
         if (flush) {
-            PyGILState_Release(gil);
+            worker_gil_release(gil);
             send_back(done_head);
             done_head = done_tail = NULL;
             in_batch = 0;
-            gil = PyGILState_Ensure();
+            gil = worker_gil_take();
             batch_start = now_ns();
             pthread_mutex_lock(&p->qlock);
             t = dequeue(p);
@@ -346,7 +347,7 @@ drain_work(tc_work_t *work, void *arg)
     if (release) {
         Py_DECREF(p);   /* the last use of p here; may free it */
     }
-    PyGILState_Release(gil);
+    worker_gil_release(gil);
     send_back(done_head);
     return 0;
 }

@@ -572,3 +572,54 @@ def test_aclose(reactor):
         return [f.cancelled() for f in queued]
     assert run_until(reactor, main()) == [True, True, True]
     assert ran == []
+
+
+# ---- a worker keeps its thread state -----------------------------------
+
+_worker_local = threading.local()
+
+
+def _remember_on_worker(k):
+    """Counts the tasks this worker thread ran, in a threading.local()."""
+    seen = getattr(_worker_local, "tasks", 0)
+    _worker_local.tasks = seen + 1
+    return threading.get_ident(), seen
+
+
+def test_worker_keeps_thread_state_between_tasks(reactor, pool1):
+    # One thread state per worker thread for its whole life: what a task
+    # leaves in a threading.local() is there for the next task on the same
+    # worker, as on any Python thread (a thread state made per batch of
+    # tasks dropped it, and cost an mmap and munmap each time).
+    results = []
+    for k in range(5):
+        f = pool1.defer(_remember_on_worker, k, reactor=reactor)
+        results.append(run_until(reactor, f))
+        settle(reactor, 0.01)   # each task in a batch of its own
+    idents = {ident for ident, _ in results}
+    assert len(idents) == 1
+    assert [seen for _, seen in results] == [0, 1, 2, 3, 4]
+
+
+def test_worker_thread_states_go_with_the_pool():
+    # Closing a pool deletes its workers' thread states (taking the GIL on
+    # their way out) and does not deadlock the closer, which waits without
+    # the GIL; a child process exits cleanly with a used pool never closed.
+    code = (
+        "import threading, twincore\n"
+        "r = twincore.Reactor()\n"
+        "async def use(p):\n"
+        "    for _ in range(8):\n"
+        "        await p.defer(threading.get_ident, reactor=r)\n"
+        "for n in range(20):\n"
+        "    p = twincore.CpuPool(workers=2)\n"
+        "    twincore.run(use(p), reactor=r)\n"
+        "    p.close()\n"
+        "p = twincore.CpuPool(workers=2)\n"
+        "twincore.run(use(p), reactor=r)\n"
+        "print('ok', threading.active_count())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["ok", "1"]

@@ -320,8 +320,11 @@ drain_work(tc_work_t *work, void *arg)
             done_head = t;
         }
         done_tail = t;
+        /* A batch ends early when a loop waits for the GIL: its timers
+         * and IO go first. */
         bool flush = ++in_batch >= BATCH_TASKS ||
-                     now_ns() - batch_start > BATCH_NS;
+                     now_ns() - batch_start > BATCH_NS ||
+                     worker_gil_loop_waiting();
         pthread_mutex_lock(&p->qlock);
         live_unlink(p, t);  /* before it is sent back and may be freed */
         t = flush ? NULL : dequeue(p);
@@ -334,6 +337,7 @@ drain_work(tc_work_t *work, void *arg)
             send_back(done_head);
             done_head = done_tail = NULL;
             in_batch = 0;
+            worker_gil_yield_to_loops();
             gil = worker_gil_take();
             batch_start = now_ns();
             pthread_mutex_lock(&p->qlock);

@@ -3,6 +3,7 @@
  * once, runs every queued event and call_soon callback, drops it, and then
  * flushes the transports' write buffers with the GIL released. */
 #include "state.h"
+#include "worker_gil.h"
 
 int
 pyevents_push(ReactorObject *r, pyevent_kind_t kind, PyObject *obj,
@@ -160,7 +161,9 @@ dispatch_ready(void *arg)
         /* On one CPU, a worker woken while this thread holds the GIL
          * would only preempt it and block on the GIL: wake it after. */
         tc_pool_defer_wakes_begin();
+        worker_gil_loop_wait_begin();
         PyEval_RestoreThread(r->saved_tstate);
+        worker_gil_loop_wait_end();
         r->in_dispatch = true;
         pyevent_queue_t batch = r->events;
         r->events = r->events_spare;

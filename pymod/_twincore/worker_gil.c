@@ -13,10 +13,18 @@
  * thread inside its own TLS destructor: the interpreter frees what is
  * left at its end. */
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <time.h>
 
 #include "worker_gil.h"
 
+/* How long a drainer lets waiting loops go first, at most: a loop thread
+ * asleep on the GIL takes tens of microseconds to wake on some machines. */
+#define YIELD_MAX_NS 1000000u
+
+static atomic_int loops_waiting;
 static pthread_key_t tstate_key;
 static pthread_once_t tstate_key_once = PTHREAD_ONCE_INIT;
 static bool tstate_key_ok;
@@ -81,4 +89,45 @@ worker_gil_release(PyThreadState *ts)
         return;
     }
     (void)PyEval_SaveThread();
+}
+
+void
+worker_gil_loop_wait_begin(void)
+{
+    atomic_fetch_add_explicit(&loops_waiting, 1, memory_order_relaxed);
+}
+
+void
+worker_gil_loop_wait_end(void)
+{
+    atomic_fetch_sub_explicit(&loops_waiting, 1, memory_order_relaxed);
+}
+
+#include <stdlib.h>
+bool
+worker_gil_loop_waiting(void)
+{
+    static int off = -1; if (off < 0) off = getenv("TC_NO_YIELD") != NULL;
+    if (off) return false;
+    return atomic_load_explicit(&loops_waiting, memory_order_relaxed) > 0;
+}
+
+static uint64_t
+monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void
+worker_gil_yield_to_loops(void)
+{
+    if (!worker_gil_loop_waiting()) {
+        return;
+    }
+    uint64_t deadline = monotonic_ns() + YIELD_MAX_NS;
+    while (worker_gil_loop_waiting() && monotonic_ns() < deadline) {
+        sched_yield();
+    }
 }

@@ -1017,12 +1017,12 @@ test_wake_scope_hides_work_from_polling_workers(void **state)
     (void)state;
     tc_loop_t *loop;
     ASSERT_RC(tc_loop_new(&loop), 0);
-    tc_pool_t *pool = new_pool(2, 0, false);
+    tc_pool_t *pool = new_pool(1, 0, false);   /* started, by its task */
     unsigned done = 0;
     ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done_any, &done,
                              TC_PRIORITY_NORMAL, NULL), 0);
     ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
-    sleep_ms(5);    /* past the workers' poll for work: asleep */
+    sleep_ms(50);   /* past the worker's poll for work: asleep */
     tc_pool_defer_wakes_begin();
     for (int i = 0; i < 10; i++) {
         ASSERT_RC(tc_pool_submit(pool, loop, count_work, count_done_any,

@@ -103,12 +103,9 @@ worker_gil_loop_wait_end(void)
     atomic_fetch_sub_explicit(&loops_waiting, 1, memory_order_relaxed);
 }
 
-#include <stdlib.h>
 bool
 worker_gil_loop_waiting(void)
 {
-    static int off = -1; if (off < 0) off = getenv("TC_NO_YIELD") != NULL;
-    if (off) return false;
     return atomic_load_explicit(&loops_waiting, memory_order_relaxed) > 0;
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """bench/run.py: one command that runs every twincore benchmark.
 
-    /usr/bin/python3 bench/run.py --quick     # about 3 minutes
+    /usr/bin/python3 bench/run.py --quick     # about 4 minutes
     /usr/bin/python3 bench/run.py --full      # longer windows, 5 repeats
 
 Builds the C programs with meson if the build directory lacks them, starts
@@ -1076,7 +1076,8 @@ class OffloadSection(Section):
             f"warmup; p50/p99: one at a time for {st['tiny_duration']} s, "
             f"from submit to the completion on the loop thread; CPU ms: the "
             f"process's CPU time (every thread: loop, workers, any "
-            f"spinning) per 1,000 of those one-at-a-time round trips. "
+            f"spinning; for the process pools, the parent's only) per "
+            f"1,000 of those one-at-a-time round trips. "
             f"Ratios are to {ref}, the median of per-round ratios (for p50 "
             f"and CPU, below 1 is better). The Python programs run pinned to "
             f"{f'CPU {one}' if one is not None else 'one CPU'} (a tiny "
@@ -1189,6 +1190,10 @@ class OffloadSection(Section):
 
     def charts(self, result, out_dir, plt, caption):
         files = []
+        # The caption names the network runs' repeats; these have their own.
+        n = result["settings"]["repeats"]["tiny"]
+        caption = (caption.rsplit(" (median of", 1)[0]
+                   + f" (median of {n} run{'s' if n > 1 else ''})")
         tiny = result["tiny"]["results"]
         if tiny:
             names = list(tiny)[::-1]
@@ -1233,9 +1238,6 @@ class OffloadSection(Section):
             ax.set_xticklabels(names, fontsize=8)
             ax.set_ylabel("lateness of a 1 ms timer, ms", fontsize=8)
             ax.set_title("while 2 workers hash 1 MiB buffers", fontsize=9)
-            n = result["settings"]["repeats"]["timer"]
-            caption = (caption.rsplit(" (median of", 1)[0]
-                       + f" (median of {n} run{'s' if n > 1 else ''})")
             ax.tick_params(axis="y", labelsize=8)
             ax.grid(axis="y", alpha=0.3)
             ax.legend(fontsize=7)
@@ -1651,7 +1653,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quick", dest="mode", action="store_const",
-                   const="quick", help="about 3 minutes (the default)")
+                   const="quick", help="about 4 minutes (the default)")
     g.add_argument("--full", dest="mode", action="store_const", const="full",
                    help="longer windows and 5 repeats")
     p.add_argument("--build-dir", default="build",

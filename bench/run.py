@@ -1062,8 +1062,8 @@ class OffloadSection(Section):
             f"(tiny tasks and SHA-256: {st['repeats']['tiny']} runs, timer: "
             f"{st['repeats']['timer']}), the programs taking turns in list "
             f"order, reversed every other round, so twincore and asyncio "
-            f"run back to back, each first in turn. ~ = noisy: other processes used more than "
-            f"{NOISY_SHARE:.0%} of a CPU during the kept runs (the machine "
+            f"run back to back, each first in turn. ~ = noisy: other "
+            f"processes used more than {NOISY_SHARE:.0%} of a CPU during the kept runs (the machine "
             f"is shared; a noisy run is retried while a budget lasts and "
             f"the quietest kept).",
             "",

@@ -22,6 +22,11 @@ prints one JSON line:
   --duration in all): p50_ms, p99_ms, max_ms, and hashes_per_s, the load's
   completions in the window (2 workers on 1 MiB each: both busy).
   TimerDriver keeps the samples and the load's count.
+- sha256: hashlib.sha256 of 1 MiB buffers on a pool of 1 worker, then of 2,
+  --inflight of them (4) kept in flight, each completion submitting the
+  next, in windows ordered 1, 2, 2, 1 (each half of --duration, counted
+  after 0.1 s): per_s and mb_per_s {"1", "2"} and ratio, 2 / 1. ShaDriver
+  runs the windows; a program says how to make, use and close a pool.
 
 Every program arms an alarm, so a wedged framework ends the process instead
 of hanging the runner.
@@ -55,8 +60,9 @@ def parse_args(prog, modes, extra=None):
     p.add_argument("mode", choices=modes)
     p.add_argument("--duration", type=float, default=2.0,
                    help="seconds per measured phase")
-    p.add_argument("--inflight", type=int, default=1000,
-                   help="tiny: calls in flight in the throughput phase")
+    p.add_argument("--inflight", type=int,
+                   help="tiny: calls in flight in the throughput phase "
+                   "(1,000); sha256: buffers in flight (4)")
     p.add_argument("--workers", type=int, default=2,
                    help="threads of the framework's pool")
     p.add_argument("--load-inflight", type=int, default=4,
@@ -66,6 +72,8 @@ def parse_args(prog, modes, extra=None):
     if extra is not None:
         extra(p)
     args = p.parse_args()
+    if args.inflight is None:
+        args.inflight = 4 if args.mode == "sha256" else 1000
     if not 0 < args.duration <= 600 or not 0 < args.inflight <= 100000:
         p.error("bad --duration or --inflight")
     # A hard bound: the phases, start-up, and a generous margin.
@@ -240,5 +248,78 @@ class TimerDriver:
             "ticks": len(s),
             "window_s": span,
             "hashes_per_s": self.hashed_count / span if span > 0 else 0.0,
+            **extra,
+        }
+
+
+class ShaDriver:
+    """The sha256 windows. run() opens a pool of 1 worker, keeps inflight
+    hashes in flight on it for half of duration (counting completions after
+    0.1 s), lets them drain, closes it, and does the same with 2, 2 and 1
+    workers. At most DISTINCT_BUFFERS distinct buffers: hashlib only reads
+    them, and 400 in flight need not hold 400 MiB."""
+
+    ORDER = (1, 2, 2, 1)
+    SETTLE_S = 0.1
+    DISTINCT_BUFFERS = 16
+
+    def __init__(self, duration, inflight):
+        self.half = duration / 2
+        self.inflight = inflight
+        self.bufs = buffers(min(inflight, self.DISTINCT_BUFFERS))
+        self.counts = {1: 0, 2: 0}
+        self.spans = {1: 0.0, 2: 0.0}
+
+    def run(self, open_pool, submit, close_pool, call_soon, finished):
+        """open_pool(n) returns a pool of n workers; submit(pool, buf, done)
+        starts hashlib.sha256(buf) on it and makes done(*anything) run on
+        the loop thread when it has completed; close_pool(pool) ends it;
+        call_soon(fn, *args) runs fn on the loop thread later. finished()
+        runs once, after the last window."""
+        def window(i):
+            if i == len(self.ORDER):
+                finished()
+                return
+            n = self.ORDER[i]
+            pool = open_pool(n)
+            w = {"start": now(), "counting": False, "first": 0.0,
+                 "last": 0.0, "count": 0, "active": self.inflight}
+            w["end"] = w["start"] + self.half
+
+            def hashed(buf):
+                t = now()
+                if not w["counting"] and t - w["start"] >= self.SETTLE_S:
+                    w["counting"] = True
+                    w["first"] = t
+                    w["end"] += t - w["start"]
+                elif w["counting"] and t < w["end"]:
+                    w["count"] += 1
+                    w["last"] = t
+                if t < w["end"]:
+                    submit(pool, buf, lambda *_: hashed(buf))
+                    return
+                w["active"] -= 1
+                if w["active"] == 0:
+                    close_pool(pool)
+                    self.counts[n] += w["count"]
+                    self.spans[n] += w["last"] - w["first"]
+                    call_soon(window, i + 1)
+
+            for k in range(self.inflight):
+                buf = self.bufs[k % len(self.bufs)]
+                submit(pool, buf, lambda *_, buf=buf: hashed(buf))
+
+        window(0)
+
+    def result(self, **extra):
+        per_s = {str(n): self.counts[n] / self.spans[n]
+                 if self.spans[n] > 0 else 0.0 for n in (1, 2)}
+        return {
+            "size": BUFFER_SIZE,
+            "inflight": self.inflight,
+            "per_s": per_s,
+            "mb_per_s": {n: v * BUFFER_SIZE / 1e6 for n, v in per_s.items()},
+            "ratio": per_s["2"] / per_s["1"] if per_s["1"] else None,
+            "buffers": {str(n): self.counts[n] for n in (1, 2)},
             **extra,
         }

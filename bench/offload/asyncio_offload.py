@@ -1,7 +1,7 @@
 """asyncio and uvloop in the offload benchmarks (see _offload.py).
 
-usage: asyncio_offload.py {tiny,timer} [--uvloop] [--to-thread]
-                          [--duration S] [--workers N]
+usage: asyncio_offload.py {tiny,timer,sha256} [--uvloop] [--to-thread]
+                          [--duration S] [--workers N] [--inflight N]
 
 The loop's default executor is a ThreadPoolExecutor(--workers, 2), so
 run_in_executor(None, ...) and asyncio.to_thread use the same 2 threads.
@@ -12,6 +12,10 @@ run_in_executor(None, ...) and asyncio.to_thread use the same 2 threads.
   such task.
 - timer: loop.call_later(0.001, tick), re-armed by each tick, while
   run_in_executor(None, hashlib.sha256, buf) keeps both workers busy.
+- sha256: loop.run_in_executor(ThreadPoolExecutor(max_workers=N),
+  hashlib.sha256, buf) of 1 MiB buffers, N = 1 then 2, --inflight (4) in
+  flight, windows in the order 1, 2, 2, 1 (each half of --duration): the
+  same figures as twincore_offload.py sha256.
 --uvloop runs the same code on uvloop's loop.
 """
 
@@ -122,12 +126,28 @@ async def timer(args):
                          load_inflight=args.load_inflight)
 
 
+async def sha256(args):
+    loop = asyncio.get_running_loop()
+    driver = _offload.ShaDriver(args.duration, args.inflight)
+    finished = loop.create_future()
+
+    def submit(pool, buf, done):
+        loop.run_in_executor(pool, hashlib.sha256, buf).add_done_callback(
+            done)
+
+    driver.run(lambda n: concurrent.futures.ThreadPoolExecutor(max_workers=n),
+               submit, lambda pool: pool.shutdown(wait=False),
+               loop.call_soon, lambda: finished.set_result(None))
+    await finished
+    return driver.result(bench=name(args, "run_in_executor sha256"))
+
+
 def main():
-    args = _offload.parse_args(PROG, ["tiny", "timer"], options)
+    args = _offload.parse_args(PROG, ["tiny", "timer", "sha256"], options)
     if args.uvloop:
         import uvloop
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    coro = tiny(args) if args.mode == "tiny" else timer(args)
+    coro = {"tiny": tiny, "timer": timer, "sha256": sha256}[args.mode](args)
     _offload.emit(asyncio.run(coro))
 
 

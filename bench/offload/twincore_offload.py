@@ -1,14 +1,16 @@
 """twincore's defer_to_cpu in the offload benchmarks (see _offload.py).
 
 usage: twincore_offload.py {tiny,timer,sha256} [--duration S] [--workers N]
+                           [--inflight N]
 
 - tiny: reactor.defer_to_cpu(tiny, k) on reactor.cpu_pool (a CpuPool of
   --workers, 2), a done callback on the returned Future submitting the next.
 - timer: reactor.call_later(0.001, tick), re-armed by each tick, while
   defer_to_cpu(hashlib.sha256, buf) keeps both workers busy.
 - sha256: defer(hashlib.sha256, buf) of 1 MiB buffers on CpuPool(workers=1)
-  and CpuPool(workers=2), 4 in flight, windows in the order 1, 2, 2, 1 (each
-  half of --duration): buffers per second and the 2/1 ratio.
+  and CpuPool(workers=2), --inflight (4) in flight, windows in the order
+  1, 2, 2, 1 (each half of --duration): buffers and MB per second and the
+  2/1 ratio.
 
 Run with PYTHONPATH naming the build's pymod directory (bench/run.py does).
 """
@@ -89,58 +91,17 @@ def run_timer(args):
 
 def run_sha256(args):
     reactor = twincore.reactor
-    inflight = 4
-    bufs = _offload.buffers(inflight)
-    order = [1, 2, 2, 1]
-    counts = {1: 0, 2: 0}
-    spans = {1: 0.0, 2: 0.0}
-    half = args.duration / 2
+    driver = _offload.ShaDriver(args.duration, args.inflight)
 
-    def window(i):
-        if i == len(order):
-            reactor.stop()
-            return
-        n = order[i]
-        pool = twincore.CpuPool(workers=n)
-        w = {"start": now(), "counting": False, "first": 0.0, "last": 0.0,
-             "count": 0, "active": inflight}
-        w["end"] = w["start"] + half
+    def submit(pool, buf, done):
+        pool.defer(hashlib.sha256, buf, reactor=reactor).add_done_callback(
+            done)
 
-        def hashed(buf):
-            t = now()
-            if not w["counting"] and t - w["start"] >= 0.1:
-                w["counting"] = True
-                w["first"] = t
-                w["end"] += t - w["start"]
-            elif w["counting"] and t < w["end"]:
-                w["count"] += 1
-                w["last"] = t
-            if t < w["end"]:
-                submit(buf)
-                return
-            w["active"] -= 1
-            if w["active"] == 0:
-                pool.close()
-                counts[n] += w["count"]
-                spans[n] += w["last"] - w["first"]
-                reactor.call_soon(window, i + 1)
-
-        def submit(buf):
-            pool.defer(hashlib.sha256, buf, reactor=reactor).add_done_callback(
-                lambda fut: hashed(buf))
-
-        for buf in bufs:
-            submit(buf)
-
-    reactor.call_soon(window, 0)
+    reactor.call_soon(driver.run, lambda n: twincore.CpuPool(workers=n),
+                      submit, lambda pool: pool.close(), reactor.call_soon,
+                      reactor.stop)
     reactor.run()
-    per_s = {str(n): counts[n] / spans[n] if spans[n] > 0 else 0.0
-             for n in (1, 2)}
-    _offload.emit({"bench": "twincore defer_to_cpu sha256",
-                   "size": _offload.BUFFER_SIZE, "inflight": inflight,
-                   "per_s": per_s,
-                   "ratio": per_s["2"] / per_s["1"] if per_s["1"] else None,
-                   "buffers": {str(n): counts[n] for n in (1, 2)}})
+    _offload.emit(driver.result(bench="twincore defer_to_cpu sha256"))
 
 
 def main():

@@ -43,12 +43,13 @@ typedef struct pyevent_queue {
     size_t len, cap;
 } pyevent_queue_t;
 
-/* GIL: none, reactor thread.  Queue an event for r's next batch.  Returns
- * 0 or -ENOMEM (nothing queued). */
+/* GIL: any, Thread: loop.  Queue an event for r's next batch; ops is a
+ * static table of the caller's file.  Returns 0 or -ENOMEM (nothing
+ * queued). */
 int pyevents_push(ReactorObject *r, const pyevent_ops_t *ops, int kind,
                   PyObject *obj, void *ptr, int status);
-/* GIL: takes.  The loop's after-iteration hook while run() has dropped the
- * GIL; arg is the reactor. */
+/* The loop's after-iteration hook while run() has dropped the GIL, which
+ * it takes back once per batch (dispatch.c); arg is the reactor. */
 void dispatch_ready(void *arg);
 /* GIL: held.  Drop what the queue owns without running it (teardown). */
 void dispatch_discard(ReactorObject *r);

@@ -1,7 +1,13 @@
 /* The C API other extensions import through a capsule (twincore_capi.h):
  * native tasks on the shared pool that settle twincore Futures, and the
  * lower-level pool and loop entry points. */
-#include "state.h"
+#include "capi.h"
+#include "cpu.h"
+#include "dispatch.h"
+#include "errors.h"
+#include "future.h"
+#include "module.h"
+#include "reactor.h"
 #include "twincore_capi.h"
 
 typedef struct native_task {
@@ -13,6 +19,9 @@ typedef struct native_task {
     tc_work_t **handle;       /* cleared when the pool's handle expires */
     int status;
 } native_task_t;
+
+/* A finished task (dispatch.h); ptr: the native_task_t, owned. */
+static const pyevent_ops_t native_ops;   /* beside native_dispatch() */
 
 /* Thread: worker, GIL: none. */
 static int
@@ -36,10 +45,10 @@ native_done(tc_work_t *w, int status, void *arg)
     if (t->handle != NULL) {
         *t->handle = NULL;
     }
-    pyevents_push(t->reactor, PYEV_NATIVE_DONE, NULL, t, 0);
+    pyevents_push(t->reactor, &native_ops, 0, NULL, t, 0);
 }
 
-void
+static void
 native_dispatch(ReactorObject *r, pyevent_t *ev)
 {
     native_task_t *t = ev->ptr;
@@ -74,19 +83,20 @@ native_dispatch(ReactorObject *r, pyevent_t *ev)
 }
 
 /* A delivered native task in the reactor's queue: the queue owns it. */
-int
-native_traverse(void *ptr, visitproc visit, void *arg)
+static int
+native_traverse(pyevent_t *ev, visitproc visit, void *arg)
 {
-    native_task_t *t = ptr;
+    native_task_t *t = ev->ptr;
     Py_VISIT((PyObject *)t->reactor);
     Py_VISIT(t->future);
     return 0;
 }
 
-void
-native_discard(void *ptr)
+static void
+native_discard(ReactorObject *r, pyevent_t *ev)
 {
-    native_task_t *t = ptr;
+    (void)r;
+    native_task_t *t = ev->ptr;
     PyObject *res = t->to_python(t->arg, -ECANCELED);   /* frees arg */
     Py_XDECREF(res);
     PyErr_Clear();
@@ -94,6 +104,13 @@ native_discard(void *ptr)
     Py_DECREF(t->reactor);
     free(t);
 }
+
+static const pyevent_ops_t native_ops = {
+    .run = native_dispatch,
+    .discard = native_discard,
+    .traverse = native_traverse,
+    .name = "native_task",
+};
 
 static tc_state *
 state_of_ours(PyObject *obj)

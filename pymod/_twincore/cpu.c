@@ -23,12 +23,22 @@
 #include <stdatomic.h>
 #include <time.h>
 
-#include "state.h"
+#include "cpu.h"
+#include "dispatch.h"
+#include "errors.h"
+#include "future.h"
+#include "module.h"
+#include "reactor.h"
 #include "worker_gil.h"
 
 #define NPRIO 3
 #define BATCH_TASKS 64          /* tasks between GIL hand-backs, at most */
 #define BATCH_NS 200000         /* ... or this long */
+
+/* A finished task (dispatch.h); ptr: the CpuTask with the pool's
+ * reference, status: the pool's. */
+static const pyevent_ops_t cpu_task_ops;   /* beside cpu_task_dispatch() */
+static void cpu_task_discard(void *task);
 
 typedef struct CpuTaskObject CpuTaskObject;
 
@@ -208,7 +218,7 @@ deliver_batch(void *arg)
         CpuTaskObject *next = t->qnext;
         t->qnext = NULL;
         transit_unlink(r, t);
-        pyevents_push(r, PYEV_TASK_DONE, NULL, t, t->status);
+        pyevents_push(r, &cpu_task_ops, 0, NULL, t, t->status);
         t = next;
     }
     pthread_mutex_unlock(&r->transit_lock);
@@ -357,7 +367,7 @@ drain_work(tc_work_t *work, void *arg)
 }
 
 
-void
+static void
 cpu_task_dispatch(ReactorObject *r, pyevent_t *ev)
 {
     CpuTaskObject *task = ev->ptr;
@@ -416,7 +426,7 @@ cpu_task_dispatch(ReactorObject *r, pyevent_t *ev)
     Py_DECREF(task);   /* the pool's reference */
 }
 
-void
+static void
 cpu_task_discard(void *arg)
 {
     CpuTaskObject *task = arg;
@@ -424,6 +434,27 @@ cpu_task_discard(void *arg)
     Py_CLEAR(task->pool);
     Py_DECREF(task);
 }
+
+static void
+cpu_task_discard_event(ReactorObject *r, pyevent_t *ev)
+{
+    (void)r;
+    cpu_task_discard(ev->ptr);
+}
+
+static int
+cpu_task_traverse(pyevent_t *ev, visitproc visit, void *arg)
+{
+    Py_VISIT((PyObject *)ev->ptr);   /* the pool's reference */
+    return 0;
+}
+
+static const pyevent_ops_t cpu_task_ops = {
+    .run = cpu_task_dispatch,
+    .discard = cpu_task_discard_event,
+    .traverse = cpu_task_traverse,
+    .name = "cpu_task",
+};
 
 /* ---- CpuTask ------------------------------------------------------------ */
 
@@ -464,7 +495,7 @@ cancel_queued(CpuTaskObject *task)
         return false;   /* running or finished */
     }
     task->status = -ECANCELED;
-    pyevents_push(task->reactor, PYEV_TASK_DONE, NULL, task, -ECANCELED);
+    pyevents_push(task->reactor, &cpu_task_ops, 0, NULL, task, -ECANCELED);
     reactor_wake(task->reactor);
     return true;
 }

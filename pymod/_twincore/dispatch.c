@@ -1,14 +1,19 @@
 /* The batch: C callbacks of one loop iteration queue Python events without
  * the GIL; dispatch_ready() (the loop's after-iteration hook) takes the GIL
  * once, runs every queued event and call_soon callback, drops it, and then
- * flushes the transports' write buffers with the GIL released. */
-#include "state.h"
+ * flushes the transports' write buffers with the GIL released.  An event
+ * runs, is discarded or is traversed through its own table (dispatch.h):
+ * nothing here knows what kinds of events there are. */
+#include "dispatch.h"
+#include "reactor.h"
+#include "transport.h"
 #include "worker_gil.h"
 
 int
-pyevents_push(ReactorObject *r, pyevent_kind_t kind, PyObject *obj,
-              void *ptr, int status)
+pyevents_push(ReactorObject *r, const pyevent_ops_t *ops, int kind,
+              PyObject *obj, void *ptr, int status)
 {
+    assert(ops != NULL && ops->run != NULL);
     pyevent_queue_t *q = &r->events;
     if (q->len == q->cap) {
         size_t cap = q->cap ? q->cap * 2 : 256;
@@ -20,6 +25,7 @@ pyevents_push(ReactorObject *r, pyevent_kind_t kind, PyObject *obj,
         q->cap = cap;
     }
     pyevent_t *ev = &q->items[q->len++];
+    ev->ops = ops;
     ev->kind = kind;
     ev->status = status;
     ev->obj = obj;
@@ -47,79 +53,6 @@ reactor_flush(ReactorObject *r)
         t->next_dirty = NULL;
         t->dirty_listed = false;
         transport_flush(t);
-    }
-}
-
-static void
-run_event(ReactorObject *r, pyevent_t *ev)
-{
-    switch (ev->kind) {
-    case PYEV_DATA:
-    case PYEV_EOF:
-    case PYEV_CLOSED:
-    case PYEV_PAUSE:
-    case PYEV_RESUME:
-    case PYEV_CONNECTED:
-        transport_dispatch(r, ev);
-        break;
-    case PYEV_ACCEPT:
-    case PYEV_ACCEPT_ERROR:
-    case PYEV_LISTENER_CLOSED:
-        listener_dispatch(r, ev);
-        break;
-    case PYEV_TIMER:
-        timer_dispatch(r, ev);
-        break;
-    case PYEV_DATAGRAM:
-    case PYEV_UDP_ERROR:
-    case PYEV_UDP_CLOSED:
-        udp_dispatch(r, ev);
-        break;
-    case PYEV_TASK_DONE:
-        cpu_task_dispatch(r, ev);
-        break;
-    case PYEV_NATIVE_DONE:
-        native_dispatch(r, ev);
-        break;
-    case PYEV_FD:
-    case PYEV_FD_CLOSED:
-        fdwatch_dispatch(r, ev);
-        break;
-    case PYEV_PROC_START:
-    case PYEV_PROC_DATA:
-    case PYEV_PROC_PIPE_CLOSED:
-    case PYEV_PROC_EXITED:
-    case PYEV_PROC_CLOSED:
-    case PYEV_PROC_FLOW:
-        process_dispatch(r, ev);
-        break;
-    case PYEV_SENDFILE_DONE:
-        sendfile_dispatch(r, ev);
-        break;
-    case PYEV_CALL: {
-        PyObject *fn = PyTuple_GET_ITEM(ev->obj, 0);
-        PyObject *args = PyTuple_GET_ITEM(ev->obj, 1);
-        PyObject *res = PyObject_Call(fn, args, NULL);
-        if (res == NULL) {
-            reactor_report(r, "a call_from_thread callback");
-        }
-        Py_XDECREF(res);
-        Py_DECREF(ev->obj);
-        break;
-    }
-    case PYEV_SIGNAL:
-        if (ev->status == 0) {
-            /* Python-level handlers (KeyboardInterrupt for Ctrl-C). */
-            if (PyErr_CheckSignals() < 0) {
-                reactor_report(r, "a signal handler");
-            }
-        } else {
-            reactor_run_signal(r, ev->status);
-        }
-        break;
-    case PYEV_RELEASE:
-        Py_DECREF(ev->obj);
-        break;
     }
 }
 
@@ -169,7 +102,8 @@ dispatch_ready(void *arg)
         r->events = r->events_spare;
         r->events.len = 0;
         for (size_t i = 0; i < batch.len; i++) {
-            run_event(r, &batch.items[i]);
+            pyevent_t *ev = &batch.items[i];
+            ev->ops->run(r, ev);
         }
         batch.len = 0;
         r->events_spare = batch;
@@ -191,16 +125,8 @@ dispatch_discard(ReactorObject *r)
 {
     for (size_t i = 0; i < r->events.len; i++) {
         pyevent_t *ev = &r->events.items[i];
-        if (ev->kind == PYEV_CALL || ev->kind == PYEV_RELEASE) {
-            Py_DECREF(ev->obj);
-        } else if (ev->kind == PYEV_DATAGRAM) {
-            free(ev->ptr);
-        } else if (ev->kind == PYEV_TASK_DONE) {
-            cpu_task_discard(ev->ptr);
-        } else if (ev->kind == PYEV_NATIVE_DONE) {
-            native_discard(ev->ptr);
-        } else if (ev->kind == PYEV_SENDFILE_DONE) {
-            sendfile_discard(ev->ptr);
+        if (ev->ops->discard != NULL) {
+            ev->ops->discard(r, ev);
         }
     }
     r->events.len = 0;
@@ -210,4 +136,22 @@ dispatch_discard(ReactorObject *r)
     PyMem_Free(r->soon);
     r->soon = NULL;
     r->soon_len = r->soon_cap = 0;
+}
+
+/* Only while the reactor does not run: the loop thread then pushes without
+ * the GIL, and run() holds a reference that keeps the reactor (and all it
+ * owns) reachable anyway. */
+int
+dispatch_traverse(ReactorObject *r, visitproc visit, void *arg)
+{
+    for (size_t i = 0; i < r->events.len; i++) {
+        pyevent_t *ev = &r->events.items[i];
+        if (ev->ops->traverse != NULL) {
+            int rc = ev->ops->traverse(ev, visit, arg);
+            if (rc != 0) {
+                return rc;
+            }
+        }
+    }
+    return 0;
 }

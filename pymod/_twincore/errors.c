@@ -6,7 +6,8 @@
 #include <netinet/in.h>
 #include <sys/un.h>
 
-#include "state.h"
+#include "errors.h"
+#include "module.h"
 
 PyObject *
 tcpy_error_object(tc_state *st, int err)

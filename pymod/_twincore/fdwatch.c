@@ -9,7 +9,11 @@
  * meanwhile has poll == NULL and ignores it.  Removing the last callback
  * stops the watch at once, so the caller may close the descriptor right
  * after remove_reader()/remove_writer(). */
-#include "state.h"
+#include "dispatch.h"
+#include "errors.h"
+#include "fdwatch.h"
+#include "module.h"
+#include "reactor.h"
 
 typedef struct {
     PyObject_HEAD
@@ -21,6 +25,13 @@ typedef struct {
     loopref_t held;             /* listed while the poll handle holds us */
 } FdWatcherObject;
 
+/* The events this file queues (dispatch.h); obj: the _FdWatcher. */
+enum {
+    PYEV_FD = 1,       /* status: TC_POLL_* bits or < 0 */
+    PYEV_FD_CLOSED,    /* its poll handle is gone */
+};
+static const pyevent_ops_t fdwatch_ops;   /* beside fdwatch_dispatch() */
+
 /* ---- C callbacks: GIL none, loop thread; they only queue ---------------- */
 
 static void
@@ -28,7 +39,7 @@ w_on_ready(tc_poll_t *p, int status, int events)
 {
     FdWatcherObject *w = tc_handle_data(tc_poll_handle(p));
     if (w != NULL) {
-        pyevents_push(w->reactor, PYEV_FD, (PyObject *)w, NULL,
+        pyevents_push(w->reactor, &fdwatch_ops, PYEV_FD, (PyObject *)w, NULL,
                       status < 0 ? status : events);
     }
 }
@@ -38,7 +49,8 @@ w_on_closed(tc_handle_t *h)
 {
     FdWatcherObject *w = tc_handle_data(h);
     if (w != NULL) {
-        pyevents_push(w->reactor, PYEV_FD_CLOSED, (PyObject *)w, NULL, 0);
+        pyevents_push(w->reactor, &fdwatch_ops, PYEV_FD_CLOSED, (PyObject *)w,
+                      NULL, 0);
     }
 }
 
@@ -347,7 +359,7 @@ call_one(ReactorObject *r, PyObject *fn, PyObject *args, const char *what)
     Py_DECREF(args);
 }
 
-void
+static void
 fdwatch_dispatch(ReactorObject *r, pyevent_t *ev)
 {
     FdWatcherObject *w = (FdWatcherObject *)ev->obj;
@@ -371,6 +383,11 @@ fdwatch_dispatch(ReactorObject *r, pyevent_t *ev)
     }
     Py_DECREF(w);
 }
+
+static const pyevent_ops_t fdwatch_ops = {
+    .run = fdwatch_dispatch,
+    .name = "fdwatch",
+};
 
 /* ---- the type ------------------------------------------------------------- */
 

@@ -15,7 +15,10 @@
  * GIL: held throughout; loop thread. */
 #include <arpa/inet.h>
 
-#include "state.h"
+#include "framing.h"
+#include "module.h"
+#include "reactor.h"
+#include "transport.h"
 
 #define MAX_DELIMITER 64
 

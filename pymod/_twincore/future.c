@@ -7,7 +7,11 @@
  * errback or await saw is logged when the Future is finalized.  C because
  * every defer_to_cpu() creates and settles one: this is the hot path.
  * GIL: held throughout; loop thread (no locks). */
-#include "state.h"
+#include "cpu.h"
+#include "errors.h"
+#include "future.h"
+#include "module.h"
+#include "reactor.h"
 
 enum { ST_PENDING, ST_DONE, ST_FAILED, ST_CANCELLED };
 static const char *const state_names[] = {"pending", "done", "failed",

@@ -18,7 +18,12 @@
  * inside its interpreter: a helper thread takes that interpreter's GIL with
  * a thread state of its own.  slot_t.pins keeps the interpreter alive
  * meanwhile; the worker clears an interrupt that arrives after its task. */
-#include "state.h"
+#include "capi.h"
+#include "errors.h"
+#include "future.h"
+#include "interp.h"
+#include "module.h"
+#include "reactor.h"
 
 #if PY_VERSION_HEX >= 0x030C0000
 

@@ -1,7 +1,18 @@
 /* twincore._twincore: multi-phase init, heap types, module state.  Every
  * type is built from its spec in one exec slot; traverse, clear and free
  * name every state field in the same order. */
-#include "state.h"
+#include "capi.h"
+#include "cpu.h"
+#include "fdwatch.h"
+#include "future.h"
+#include "interp.h"
+#include "module.h"
+#include "process.h"
+#include "reactor.h"
+#include "timerhandle.h"
+#include "tls.h"
+#include "transport.h"
+#include "udp.h"
 
 int
 bytebuf_append(bytebuf_t *b, const void *p, size_t n)

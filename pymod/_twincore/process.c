@@ -12,7 +12,12 @@
  * without the GIL and only queue events. */
 #include <signal.h>
 
-#include "state.h"
+#include "dispatch.h"
+#include "errors.h"
+#include "future.h"
+#include "module.h"
+#include "process.h"
+#include "reactor.h"
 
 #define DEFAULT_HIGH (64u * 1024u)
 
@@ -40,6 +45,18 @@ typedef struct ProcessTransportObject {
     loopref_t held;
     PyObject *weakreflist;
 } ProcessTransportObject;
+
+/* The events this file queues (dispatch.h); obj: the ProcessTransport;
+ * status: the pipe's fd, the returncode (EXITED) or paused (FLOW). */
+enum {
+    PYEV_PROC_START = 1,
+    PYEV_PROC_DATA,
+    PYEV_PROC_PIPE_CLOSED,
+    PYEV_PROC_EXITED,
+    PYEV_PROC_CLOSED,
+    PYEV_PROC_FLOW,
+};
+static const pyevent_ops_t process_ops;   /* beside process_dispatch() */
 
 /* ---- C callbacks: GIL none, loop thread; they only queue ---------------- */
 
@@ -77,7 +94,8 @@ p_pipe_closed(tc_handle_t *h)
         return;
     }
     t->pipes[i] = NULL;
-    pyevents_push(t->reactor, PYEV_PROC_PIPE_CLOSED, (PyObject *)t, NULL, i);
+    pyevents_push(t->reactor, &process_ops, PYEV_PROC_PIPE_CLOSED,
+                  (PyObject *)t, NULL, i);
 }
 
 static void
@@ -109,7 +127,8 @@ p_on_read(tc_stream_t *s, const char *buf, size_t len)
     }
     if (!t->data_queued[i]) {
         t->data_queued[i] = true;
-        pyevents_push(t->reactor, PYEV_PROC_DATA, (PyObject *)t, NULL, i);
+        pyevents_push(t->reactor, &process_ops, PYEV_PROC_DATA, (PyObject *)t,
+                      NULL, i);
     }
 }
 
@@ -141,8 +160,8 @@ p_on_flow(tc_stream_t *s, bool paused)
 {
     ProcessTransportObject *t = owner_of(tc_stream_handle(s));
     if (t != NULL) {
-        pyevents_push(t->reactor, PYEV_PROC_FLOW, (PyObject *)t, NULL,
-                      paused ? 1 : 0);
+        pyevents_push(t->reactor, &process_ops, PYEV_PROC_FLOW, (PyObject *)t,
+                      NULL, paused ? 1 : 0);
     }
 }
 
@@ -158,7 +177,8 @@ p_on_exit(tc_process_t *p, int exit_status, int term_signal)
 {
     ProcessTransportObject *t = owner_of(tc_process_handle(p));
     if (t != NULL) {
-        pyevents_push(t->reactor, PYEV_PROC_EXITED, (PyObject *)t, NULL,
+        pyevents_push(t->reactor, &process_ops, PYEV_PROC_EXITED,
+                      (PyObject *)t, NULL,
                       term_signal != 0 ? -term_signal : exit_status);
     }
 }
@@ -168,7 +188,8 @@ p_proc_closed(tc_handle_t *h)
 {
     ProcessTransportObject *t = owner_of(h);
     if (t != NULL) {
-        pyevents_push(t->reactor, PYEV_PROC_CLOSED, (PyObject *)t, NULL, 0);
+        pyevents_push(t->reactor, &process_ops, PYEV_PROC_CLOSED,
+                      (PyObject *)t, NULL, 0);
     }
 }
 
@@ -242,7 +263,7 @@ maybe_finish(ProcessTransportObject *t)
     }
 }
 
-void
+static void
 process_dispatch(ReactorObject *r, pyevent_t *ev)
 {
     (void)r;
@@ -334,6 +355,11 @@ process_dispatch(ReactorObject *r, pyevent_t *ev)
     }
     Py_DECREF(t);
 }
+
+static const pyevent_ops_t process_ops = {
+    .run = process_dispatch,
+    .name = "process",
+};
 
 /* loopref_t.detach: the reactor closes; every handle goes with it. */
 static void
@@ -525,7 +551,7 @@ reactor_spawn_process(ReactorObject *r, PyObject *args)
     }
     reactor_hold(r, &t->held, (PyObject *)t, process_detach);
     PyObject_GC_Track(t);
-    pyevents_push(r, PYEV_PROC_START, (PyObject *)t, NULL, 0);
+    pyevents_push(r, &process_ops, PYEV_PROC_START, (PyObject *)t, NULL, 0);
     reactor_wake(r);
     return (PyObject *)t;
 }

@@ -18,7 +18,20 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "state.h"
+#include "cpu.h"
+#include "dispatch.h"
+#include "errors.h"
+#include "fdwatch.h"
+#include "module.h"
+#include "process.h"
+#include "reactor.h"
+#include "timerhandle.h"
+#include "tls.h"
+#include "transport.h"
+#include "udp.h"
+
+static const pyevent_ops_t call_ops;     /* beside from_thread_cb() */
+static const pyevent_ops_t signal_ops;   /* beside signal_cb() */
 
 int
 reactor_check_thread(ReactorObject *r)
@@ -190,28 +203,6 @@ Reactor_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     return (PyObject *)r;
 }
 
-/* What the event queue owns.  Only while the reactor does not run: the
- * loop thread then pushes without the GIL, and run() holds a reference
- * that keeps the reactor (and all it owns) reachable anyway. */
-static int
-visit_events(ReactorObject *r, visitproc visit, void *arg)
-{
-    for (size_t i = 0; i < r->events.len; i++) {
-        pyevent_t *ev = &r->events.items[i];
-        if (ev->kind == PYEV_CALL || ev->kind == PYEV_RELEASE) {
-            Py_VISIT(ev->obj);
-        } else if (ev->kind == PYEV_TASK_DONE) {
-            Py_VISIT((PyObject *)ev->ptr);   /* the pool's reference */
-        } else if (ev->kind == PYEV_NATIVE_DONE) {
-            int rc = native_traverse(ev->ptr, visit, arg);
-            if (rc != 0) {
-                return rc;
-            }
-        }
-    }
-    return 0;
-}
-
 static int
 Reactor_traverse(ReactorObject *r, visitproc visit, void *arg)
 {
@@ -228,7 +219,7 @@ Reactor_traverse(ReactorObject *r, visitproc visit, void *arg)
         Py_VISIT(ref->obj);
     }
     if (!r->running) {
-        int rc = visit_events(r, visit, arg);
+        int rc = dispatch_traverse(r, visit, arg);
         if (rc == 0 && r->transit_lock_ready) {
             rc = cpu_transit_traverse(r, visit, arg);
         }
@@ -398,7 +389,7 @@ wakeup_on_ready(tc_poll_t *p, int status, int events)
         while (read(r->wakeup_read_fd, buf, sizeof(buf)) > 0) {
         }
     }
-    pyevents_push(r, PYEV_SIGNAL, NULL, NULL, 0);
+    pyevents_push(r, &signal_ops, 0, NULL, NULL, 0);
 }
 
 /* GIL: held.  signal.set_wakeup_fd(fd); returns the previous fd, or -2
@@ -538,7 +529,7 @@ run_loop(ReactorObject *r, double timeout)
     }
     bool installed = install_wakeup(r);
     /* Python signals that arrived before the wakeup fd was set. */
-    pyevents_push(r, PYEV_SIGNAL, NULL, NULL, 0);
+    pyevents_push(r, &signal_ops, 0, NULL, NULL, 0);
     Py_INCREF(r);
     r->saved_tstate = PyEval_SaveThread();
     int rc;
@@ -748,6 +739,42 @@ reactor_call_later(ReactorObject *r, PyObject *const *args, Py_ssize_t nargs)
     return handle;
 }
 
+/* The event of a cross-thread call; obj: the tuple (fn, args, reactor),
+ * owned. */
+static void
+call_dispatch(ReactorObject *r, pyevent_t *ev)
+{
+    PyObject *fn = PyTuple_GET_ITEM(ev->obj, 0);
+    PyObject *args = PyTuple_GET_ITEM(ev->obj, 1);
+    PyObject *res = PyObject_Call(fn, args, NULL);
+    if (res == NULL) {
+        reactor_report(r, "a call_from_thread callback");
+    }
+    Py_XDECREF(res);
+    Py_DECREF(ev->obj);
+}
+
+static void
+call_discard(ReactorObject *r, pyevent_t *ev)
+{
+    (void)r;
+    Py_DECREF(ev->obj);
+}
+
+static int
+call_traverse(pyevent_t *ev, visitproc visit, void *arg)
+{
+    Py_VISIT(ev->obj);
+    return 0;
+}
+
+static const pyevent_ops_t call_ops = {
+    .run = call_dispatch,
+    .discard = call_discard,
+    .traverse = call_traverse,
+    .name = "call_from_thread",
+};
+
 /* Thread: loop, GIL: none.  Moves a cross-thread call into the batch. */
 static void
 from_thread_cb(void *arg)
@@ -755,7 +782,7 @@ from_thread_cb(void *arg)
     PyObject *call = arg;
     /* The loop's data is the reactor; the tuple's third slot is unused. */
     ReactorObject *r = (ReactorObject *)PyTuple_GET_ITEM(call, 2);
-    if (pyevents_push(r, PYEV_CALL, call, NULL, 0) != 0 &&
+    if (pyevents_push(r, &call_ops, 0, call, NULL, 0) != 0 &&
         r->loop != NULL) {
         /* Out of memory: keep it for the next batch rather than lose it.
          * (While the reactor closes, it is leaked.) */
@@ -1188,10 +1215,10 @@ static void
 signal_cb(tc_signal_t *sig, int signum)
 {
     ReactorObject *r = tc_handle_data(tc_signal_handle(sig));
-    pyevents_push(r, PYEV_SIGNAL, NULL, NULL, signum);
+    pyevents_push(r, &signal_ops, 0, NULL, NULL, signum);
 }
 
-void
+static void
 reactor_run_signal(ReactorObject *r, int signum)
 {
     PyObject *key = PyLong_FromLong(signum);
@@ -1216,6 +1243,25 @@ reactor_run_signal(ReactorObject *r, int signum)
     }
     Py_XDECREF(res);
 }
+
+/* The event of a signal; status: its number, or 0 for Python's own
+ * handlers (KeyboardInterrupt for Ctrl-C). */
+static void
+signal_dispatch(ReactorObject *r, pyevent_t *ev)
+{
+    if (ev->status == 0) {
+        if (PyErr_CheckSignals() < 0) {
+            reactor_report(r, "a signal handler");
+        }
+    } else {
+        reactor_run_signal(r, ev->status);
+    }
+}
+
+static const pyevent_ops_t signal_ops = {
+    .run = signal_dispatch,
+    .name = "signal",
+};
 
 static PyObject *
 reactor_add_signal_handler(ReactorObject *r, PyObject *const *args,

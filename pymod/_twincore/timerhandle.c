@@ -5,7 +5,11 @@
  * before cancel()/reset() a no-op.  Once the reactor is closed its loop
  * and every timer on it are gone: code here checks reactor->loop before
  * it touches th->timer. */
-#include "state.h"
+#include "dispatch.h"
+#include "errors.h"
+#include "module.h"
+#include "reactor.h"
+#include "timerhandle.h"
 
 typedef struct {
     PyObject_HEAD
@@ -20,12 +24,15 @@ typedef struct {
     PyObject *weakreflist;
 } TimerHandleObject;
 
+/* A fire (dispatch.h); obj: the TimerHandle, status: its generation. */
+static const pyevent_ops_t timer_ops;   /* beside timer_dispatch() */
+
 /* GIL: none. */
 static void
 timer_fired(tc_timer_t *timer)
 {
     TimerHandleObject *th = tc_handle_data(tc_timer_handle(timer));
-    if (th != NULL && pyevents_push(th->reactor, PYEV_TIMER, (PyObject *)th,
+    if (th != NULL && pyevents_push(th->reactor, &timer_ops, 0, (PyObject *)th,
                                     NULL, (int)th->gen) == 0) {
         th->fires_queued++;
     }
@@ -108,7 +115,7 @@ timerhandle_new(ReactorObject *r, double delay, PyObject *fn, PyObject *args)
     return (PyObject *)th;
 }
 
-void
+static void
 timer_dispatch(ReactorObject *r, pyevent_t *ev)
 {
     TimerHandleObject *th = (TimerHandleObject *)ev->obj;
@@ -134,6 +141,11 @@ timer_dispatch(ReactorObject *r, pyevent_t *ev)
     Py_XDECREF(res);
     Py_XDECREF(self);
 }
+
+static const pyevent_ops_t timer_ops = {
+    .run = timer_dispatch,
+    .name = "timer",
+};
 
 static PyObject *
 TimerHandle_cancel(TimerHandleObject *th, PyObject *unused)

@@ -7,7 +7,11 @@
  * Transport calls build_protocol() and connection_made() after its
  * handshake, as asyncio does, so ALPN and the peer certificate are known
  * there.  GIL: held in everything here. */
-#include "state.h"
+#include "errors.h"
+#include "module.h"
+#include "reactor.h"
+#include "tls.h"
+#include "transport.h"
 
 #ifdef TCPY_HAVE_OPENSSL
 #include <openssl/asn1.h>

@@ -23,9 +23,33 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "state.h"
+#include "dispatch.h"
+#include "errors.h"
+#include "framing.h"
+#include "future.h"
+#include "module.h"
+#include "reactor.h"
+#include "tls.h"
+#include "transport.h"
 
 #define DEFAULT_HIGH (64u * 1024u)
+
+/* The events this file queues (dispatch.h): a Transport's (obj) and a
+ * Listener's (obj) of these kinds, and a sendfile's completion. */
+enum {
+    PYEV_DATA = 1,     /* its inbuf holds the bytes */
+    PYEV_EOF,
+    PYEV_CLOSED,       /* the C handle is gone */
+    PYEV_PAUSE,
+    PYEV_RESUME,
+    PYEV_CONNECTED,    /* status */
+    PYEV_ACCEPT,       /* ptr: tc_stream_t*; status */
+    PYEV_ACCEPT_ERROR, /* status */
+    PYEV_LISTENER_CLOSED,
+};
+static const pyevent_ops_t transport_ops;   /* beside transport_dispatch() */
+static const pyevent_ops_t listener_ops;    /* beside listener_dispatch() */
+static const pyevent_ops_t sendfile_ops;    /* beside sendfile_dispatch() */
 
 static inline bool
 is_open(TransportObject *t)
@@ -56,7 +80,8 @@ t_on_read(tc_stream_t *s, const char *buf, size_t len)
     }
     if (!t->data_queued) {
         t->data_queued = true;
-        pyevents_push(t->reactor, PYEV_DATA, (PyObject *)t, NULL, 0);
+        pyevents_push(t->reactor, &transport_ops, PYEV_DATA, (PyObject *)t,
+                      NULL, 0);
     }
 }
 
@@ -69,7 +94,8 @@ t_on_eof(tc_stream_t *s)
     }
     t->eof = true;
     if (!t->input_done) {
-        pyevents_push(t->reactor, PYEV_EOF, (PyObject *)t, NULL, 0);
+        pyevents_push(t->reactor, &transport_ops, PYEV_EOF, (PyObject *)t,
+                      NULL, 0);
     }
 }
 
@@ -81,7 +107,8 @@ t_on_closed(tc_handle_t *h)
         return;
     }
     t->stream = NULL;
-    pyevents_push(t->reactor, PYEV_CLOSED, (PyObject *)t, NULL, 0);
+    pyevents_push(t->reactor, &transport_ops, PYEV_CLOSED, (PyObject *)t,
+                  NULL, 0);
 }
 
 static void
@@ -106,8 +133,8 @@ t_on_flow(tc_stream_t *s, bool paused)
     if (t == NULL) {
         return;
     }
-    pyevents_push(t->reactor, paused ? PYEV_PAUSE : PYEV_RESUME,
-                  (PyObject *)t, NULL, 0);
+    pyevents_push(t->reactor, &transport_ops,
+                  paused ? PYEV_PAUSE : PYEV_RESUME, (PyObject *)t, NULL, 0);
 }
 
 const tc_stream_callbacks_t transport_callbacks = {
@@ -124,7 +151,8 @@ transport_on_connect(tc_stream_t *s, int status)
     if (t == NULL) {
         return;   /* closed before its Transport existed */
     }
-    pyevents_push(t->reactor, PYEV_CONNECTED, (PyObject *)t, NULL, status);
+    pyevents_push(t->reactor, &transport_ops, PYEV_CONNECTED, (PyObject *)t,
+                  NULL, status);
 }
 
 /* GIL: none.  The protocol was told pause_writing(): make sure something
@@ -136,7 +164,8 @@ static void
 expect_drain(TransportObject *t)
 {
     if (tc_stream_write_queue_size(t->stream) <= t->low_water) {
-        pyevents_push(t->reactor, PYEV_RESUME, (PyObject *)t, NULL, 0);
+        pyevents_push(t->reactor, &transport_ops, PYEV_RESUME, (PyObject *)t,
+                      NULL, 0);
     } else {
         tc_stream_set_watermarks(t->stream, t->low_water, t->low_water);
     }
@@ -338,7 +367,8 @@ transport_queue_data(TransportObject *t)
 {
     if (!t->data_queued && !t->closed) {
         t->data_queued = true;
-        pyevents_push(t->reactor, PYEV_DATA, (PyObject *)t, NULL, 0);
+        pyevents_push(t->reactor, &transport_ops, PYEV_DATA, (PyObject *)t,
+                      NULL, 0);
         reactor_wake(t->reactor);
     }
 }
@@ -511,7 +541,7 @@ is_name_error(int status)
            status == TC_ENAMEFAIL;
 }
 
-void
+static void
 transport_dispatch(ReactorObject *r, pyevent_t *ev)
 {
     TransportObject *t = (TransportObject *)ev->obj;
@@ -647,6 +677,11 @@ transport_dispatch(ReactorObject *r, pyevent_t *ev)
         break;
     }
 }
+
+static const pyevent_ops_t transport_ops = {
+    .run = transport_dispatch,
+    .name = "transport",
+};
 
 /* ---- Transport methods: GIL held, loop thread ---------------------------- */
 
@@ -803,16 +838,18 @@ t_sendfile_done(tc_stream_t *s, void *ctx, int status, uint64_t sent)
     sendfile_req_t *req = ctx;
     req->status = status;
     req->sent = sent;
-    pyevents_push(req->reactor, PYEV_SENDFILE_DONE, NULL, req, status);
+    pyevents_push(req->reactor, &sendfile_ops, 0, NULL, req, status);
 }
 
-void
-sendfile_discard(void *ptr)
+/* ptr: the sendfile_req_t, owned. */
+static void
+sendfile_discard(ReactorObject *r, pyevent_t *ev)
 {
-    sendfile_free(ptr);
+    (void)r;
+    sendfile_free(ev->ptr);
 }
 
-void
+static void
 sendfile_dispatch(ReactorObject *r, pyevent_t *ev)
 {
     sendfile_req_t *req = ev->ptr;
@@ -844,6 +881,12 @@ sendfile_dispatch(ReactorObject *r, pyevent_t *ev)
     }
     sendfile_free(req);
 }
+
+static const pyevent_ops_t sendfile_ops = {
+    .run = sendfile_dispatch,
+    .discard = sendfile_discard,
+    .name = "sendfile",
+};
 
 static PyObject *
 Transport_sendfile(TransportObject *t, PyObject *args, PyObject *kwargs)
@@ -1083,11 +1126,13 @@ Transport_resume_reading(TransportObject *t, PyObject *unused)
     /* Bytes read before the pause, and an EOF behind them. */
     if (t->inbuf.len > 0 && !t->data_queued) {
         t->data_queued = true;
-        pyevents_push(t->reactor, PYEV_DATA, (PyObject *)t, NULL, 0);
+        pyevents_push(t->reactor, &transport_ops, PYEV_DATA, (PyObject *)t,
+                      NULL, 0);
     }
     if (t->eof_deferred) {
         t->eof_deferred = false;
-        pyevents_push(t->reactor, PYEV_EOF, (PyObject *)t, NULL, 0);
+        pyevents_push(t->reactor, &transport_ops, PYEV_EOF, (PyObject *)t,
+                      NULL, 0);
     }
     reactor_wake(t->reactor);
     Py_RETURN_NONE;
@@ -1208,7 +1253,8 @@ Transport_set_write_buffer_limits(TransportObject *t, PyObject *args,
         call_protocol(t, reactor_state(t->reactor)->str_pause_writing, NULL,
                       "pause_writing");
     } else if (t->writing_paused && pending_writes(t) <= t->low_water) {
-        pyevents_push(t->reactor, PYEV_RESUME, (PyObject *)t, NULL, 0);
+        pyevents_push(t->reactor, &transport_ops, PYEV_RESUME, (PyObject *)t,
+                      NULL, 0);
         reactor_wake(t->reactor);
     }
     Py_RETURN_NONE;
@@ -1482,10 +1528,11 @@ listener_on_connection(tc_server_t *server, tc_stream_t *conn, int status)
         return;
     }
     if (conn != NULL) {
-        pyevents_push(l->reactor, PYEV_ACCEPT, (PyObject *)l, conn, 0);
+        pyevents_push(l->reactor, &listener_ops, PYEV_ACCEPT, (PyObject *)l,
+                      conn, 0);
     } else {
-        pyevents_push(l->reactor, PYEV_ACCEPT_ERROR, (PyObject *)l, NULL,
-                      status);
+        pyevents_push(l->reactor, &listener_ops, PYEV_ACCEPT_ERROR,
+                      (PyObject *)l, NULL, status);
     }
 }
 
@@ -1496,10 +1543,11 @@ l_on_closed(tc_handle_t *h)
     if (l == NULL) {
         return;
     }
-    pyevents_push(l->reactor, PYEV_LISTENER_CLOSED, (PyObject *)l, NULL, 0);
+    pyevents_push(l->reactor, &listener_ops, PYEV_LISTENER_CLOSED,
+                  (PyObject *)l, NULL, 0);
 }
 
-void
+static void
 listener_dispatch(ReactorObject *r, pyevent_t *ev)
 {
     ListenerObject *l = (ListenerObject *)ev->obj;
@@ -1564,6 +1612,11 @@ listener_dispatch(ReactorObject *r, pyevent_t *ev)
         break;
     }
 }
+
+static const pyevent_ops_t listener_ops = {
+    .run = listener_dispatch,
+    .name = "listener",
+};
 
 /* loopref_t.detach: the reactor closes.  A listener closed before has
  * forgotten its server; that close callback runs with the loop's close,

@@ -3,7 +3,11 @@
  * the batch as datagram_received(data, addr). */
 #include <sys/socket.h>
 
-#include "state.h"
+#include "dispatch.h"
+#include "errors.h"
+#include "module.h"
+#include "reactor.h"
+#include "udp.h"
 
 typedef struct datagram {
     struct sockaddr_storage addr;
@@ -24,6 +28,14 @@ typedef struct {
 
 static void announce(DatagramObject *d);
 
+/* The events this file queues (dispatch.h); obj: the DatagramTransport. */
+enum {
+    PYEV_DATAGRAM = 1, /* ptr: datagram_t*, owned */
+    PYEV_UDP_ERROR,    /* status */
+    PYEV_UDP_CLOSED,
+};
+static const pyevent_ops_t udp_ops;   /* beside udp_dispatch() */
+
 static void
 d_on_closed(tc_handle_t *h)
 {
@@ -31,7 +43,8 @@ d_on_closed(tc_handle_t *h)
     if (d == NULL) {
         return;   /* the reactor closed */
     }
-    pyevents_push(d->reactor, PYEV_UDP_CLOSED, (PyObject *)d, NULL, 0);
+    pyevents_push(d->reactor, &udp_ops, PYEV_UDP_CLOSED, (PyObject *)d,
+                  NULL, 0);
 }
 
 /* GIL: none. */
@@ -44,26 +57,27 @@ udp_on_recv(tc_udp_t *udp, const char *buf, size_t len,
         return;   /* the reactor closed */
     }
     if (status != 0) {
-        pyevents_push(d->reactor, PYEV_UDP_ERROR, (PyObject *)d, NULL,
-                      status);
+        pyevents_push(d->reactor, &udp_ops, PYEV_UDP_ERROR, (PyObject *)d,
+                      NULL, status);
         return;
     }
     datagram_t *dg = malloc(sizeof(*dg) + len);
     if (dg == NULL) {
-        pyevents_push(d->reactor, PYEV_UDP_ERROR, (PyObject *)d, NULL,
-                      -ENOMEM);
+        pyevents_push(d->reactor, &udp_ops, PYEV_UDP_ERROR, (PyObject *)d,
+                      NULL, -ENOMEM);
         return;
     }
     dg->len = len;
     dg->addrlen = fromlen <= sizeof(dg->addr) ? fromlen : sizeof(dg->addr);
     memcpy(&dg->addr, from, dg->addrlen);
     memcpy(dg->data, buf, len);
-    if (pyevents_push(d->reactor, PYEV_DATAGRAM, (PyObject *)d, dg, 0) != 0) {
+    if (pyevents_push(d->reactor, &udp_ops, PYEV_DATAGRAM, (PyObject *)d,
+                      dg, 0) != 0) {
         free(dg);
     }
 }
 
-void
+static void
 udp_dispatch(ReactorObject *r, pyevent_t *ev)
 {
     DatagramObject *d = (DatagramObject *)ev->obj;
@@ -126,6 +140,21 @@ udp_dispatch(ReactorObject *r, pyevent_t *ev)
         break;
     }
 }
+
+static void
+udp_discard(ReactorObject *r, pyevent_t *ev)
+{
+    (void)r;
+    if (ev->kind == PYEV_DATAGRAM) {
+        free(ev->ptr);
+    }
+}
+
+static const pyevent_ops_t udp_ops = {
+    .run = udp_dispatch,
+    .discard = udp_discard,
+    .name = "udp",
+};
 
 /* loopref_t.detach: the reactor closes; the socket goes with it.  The
  * socket's reference is listed on the reactor: see transport.c. */

@@ -46,3 +46,21 @@ def test_the_extension_uses_the_public_c_api_only():
             for m in re.finditer(bad, text):
                 offenders.append(f"{path.relative_to(pymod)}: {m.group(0)}")
     assert offenders == []
+
+
+def test_events_carry_their_handler():
+    """A kind of event is one file (issue 13): each event carries its
+    owner's table, each sub-kind (PYEV_*) is known to its owner's .c/.h
+    only, and the dispatcher names no kind and calls no owner."""
+    import pathlib
+    import re
+    src = pathlib.Path(__file__).resolve().parents[2] / "pymod" / "_twincore"
+    owners = {}
+    for path in sorted(src.glob("*.[ch]")):
+        for name in re.findall(r"\bPYEV_\w+", path.read_text()):
+            owners.setdefault(name, set()).add(path.stem)
+    assert "PYEV_DATA" in owners
+    assert {n: sorted(o) for n, o in owners.items() if len(o) > 1} == {}
+    for name in ("dispatch.c", "dispatch.h"):
+        text = (src / name).read_text()
+        assert re.findall(r"\bPYEV_\w+|\b\w+_dispatch\(", text) == []

@@ -88,7 +88,7 @@ class RemoteTraceback(Exception):
 
 
 def _current_reactor():
-    from . import _current_reactor as current
+    from ._current import _current_reactor as current
     return current()
 
 
@@ -696,7 +696,7 @@ class ProcessPool(PoolLifecycle):
         self._maybe_finish_close()
 
     def _protocol_error(self, w, exc):
-        from . import _log
+        from ._task import _log
         _log.error("ProcessPool: bad data from worker %d (%s); killing it",
                    w.pid, exc)
         w.killed = True

@@ -1,0 +1,122 @@
+"""Checks and conversions of the Reactor's arguments that the C methods
+do not make themselves: Unix paths (abstract names), spawn_process()'s
+argv, env and stdio, host names for listen_*, and factories."""
+
+import ipaddress
+import os
+import socket
+
+from .protocol import Factory
+
+
+# spawn_process() stdio values: subprocess's own, so either module's work.
+PIPE = -1
+STDOUT = -2
+DEVNULL = -3
+
+
+def _check_port(port, what, low=0):
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"{what}(): 'port' must be an int, got "
+                        f"{type(port).__name__}")
+    if not low <= port <= 65535:
+        raise ValueError(f"{what}(): 'port' must be in {low}..65535, "
+                         f"got {port}")
+
+
+def _unix_path(path, what):
+    """A Unix socket path for the C layer.  A leading NUL names Linux's
+    abstract namespace, as in the socket module; the C API spells it
+    '@name', which is accepted too (and what get_host() reports)."""
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"{what}(): 'path' must be str, bytes or "
+                        f"os.PathLike, got {type(path).__name__}") from None
+    if path[:1] == "\0":
+        path = "@" + path[1:]
+    elif path[:1] == b"\0":
+        path = b"@" + path[1:]
+    if ("\0" if isinstance(path, str) else b"\0") in path:
+        raise ValueError(f"{what}(): 'path' may hold a null byte only "
+                         f"first (an abstract name), got {path!r}")
+    return path
+
+
+def _check_timeout(timeout, what):
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{what}(): 'timeout' must be a number or None, "
+                        f"got {type(timeout).__name__}")
+    if not timeout > 0:   # also NaN
+        raise ValueError(f"{what}(): 'timeout' must be > 0, got {timeout!r}")
+
+
+def _fs_arg(value, what):
+    if isinstance(value, (str, bytes, os.PathLike)):
+        b = os.fsencode(value)
+        if b"\0" in b:
+            raise ValueError(f"spawn_process(): {what!r} must not contain "
+                             "NUL characters")
+        return b
+    raise TypeError(f"spawn_process(): {what!r} items must be str, bytes "
+                    f"or os.PathLike, got {type(value).__name__}")
+
+
+def _stdio_code(value, what):
+    if value is None:
+        return -4
+    if value in (PIPE, STDOUT, DEVNULL) and isinstance(value, int) \
+            and not isinstance(value, bool):
+        return value
+    if isinstance(value, bool):
+        raise TypeError(f"spawn_process(): {what!r} must be PIPE, DEVNULL, "
+                        "None, a descriptor or a file")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"spawn_process(): {what!r} must be PIPE, "
+                             f"DEVNULL, None or a descriptor, got {value}")
+        return value
+    if hasattr(value, "fileno"):
+        return value.fileno()
+    raise TypeError(f"spawn_process(): {what!r} must be PIPE, DEVNULL, None, "
+                    f"a descriptor or a file, got {type(value).__name__}")
+
+
+def _is_numeric_host(host):
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def _is_host_name(host):
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    return 0 < len(host) <= 253 and all(
+        0 < len(label) <= 63 and label.isascii() and
+        label.replace("-", "").isalnum() and
+        not label.startswith("-") and not label.endswith("-")
+        for label in labels)
+
+
+def _listen_host(host, port):
+    """listen_*'s host: None, "" (every interface) and numeric addresses
+    go to C as they are (which refuses what is neither); a host name is
+    resolved here, at once, as bind() would (its first address)."""
+    if not isinstance(host, str) or host == "" or _is_numeric_host(host) \
+            or not _is_host_name(host):
+        return host
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    return infos[0][4][0]
+
+
+def _as_factory(factory, what):
+    if hasattr(factory, "build_protocol"):
+        return factory
+    if callable(factory):
+        return Factory(factory)
+    raise TypeError(f"{what}(): 'factory' must be a Factory or a protocol "
+                    f"class, got {type(factory).__name__}")

@@ -66,10 +66,8 @@ class CpuPool(_CCpuPool, PoolLifecycle):
 
 
 def _apply_timeout(r, fut, timeout, what):
-    if not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise ValueError(f"{what}(): 'timeout' must be a number > 0, "
-                         f"got {timeout!r}")
-
+    """Fail fut with TimeoutError after timeout seconds (checked already by
+    _check_timeout(), before the task was submitted)."""
     def expire():
         if not fut.done():
             task = fut._task

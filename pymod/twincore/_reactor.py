@@ -10,9 +10,9 @@ from ._future import Future
 from ._current import _running, _take_over
 from ._pools import _default_pool_lock, _get_default_pool
 from ._task import _Task
-from ._validate import (PIPE, STDOUT, _as_factory, _check_port,
-                        _check_timeout, _fs_arg, _is_numeric_host,
-                        _listen_host, _stdio_code, _unix_path)
+from ._validate import (PIPE, STDOUT, _as_factory, _fs_arg,
+                        _is_numeric_host, _listen_host, _stdio_code,
+                        _unix_path)
 
 
 def _settle_on_connect(fut):
@@ -84,16 +84,14 @@ class Reactor(_twincore.Reactor):
         a Listener. factory.build_protocol(addr) runs per connection.
         host "" is every interface (IPv6 and IPv4 on one dual-stack
         socket), None every IPv4 one; a host name is resolved at once."""
-        _check_port(port, "listen_tcp")
         return super().listen_tcp(port, _as_factory(factory, "listen_tcp"),
-                                  _listen_host(host, port), backlog,
+                                  _listen_host(host), backlog,
                                   reuse_port)
 
     def listen_udp(self, port, protocol, host="127.0.0.1"):
         """Bind a UDP socket on host:port (0: any free port); the protocol
         gets connection_made(transport), then datagram_received(data,
         addr) per datagram."""
-        _check_port(port, "listen_udp")
         return super().listen_udp(port, protocol, host)
 
     def listen_unix(self, path, factory, backlog=0):
@@ -112,30 +110,9 @@ class Reactor(_twincore.Reactor):
         any; port 0 for any)."""
         self._check_thread()
         factory = _as_factory(factory, "connect_tcp")
-        if not isinstance(host, str):
-            raise TypeError("connect_tcp(): 'host' must be a str, got "
-                            f"{type(host).__name__}")
-        if isinstance(port, bool) or not isinstance(port, int) or \
-                not 0 < port < 65536:
-            raise ValueError("connect_tcp(): 'port' must be an int in "
-                             f"1..65535, got {port!r}")
-        _check_timeout(timeout, "connect_tcp")
-        if bind is not None:
-            if not isinstance(bind, tuple) or len(bind) != 2 or \
-                    not isinstance(bind[0], (str, type(None))) or \
-                    isinstance(bind[1], bool) or not isinstance(bind[1], int):
-                raise TypeError("connect_tcp(): 'bind' must be a (host, "
-                                f"port) tuple, got {bind!r}")
-            if bind[0] and not _is_numeric_host(bind[0]):
-                raise ValueError("connect_tcp(): the host of 'bind' must be "
-                                 "a numeric IPv4 or IPv6 address, got "
-                                 f"{bind[0]!r}")
-            if not 0 <= bind[1] <= 65535:
-                raise ValueError("connect_tcp(): the port of 'bind' must be "
-                                 f"in 0..65535, got {bind[1]!r}")
-            bind = (bind[0].strip("[]") if bind[0] else None, bind[1])
-        host = host.strip("[]")
-        if not _is_numeric_host(host) and self.cpu_pool.closed:
+        # The C method checks host, port, timeout and bind.
+        if isinstance(host, str) and not _is_numeric_host(host) and \
+                self.cpu_pool.closed:
             raise RuntimeError("connect_tcp(): host names are resolved on "
                                "the reactor's cpu_pool, which is closed; "
                                "set another or pass an IP address")
@@ -177,16 +154,11 @@ class Reactor(_twincore.Reactor):
         Listener. Each handshake runs in C without the GIL; then
         factory.build_protocol(addr) and connection_made() follow, so
         get_extra_info('alpn_protocol', 'tls_version', 'peercert') answer
-        there already. A failed or timed-out handshake is logged (logger
-        'twincore', warning) and closed; the listener goes on."""
-        _check_port(port, "listen_tls")
-        if handshake_timeout is None or isinstance(handshake_timeout, bool) \
-                or not isinstance(handshake_timeout, (int, float)) \
-                or not handshake_timeout > 0:
-            raise ValueError("listen_tls(): 'handshake_timeout' must be a "
-                             f"number > 0, got {handshake_timeout!r}")
+        there already. A failed or timed-out handshake (handshake_timeout
+        seconds; inf: no limit) is logged (logger 'twincore', warning) and
+        closed; the listener goes on."""
         return super().listen_tls(port, _as_factory(factory, "listen_tls"),
-                                  context, _listen_host(host, port), backlog,
+                                  context, _listen_host(host), backlog,
                                   reuse_port, handshake_timeout)
 
     def connect_tls(self, host, port, factory, context, server_hostname=None,
@@ -201,17 +173,9 @@ class Reactor(_twincore.Reactor):
         ETLS_CERT or ETLS."""
         self._check_thread()
         factory = _as_factory(factory, "connect_tls")
-        if not isinstance(host, str):
-            raise TypeError("connect_tls(): 'host' must be a str, got "
-                            f"{type(host).__name__}")
-        _check_port(port, "connect_tls", low=1)
-        _check_timeout(timeout, "connect_tls")
-        if server_hostname is not None and \
-                not isinstance(server_hostname, str):
-            raise TypeError("connect_tls(): 'server_hostname' must be a str "
-                            f"or None, got {type(server_hostname).__name__}")
-        host = host.strip("[]")
-        if not _is_numeric_host(host) and self.cpu_pool.closed:
+        # The C method checks host, port, timeout and server_hostname.
+        if isinstance(host, str) and not _is_numeric_host(host) and \
+                self.cpu_pool.closed:
             raise RuntimeError("connect_tls(): host names are resolved on "
                                "the reactor's cpu_pool, which is closed; "
                                "set another or pass an IP address")

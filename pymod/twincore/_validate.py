@@ -15,15 +15,6 @@ STDOUT = -2
 DEVNULL = -3
 
 
-def _check_port(port, what, low=0):
-    if isinstance(port, bool) or not isinstance(port, int):
-        raise TypeError(f"{what}(): 'port' must be an int, got "
-                        f"{type(port).__name__}")
-    if not low <= port <= 65535:
-        raise ValueError(f"{what}(): 'port' must be in {low}..65535, "
-                         f"got {port}")
-
-
 def _unix_path(path, what):
     """A Unix socket path for the C layer.  A leading NUL names Linux's
     abstract namespace, as in the socket module; the C API spells it
@@ -101,14 +92,14 @@ def _is_host_name(host):
         for label in labels)
 
 
-def _listen_host(host, port):
+def _listen_host(host):
     """listen_*'s host: None, "" (every interface) and numeric addresses
     go to C as they are (which refuses what is neither); a host name is
     resolved here, at once, as bind() would (its first address)."""
     if not isinstance(host, str) or host == "" or _is_numeric_host(host) \
             or not _is_host_name(host):
         return host
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+    infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM,
                                flags=socket.AI_PASSIVE)
     return infos[0][4][0]
 

@@ -142,3 +142,45 @@ tcpy_host_arg(PyObject *obj, const char *method, const char *name,
     }
     return host;
 }
+
+int
+tcpy_unix_path_arg(PyObject *obj, const char *method, PyObject **out)
+{
+    *out = NULL;
+    PyObject *path = PyOS_FSPath(obj);   /* str or bytes */
+    if (path == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "%s(): 'path' must be str, bytes "
+                         "or os.PathLike, got %.100s", method,
+                         Py_TYPE(obj)->tp_name);
+        }
+        return -1;
+    }
+    PyObject *b = PyUnicode_Check(path) ? PyUnicode_EncodeFSDefault(path)
+                                        : Py_NewRef(path);
+    Py_DECREF(path);
+    if (b == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(b);
+    if (n > 0 && PyBytes_AS_STRING(b)[0] == '\0') {
+        /* A new object (never a cached one-byte bytes) to write '@' in. */
+        PyObject *copy = PyBytes_FromStringAndSize(NULL, n);
+        if (copy == NULL) {
+            Py_DECREF(b);
+            return -1;
+        }
+        memcpy(PyBytes_AS_STRING(copy), PyBytes_AS_STRING(b), (size_t)n);
+        PyBytes_AS_STRING(copy)[0] = '@';
+        Py_SETREF(b, copy);
+    }
+    if (strlen(PyBytes_AS_STRING(b)) != (size_t)n) {
+        PyErr_Format(PyExc_ValueError, "%s(): 'path' may hold a null byte "
+                     "only first (an abstract name), got %R", method, obj);
+        Py_DECREF(b);
+        return -1;
+    }
+    *out = b;
+    return 0;
+}

@@ -33,4 +33,10 @@ int tcpy_str_arg(PyObject *obj, const char *method, const char *name,
 PyObject *tcpy_host_arg(PyObject *obj, const char *method, const char *name,
                         const char **out);
 
+/* A Unix socket path: str, bytes or os.PathLike, in the file system's
+ * encoding.  A leading NUL names Linux's abstract namespace, as in the
+ * socket module; it becomes the C API's '@' (which is accepted too); a NUL
+ * anywhere else is a ValueError.  *out: a new ref to the bytes. */
+int tcpy_unix_path_arg(PyObject *obj, const char *method, PyObject **out);
+
 #endif

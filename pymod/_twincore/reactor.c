@@ -871,12 +871,12 @@ static PyObject *
 reactor_listen_unix(ReactorObject *r, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"path", "factory", "backlog", NULL};
-    PyObject *path_obj;
+    PyObject *path_arg, *path_obj;
     PyObject *factory;
     int backlog = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&O|i:listen_unix",
-                                     kwlist, PyUnicode_FSConverter, &path_obj,
-                                     &factory, &backlog)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|i:listen_unix",
+                                     kwlist, &path_arg, &factory, &backlog) ||
+        tcpy_unix_path_arg(path_arg, "listen_unix", &path_obj) < 0) {
         return NULL;
     }
     if (reactor_check_thread(r) < 0) {
@@ -1123,11 +1123,12 @@ static PyObject *
 reactor_connect_unix(ReactorObject *r, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"path", "factory", "on_connect", NULL};
-    PyObject *path_obj;
+    PyObject *path_arg, *path_obj;
     PyObject *factory, *on_connect;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&OO:connect_unix",
-                                     kwlist, PyUnicode_FSConverter, &path_obj,
-                                     &factory, &on_connect)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO:connect_unix",
+                                     kwlist, &path_arg, &factory,
+                                     &on_connect) ||
+        tcpy_unix_path_arg(path_arg, "connect_unix", &path_obj) < 0) {
         return NULL;
     }
     if (reactor_check_thread(r) < 0) {

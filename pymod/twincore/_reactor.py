@@ -11,8 +11,7 @@ from ._current import _running, _take_over
 from ._pools import _default_pool_lock, _get_default_pool
 from ._task import _Task
 from ._validate import (PIPE, STDOUT, _as_factory, _fs_arg,
-                        _is_numeric_host, _listen_host, _stdio_code,
-                        _unix_path)
+                        _is_numeric_host, _listen_host, _stdio_code)
 
 
 def _settle_on_connect(fut):
@@ -99,7 +98,6 @@ class Reactor(_twincore.Reactor):
         '@name').  A stale socket file is replaced; one a live server
         listens on raises OSError(EADDRINUSE).  Closing unlinks the file
         if it is still the one this listener made."""
-        path = _unix_path(path, "listen_unix")
         return super().listen_unix(path, _as_factory(factory, "listen_unix"),
                                    backlog)
 
@@ -189,7 +187,6 @@ class Reactor(_twincore.Reactor):
         """Connect to a Unix socket path or abstract name ('\\0name' or
         '@name'); returns a Future of the protocol."""
         self._check_thread()
-        path = _unix_path(path, "connect_unix")
         factory = _as_factory(factory, "connect_unix")
         fut = Future(self)
         _settle_with_connect(fut, self._connect_unix, path, factory)

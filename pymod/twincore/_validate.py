@@ -1,6 +1,7 @@
-"""Checks and conversions of the Reactor's arguments that the C methods
-do not make themselves: Unix paths (abstract names), spawn_process()'s
-argv, env and stdio, host names for listen_*, and factories."""
+"""Checks and conversions of arguments made in Python: those of
+spawn_process() (argv, env, stdio; the C method takes them converted), of
+the pools' timeouts, host names for listen_* (resolved here), factories.
+The C methods check the rest themselves (pymod/_twincore/args.c)."""
 
 import ipaddress
 import os
@@ -13,25 +14,6 @@ from .protocol import Factory
 PIPE = -1
 STDOUT = -2
 DEVNULL = -3
-
-
-def _unix_path(path, what):
-    """A Unix socket path for the C layer.  A leading NUL names Linux's
-    abstract namespace, as in the socket module; the C API spells it
-    '@name', which is accepted too (and what get_host() reports)."""
-    try:
-        path = os.fspath(path)
-    except TypeError:
-        raise TypeError(f"{what}(): 'path' must be str, bytes or "
-                        f"os.PathLike, got {type(path).__name__}") from None
-    if path[:1] == "\0":
-        path = "@" + path[1:]
-    elif path[:1] == b"\0":
-        path = b"@" + path[1:]
-    if ("\0" if isinstance(path, str) else b"\0") in path:
-        raise ValueError(f"{what}(): 'path' may hold a null byte only "
-                         f"first (an abstract name), got {path!r}")
-    return path
 
 
 def _check_timeout(timeout, what):

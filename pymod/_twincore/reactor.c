@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "cpu.h"
 #include "dispatch.h"
 #include "errors.h"
@@ -838,11 +839,7 @@ reactor_listen_server(ReactorObject *r, const char *what, const char *host,
                       int port, int backlog, int reuse_port,
                       tc_server_t **out)
 {
-    if (port < 0 || port > 65535) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s(): 'port' must be in 0..65535, got %d", what, port);
-        return -1;
-    }
+    assert(port >= 0 && port <= 65535);   /* tcpy_port_arg() */
     if (backlog < 0) {
         PyErr_Format(PyExc_ValueError,
                      "%s(): 'backlog' must be >= 0, got %d", what, backlog);
@@ -877,14 +874,16 @@ reactor_listen_tcp(ReactorObject *r, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"port", "factory", "host", "backlog",
                              "reuse_port", NULL};
+    PyObject *port_obj;
     int port;
     PyObject *factory;
     const char *host = "127.0.0.1";
     int backlog = 0;
     int reuse_port = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO|zip:listen_tcp",
-                                     kwlist, &port, &factory, &host,
-                                     &backlog, &reuse_port)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|zip:listen_tcp",
+                                     kwlist, &port_obj, &factory, &host,
+                                     &backlog, &reuse_port) ||
+        tcpy_port_arg(port_obj, "listen_tcp", "'port'", 0, &port) < 0) {
         return NULL;
     }
     tc_server_t *server;
@@ -899,12 +898,12 @@ static PyObject *
 reactor_listen_unix(ReactorObject *r, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"path", "factory", "backlog", NULL};
-    PyObject *path_obj;
+    PyObject *path_arg, *path_obj;
     PyObject *factory;
     int backlog = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&O|i:listen_unix",
-                                     kwlist, PyUnicode_FSConverter, &path_obj,
-                                     &factory, &backlog)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|i:listen_unix",
+                                     kwlist, &path_arg, &factory, &backlog) ||
+        tcpy_unix_path_arg(path_arg, "listen_unix", &path_obj) < 0) {
         return NULL;
     }
     if (reactor_check_thread(r) < 0) {
@@ -954,72 +953,74 @@ reactor_connect_tcp(ReactorObject *r, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"host", "port", "factory", "on_connect",
                              "timeout", "bind", NULL};
-    const char *host;
-    int port;
+    PyObject *host_obj, *port_obj;
     PyObject *factory, *on_connect;
     PyObject *timeout_obj = Py_None;
     PyObject *bind_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "siOO|OO:connect_tcp",
-                                     kwlist, &host, &port, &factory,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO|OO:connect_tcp",
+                                     kwlist, &host_obj, &port_obj, &factory,
                                      &on_connect, &timeout_obj, &bind_obj)) {
         return NULL;
     }
+    PyObject *host_str = NULL, *bind_str = NULL, *addr = NULL;
+    const char *host;
+    int port;
     const char *bind_host = NULL;
     int bind_port = 0;
-    if (bind_obj != Py_None &&
-        (!PyTuple_Check(bind_obj) ||
-         !PyArg_ParseTuple(bind_obj, "zi", &bind_host, &bind_port))) {
-        PyErr_Format(PyExc_TypeError,
-                     "connect_tcp(): 'bind' must be a (host, port) tuple, "
-                     "got %R", bind_obj);
-        return NULL;
+    tc_tcp_connect_opts_t opts = {0};
+    host_str = tcpy_host_arg(host_obj, "connect_tcp", "'host'", &host);
+    if (host_str == NULL) {
+        goto error;
     }
-    if (bind_port < 0 || bind_port > 65535) {
+    /* connect_tcp() has always raised ValueError for a port of the wrong
+     * type too. */
+    if (PyBool_Check(port_obj) || !PyLong_Check(port_obj)) {
         PyErr_Format(PyExc_ValueError,
-                     "connect_tcp(): the port of 'bind' must be in 0..65535, "
-                     "got %d", bind_port);
-        return NULL;
+                     "connect_tcp(): 'port' must be an int in 1..65535, "
+                     "got %R", port_obj);
+        goto error;
+    }
+    if (tcpy_port_arg(port_obj, "connect_tcp", "'port'", 1, &port) < 0 ||
+        tcpy_timeout_arg(timeout_obj, "connect_tcp", "'timeout'", true,
+                         &opts.timeout_ms) < 0) {
+        goto error;
+    }
+    if (bind_obj != Py_None) {
+        PyObject *bh = NULL, *bp = NULL;
+        if (PyTuple_Check(bind_obj) && PyTuple_GET_SIZE(bind_obj) == 2) {
+            bh = PyTuple_GET_ITEM(bind_obj, 0);
+            bp = PyTuple_GET_ITEM(bind_obj, 1);
+        }
+        if (bh == NULL || (bh != Py_None && !PyUnicode_Check(bh)) ||
+            PyBool_Check(bp) || !PyLong_Check(bp)) {
+            PyErr_Format(PyExc_TypeError,
+                         "connect_tcp(): 'bind' must be a (host, port) "
+                         "tuple, got %R", bind_obj);
+            goto error;
+        }
+        if (tcpy_port_arg(bp, "connect_tcp", "the port of 'bind'", 0,
+                          &bind_port) < 0) {
+            goto error;
+        }
+        if (bh != Py_None) {
+            bind_str = tcpy_host_arg(bh, "connect_tcp", "the host of 'bind'",
+                                     &bind_host);
+            if (bind_str == NULL) {
+                goto error;
+            }
+        }
     }
     if (bind_host != NULL && bind_host[0] == '\0') {
         bind_host = NULL;   /* "": the wildcard of the peer's family */
     }
-    if (port <= 0 || port > 65535) {
-        PyErr_Format(PyExc_ValueError,
-                     "connect_tcp(): 'port' must be in 1..65535, got %d",
-                     port);
-        return NULL;
-    }
-    double timeout = 0.0;
-    if (timeout_obj != Py_None) {
-        timeout = PyFloat_AsDouble(timeout_obj);
-        if (timeout == -1.0 && PyErr_Occurred()) {
-            return NULL;
-        }
-        if (!(timeout > 0.0)) {
-            PyErr_Format(PyExc_ValueError,
-                         "connect_tcp(): 'timeout' must be > 0, got %R",
-                         timeout_obj);
-            return NULL;
-        }
-    }
     if (reactor_check_thread(r) < 0) {
-        return NULL;
+        goto error;
     }
-    /* Over 31 years (infinity included) is no timeout at all, and would
-     * not convert to milliseconds. */
-    tc_tcp_connect_opts_t opts = {
-        .timeout_ms = timeout > 0.0 && timeout <= 1e9
-                          ? (uint64_t)(timeout * 1000.0 + 0.5)
-                          : 0,
-        .bind_host = bind_host,
-        .bind_port = bind_port,
-    };
-    if (opts.timeout_ms == 0 && timeout > 0.0 && timeout <= 1e9) {
-        opts.timeout_ms = 1;
-    }
-    PyObject *addr = Py_BuildValue("(si)", host, port);
+    opts.bind_host = bind_host;
+    opts.bind_port = bind_port;
+    addr = Py_BuildValue("(si)", host, port);
     if (addr == NULL) {
-        return NULL;
+        goto error;
     }
     tc_stream_t *s;
     reactor_sync_resolver(r);
@@ -1029,15 +1030,21 @@ reactor_connect_tcp(ReactorObject *r, PyObject *args, PyObject *kwargs)
         PyErr_Format(PyExc_ValueError,
                      "connect_tcp(): the host of 'bind' must be a numeric "
                      "IPv4 or IPv6 address, got '%s'", bind_host);
-        Py_DECREF(addr);
-        return NULL;
+        goto error;
     }
     if (err != 0) {
         tcpy_raise_at(reactor_state(r), err, "connect to", addr);
-        Py_DECREF(addr);
-        return NULL;
+        goto error;
     }
-    return start_client(r, s, false, factory, on_connect, addr);
+    Py_DECREF(host_str);
+    Py_XDECREF(bind_str);
+    return start_client(r, s, false, factory, on_connect, addr);  /* steals */
+
+error:
+    Py_XDECREF(host_str);
+    Py_XDECREF(bind_str);
+    Py_XDECREF(addr);
+    return NULL;
 }
 
 /* ---- sockets made elsewhere -------------------------------------------- */
@@ -1143,11 +1150,12 @@ static PyObject *
 reactor_connect_unix(ReactorObject *r, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"path", "factory", "on_connect", NULL};
-    PyObject *path_obj;
+    PyObject *path_arg, *path_obj;
     PyObject *factory, *on_connect;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&OO:connect_unix",
-                                     kwlist, PyUnicode_FSConverter, &path_obj,
-                                     &factory, &on_connect)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO:connect_unix",
+                                     kwlist, &path_arg, &factory,
+                                     &on_connect) ||
+        tcpy_unix_path_arg(path_arg, "connect_unix", &path_obj) < 0) {
         return NULL;
     }
     if (reactor_check_thread(r) < 0) {
@@ -1175,16 +1183,13 @@ static PyObject *
 reactor_listen_udp(ReactorObject *r, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"port", "protocol", "host", NULL};
+    PyObject *port_obj;
     int port;
     PyObject *protocol;
     const char *host = "127.0.0.1";
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO|s:listen_udp", kwlist,
-                                     &port, &protocol, &host)) {
-        return NULL;
-    }
-    if (port < 0 || port > 65535) {
-        PyErr_Format(PyExc_ValueError,
-                     "listen_udp(): 'port' must be in 0..65535, got %d", port);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|s:listen_udp", kwlist,
+                                     &port_obj, &protocol, &host) ||
+        tcpy_port_arg(port_obj, "listen_udp", "'port'", 0, &port) < 0) {
         return NULL;
     }
     if (reactor_check_thread(r) < 0) {

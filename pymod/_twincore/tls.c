@@ -7,6 +7,7 @@
  * Transport calls build_protocol() and connection_made() after its
  * handshake, as asyncio does, so ALPN and the peer certificate are known
  * there.  GIL: held in everything here. */
+#include "args.h"
 #include "errors.h"
 #include "module.h"
 #include "reactor.h"
@@ -462,46 +463,24 @@ tlscontext_native(tc_state *st, PyObject *obj, const char *method,
 
 /* ---- Reactor methods ----------------------------------------------------- */
 
-static int
-timeout_arg(PyObject *obj, const char *method, const char *what,
-            uint64_t *ms)
-{
-    *ms = 0;
-    if (obj == Py_None) {
-        return 0;
-    }
-    double v = PyFloat_AsDouble(obj);
-    if (v == -1.0 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (!(v > 0.0) || v > 1e9) {
-        PyErr_Format(PyExc_ValueError, "%s(): '%s' must be > 0, got %R",
-                     method, what, obj);
-        return -1;
-    }
-    *ms = (uint64_t)(v * 1000.0 + 0.5);
-    if (*ms == 0) {
-        *ms = 1;
-    }
-    return 0;
-}
-
 PyObject *
 reactor_listen_tls(ReactorObject *r, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"port", "factory", "context", "host",
                              "backlog", "reuse_port", "handshake_timeout",
                              NULL};
+    PyObject *port_obj;
     int port;
     PyObject *factory, *context;
     const char *host = "127.0.0.1";
     int backlog = 0;
     int reuse_port = 0;
     PyObject *timeout_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOO|zipO:listen_tls",
-                                     kwlist, &port, &factory, &context,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|zipO:listen_tls",
+                                     kwlist, &port_obj, &factory, &context,
                                      &host, &backlog, &reuse_port,
-                                     &timeout_obj)) {
+                                     &timeout_obj) ||
+        tcpy_port_arg(port_obj, "listen_tls", "'port'", 0, &port) < 0) {
         return NULL;
     }
     tc_state *st = reactor_state(r);
@@ -511,8 +490,8 @@ reactor_listen_tls(ReactorObject *r, PyObject *args, PyObject *kwargs)
     }
     uint64_t timeout_ms = 60000;
     if (timeout_obj != NULL &&
-        timeout_arg(timeout_obj, "listen_tls", "handshake_timeout",
-                    &timeout_ms) < 0) {
+        tcpy_timeout_arg(timeout_obj, "listen_tls", "'handshake_timeout'",
+                         false, &timeout_ms) < 0) {
         return NULL;
     }
     tc_server_t *server;
@@ -527,35 +506,57 @@ reactor_listen_tls(ReactorObject *r, PyObject *args, PyObject *kwargs)
     return l;
 }
 
+static PyObject *connect_tls(ReactorObject *r, const char *host,
+                             PyObject *port_obj, PyObject *factory,
+                             PyObject *on_connect, PyObject *context,
+                             PyObject *server_hostname_obj,
+                             PyObject *timeout_obj);
+
 PyObject *
 reactor_connect_tls(ReactorObject *r, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"host", "port", "factory", "on_connect",
                              "context", "server_hostname", "timeout", NULL};
-    const char *host;
-    int port;
+    PyObject *host_obj, *port_obj;
     PyObject *factory, *on_connect, *context;
-    const char *server_hostname = NULL;
+    PyObject *server_hostname_obj = Py_None;
     PyObject *timeout_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "siOOO|zO:connect_tls",
-                                     kwlist, &host, &port, &factory,
-                                     &on_connect, &context, &server_hostname,
-                                     &timeout_obj)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO|OO:connect_tls",
+                                     kwlist, &host_obj, &port_obj, &factory,
+                                     &on_connect, &context,
+                                     &server_hostname_obj, &timeout_obj)) {
+        return NULL;
+    }
+    const char *host;
+    PyObject *host_str = tcpy_host_arg(host_obj, "connect_tls", "'host'",
+                                       &host);
+    if (host_str == NULL) {
+        return NULL;
+    }
+    PyObject *t = connect_tls(r, host, port_obj, factory, on_connect,
+                              context, server_hostname_obj, timeout_obj);
+    Py_DECREF(host_str);   /* host: copied by tc_tls_connect() */
+    return t;
+}
+
+static PyObject *
+connect_tls(ReactorObject *r, const char *host, PyObject *port_obj,
+            PyObject *factory, PyObject *on_connect, PyObject *context,
+            PyObject *server_hostname_obj, PyObject *timeout_obj)
+{
+    int port;
+    const char *server_hostname;
+    uint64_t timeout_ms;
+    if (tcpy_port_arg(port_obj, "connect_tls", "'port'", 1, &port) < 0 ||
+        tcpy_timeout_arg(timeout_obj, "connect_tls", "'timeout'", true,
+                         &timeout_ms) < 0 ||
+        tcpy_str_arg(server_hostname_obj, "connect_tls",
+                     "'server_hostname'", true, &server_hostname) < 0) {
         return NULL;
     }
     tc_state *st = reactor_state(r);
     tc_tls_ctx_t *ctx = tlscontext_native(st, context, "connect_tls", false);
     if (ctx == NULL) {
-        return NULL;
-    }
-    if (port <= 0 || port > 65535) {
-        PyErr_Format(PyExc_ValueError,
-                     "connect_tls(): 'port' must be in 1..65535, got %d",
-                     port);
-        return NULL;
-    }
-    uint64_t timeout_ms;
-    if (timeout_arg(timeout_obj, "connect_tls", "timeout", &timeout_ms) < 0) {
         return NULL;
     }
     if (reactor_check_thread(r) < 0) {

@@ -74,7 +74,7 @@ def from_asyncio(afut, reactor=None):
     Future cancels the other (a concurrent future that already runs cannot
     be; the twincore one is cancelled all the same)."""
     if reactor is None:
-        from . import _current_reactor
+        from ._current import _current_reactor
         reactor = _current_reactor()
     fut = Future(reactor)
 

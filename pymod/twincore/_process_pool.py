@@ -36,6 +36,7 @@ from . import _procworker as _w
 from ._future import CancelledError, Future
 from ._lane import PoolLifecycle
 from ._twincore import PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL
+from ._validate import _check_timeout
 
 __all__ = ["ProcessPool", "WorkerDied", "BrokenProcessPool",
            "RemoteTraceback", "defer_to_process", "defer_to",
@@ -88,7 +89,7 @@ class RemoteTraceback(Exception):
 
 
 def _current_reactor():
-    from . import _current_reactor as current
+    from ._current import _current_reactor as current
     return current()
 
 
@@ -218,16 +219,6 @@ def _check_priority(priority, what):
             priority not in (PRIORITY_HIGH, PRIORITY_NORMAL, PRIORITY_LOW):
         raise ValueError(f"{what}(): 'priority' must be PRIORITY_HIGH, "
                          f"PRIORITY_NORMAL or PRIORITY_LOW, got {priority!r}")
-
-
-def _check_timeout(timeout, what):
-    if timeout is None:
-        return
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"{what}(): 'timeout' must be a number or None, "
-                        f"got {type(timeout).__name__}")
-    if not timeout > 0:
-        raise ValueError(f"{what}(): 'timeout' must be > 0, got {timeout!r}")
 
 
 def _pickle_error(what, fn, args, kwargs, exc):
@@ -696,7 +687,7 @@ class ProcessPool(PoolLifecycle):
         self._maybe_finish_close()
 
     def _protocol_error(self, w, exc):
-        from . import _log
+        from ._task import _log
         _log.error("ProcessPool: bad data from worker %d (%s); killing it",
                    w.pid, exc)
         w.killed = True

@@ -9,9 +9,9 @@ from elsewhere stays a CancelledError.
 
 import inspect
 
-import twincore as _tc   # the package (being initialised: used lazily)
-
 from ._future import CancelledError
+from ._current import _current_reactor, _current_task
+from ._task import _ensure_future
 
 __all__ = ["wait_for", "timeout", "Timeout"]
 
@@ -36,8 +36,8 @@ async def wait_for(aw, timeout, *, reactor=None):
         if inspect.iscoroutine(aw):
             aw.close()   # never started: no "never awaited" warning
         raise
-    r = reactor if reactor is not None else _tc._current_reactor()
-    fut = _tc._ensure_future(aw, r)
+    r = reactor if reactor is not None else _current_reactor()
+    fut = _ensure_future(aw, r)
     if timeout is None:
         return await fut
     expired = []
@@ -72,7 +72,7 @@ class Timeout:
         self._expired = False
 
     async def __aenter__(self):
-        task = _tc._current_task()
+        task = _current_task()
         if task is None:
             raise RuntimeError("timeout(): use it in a twincore coroutine")
         if self._task is not None:
@@ -128,7 +128,7 @@ def future_with_timeout(fut, delay):
                          f"got {delay!r}")
     r = fut._reactor
     if r is None:
-        r = _tc._current_reactor()
+        r = _current_reactor()
     if fut.done():
         return fut
     expired = []

@@ -738,6 +738,81 @@ def test_connect_unix_argument_errors(reactor):
         reactor.connect_unix(42, twincore.Protocol)
 
 
+# The C methods check their arguments themselves (once: the Python layer
+# passes them through), so each case is asked of both.
+
+def c_connect_tcp(reactor, host, port, **kwargs):
+    return reactor._connect_tcp(host, port,
+                                twincore.Factory(twincore.Protocol),
+                                lambda protocol, exc: None, **kwargs)
+
+
+@pytest.mark.parametrize("port, exc", [
+    ("80", TypeError), (True, TypeError), (1.0, TypeError),
+    (-1, ValueError), (65536, ValueError), (1 << 70, ValueError)])
+def test_listen_tcp_port_checked_in_c(reactor, port, exc):
+    with pytest.raises(exc, match=r"listen_tcp\(\): 'port'"):
+        twincore._twincore.Reactor.listen_tcp(
+            reactor, port, twincore.Factory(twincore.Protocol))
+    with pytest.raises(exc, match=r"listen_tcp\(\): 'port'"):
+        reactor.listen_tcp(port, twincore.Protocol)
+    with pytest.raises(exc, match=r"listen_tcp\(\): 'port'"):
+        reactor.listen_tcp(port, twincore.Protocol, host="localhost")
+
+
+CONNECT_TCP_BAD = [
+    ({"host": 127}, TypeError, "'host'"),
+    ({"host": "a\0b"}, ValueError, "'host'"),
+    ({"host": "\udcff"}, ValueError, "'host'"),
+    ({"port": True}, ValueError, "'port'"),
+    ({"port": "80"}, ValueError, "'port'"),
+    ({"port": 0}, ValueError, "'port'"),
+    ({"port": 1 << 70}, ValueError, "'port'"),
+    ({"timeout": True}, TypeError, "'timeout'"),
+    ({"timeout": "1"}, TypeError, "'timeout'"),
+    ({"timeout": float("nan")}, ValueError, "'timeout'"),
+    ({"timeout": -(1 << 70)}, ValueError, "'timeout'"),
+    ({"bind": ("127.0.0.1", True)}, TypeError, "'bind'"),
+    ({"bind": (1, 0)}, TypeError, "'bind'"),
+    ({"bind": ("127.0.0.1", 0, 0)}, TypeError, "'bind'"),
+    ({"bind": ("127.0.0.1", 1 << 70)}, ValueError, "'bind'"),
+    ({"bind": ("localhost", 0)}, ValueError, "'bind'"),
+    ({"bind": ("1.2.3.4\0", 0)}, ValueError, "'bind'"),
+]
+
+
+@pytest.mark.parametrize("change, exc, name", CONNECT_TCP_BAD,
+                         ids=[repr(c[0]) for c in CONNECT_TCP_BAD])
+def test_connect_tcp_arguments_checked_in_c(reactor, change, exc, name):
+    args = {"host": "127.0.0.1", "port": 9}
+    args.update(change)
+    with pytest.raises(exc, match=r"connect_tcp\(\): .*" + name):
+        c_connect_tcp(reactor, **args)
+    host, port = args.pop("host"), args.pop("port")
+    with pytest.raises(exc, match=r"connect_tcp\(\): .*" + name):
+        reactor.connect_tcp(host, port, twincore.Protocol, **args)
+
+
+def test_connect_tcp_brackets_and_huge_timeouts(reactor):
+    """Brackets around a host ("[::1]" style) are dropped, and a timeout
+    too large for a float is no timeout, as infinity is."""
+    listener = reactor.listen_tcp(0, twincore.Protocol)
+
+    async def main():
+        for timeout in (1 << 1100, float("inf")):
+            client = await reactor.connect_tcp(
+                "[127.0.0.1]", listener.port, RecordingProtocol,
+                timeout=timeout, bind=("[127.0.0.1]", 0))
+            assert client.transport.get_peer()[:2] == ("127.0.0.1",
+                                                       listener.port)
+            client.transport.close()
+            await client.done
+    try:
+        run_until(reactor, main())
+    finally:
+        listener.close()
+
+
 def test_transport_and_listener_not_instantiable():
     with pytest.raises(TypeError):
         twincore.Transport()

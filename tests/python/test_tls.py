@@ -200,6 +200,71 @@ def test_listen_and_connect_argument_errors(reactor, certs):
         reactor.connect_tls("127.0.0.1", 9, Server, cctx, server_hostname=1)
 
 
+LISTEN_TLS_BAD = [
+    ({"port": "0"}, TypeError, "'port'"),
+    ({"port": True}, TypeError, "'port'"),
+    ({"port": 1 << 70}, ValueError, "'port'"),
+    ({"handshake_timeout": "1"}, TypeError, "'handshake_timeout'"),
+    ({"handshake_timeout": None}, TypeError, "'handshake_timeout'"),
+    ({"handshake_timeout": True}, TypeError, "'handshake_timeout'"),
+    ({"handshake_timeout": 0}, ValueError, "'handshake_timeout'"),
+    ({"handshake_timeout": float("nan")}, ValueError, "'handshake_timeout'"),
+]
+
+
+@pytest.mark.parametrize("change, exc, name", LISTEN_TLS_BAD,
+                         ids=[repr(c[0]) for c in LISTEN_TLS_BAD])
+def test_listen_tls_arguments_checked_in_c(reactor, certs, change, exc,
+                                           name):
+    """The C method checks them itself; the Python one passes them on."""
+    args = {"port": 0, "handshake_timeout": 5}
+    args.update(change)
+    port = args.pop("port")
+    sctx = server_context(certs)
+    with pytest.raises(exc, match=r"listen_tls\(\): " + name):
+        twincore._twincore.Reactor.listen_tls(
+            reactor, port, twincore.Factory(Server), sctx, **args)
+    with pytest.raises(exc, match=r"listen_tls\(\): " + name):
+        reactor.listen_tls(port, Server, sctx, **args)
+
+
+CONNECT_TLS_BAD = [
+    ({"host": 5}, TypeError, "'host'"),
+    ({"host": "a\0b"}, ValueError, "'host'"),
+    ({"port": "9"}, TypeError, "'port'"),
+    ({"port": True}, TypeError, "'port'"),
+    ({"port": 0}, ValueError, "'port'"),
+    ({"timeout": True}, TypeError, "'timeout'"),
+    ({"timeout": 0}, ValueError, "'timeout'"),
+    ({"server_hostname": 1}, TypeError, "'server_hostname'"),
+    ({"server_hostname": "a\0b"}, ValueError, "'server_hostname'"),
+]
+
+
+@pytest.mark.parametrize("change, exc, name", CONNECT_TLS_BAD,
+                         ids=[repr(c[0]) for c in CONNECT_TLS_BAD])
+def test_connect_tls_arguments_checked_in_c(reactor, certs, change, exc,
+                                            name):
+    args = {"host": "127.0.0.1", "port": 9}
+    args.update(change)
+    host, port = args.pop("host"), args.pop("port")
+    cctx = client_context(certs)
+    with pytest.raises(exc, match=r"connect_tls\(\): " + name):
+        reactor._connect_tls(host, port, twincore.Factory(Server),
+                             lambda protocol, exc: None, cctx, **args)
+    with pytest.raises(exc, match=r"connect_tls\(\): " + name):
+        reactor.connect_tls(host, port, Server, cctx, **args)
+
+
+def test_listen_tls_infinite_handshake_timeout(reactor, certs):
+    """inf (or more than 1e9 s) is no handshake timeout, as for connect
+    timeouts; it was refused with "must be > 0"."""
+    for forever in (float("inf"), 1 << 1100):
+        listener = reactor.listen_tls(0, Server, server_context(certs),
+                                      handshake_timeout=forever)
+        listener.close()
+
+
 # ---- twincore to twincore ---------------------------------------------------
 
 @pytest.mark.parametrize("chunk", [1, 7, 4096, 1 << 20])

@@ -206,6 +206,18 @@ def test_exception_in_datagram_received_is_logged(reactor, caplog):
     assert "datagram_received" in recs[0].getMessage()
 
 
+@pytest.mark.parametrize("port, exc", [
+    ("0", TypeError), (True, TypeError), (0.0, TypeError),
+    (-1, ValueError), (1 << 70, ValueError)])
+def test_listen_udp_port_checked_in_c(reactor, port, exc):
+    """The C method checks the port itself; the Python one passes it on."""
+    for listen in (reactor.listen_udp, lambda port, proto:
+                   twincore._twincore.Reactor.listen_udp(reactor, port,
+                                                         proto)):
+        with pytest.raises(exc, match=r"listen_udp\(\): 'port'"):
+            listen(port, RecordingDatagram())
+
+
 def test_argument_errors(reactor):
     proto = RecordingDatagram()
     with pytest.raises(ValueError, match="port"):

@@ -224,6 +224,39 @@ def test_a_null_byte_past_the_first_is_refused(reactor, bad):
         reactor.connect_unix(bad, RecordingProtocol)
 
 
+@pytest.mark.parametrize("bad, exc", [
+    (42, TypeError), (None, TypeError), ("a\0b", ValueError),
+    (b"\0a\0", ValueError), ("\udcff\0", ValueError)])
+def test_unix_path_checked_in_c(reactor, bad, exc):
+    """The C methods check and convert the path themselves; the Python ones
+    pass it on."""
+    C = twincore._twincore.Reactor
+    factory = twincore.Factory(Echo)
+    with pytest.raises(exc, match=r"listen_unix\(\): 'path'"):
+        C.listen_unix(reactor, bad, factory)
+    with pytest.raises(exc, match=r"connect_unix\(\): 'path'"):
+        reactor._connect_unix(bad, factory, lambda protocol, exc: None)
+
+
+def test_abstract_name_converted_in_c(reactor):
+    """'\0name' reaches the C method as it is, and means '@name' there."""
+    name = abstract_name("c-method")
+    listener = twincore._twincore.Reactor.listen_unix(
+        reactor, "\0" + name, twincore.Factory(Echo))
+    assert listener.get_host() == "@" + name
+    assert echo_once(reactor, b"\0" + name.encode()) == b"ping"
+    listener.close()
+    # A one-byte path: the '@' is written into a copy, never into the
+    # interpreter's shared one-byte bytes object.
+    for path in ("\0", b"\0"):
+        try:
+            twincore._twincore.Reactor.listen_unix(
+                reactor, path, twincore.Factory(Echo)).close()
+        except OSError:
+            pass
+    assert "\0".encode()[0] == 0 and b"\0"[0] == 0
+
+
 def test_unix_path_types(reactor, sock_dir):
     with pytest.raises(TypeError, match="listen_unix.*path"):
         reactor.listen_unix(42, Echo)

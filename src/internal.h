@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include <ev.h>
 
@@ -186,6 +187,15 @@ static inline bool
 tc__handle_closing(const tc_handle_t *h)
 {
     return (h->flags & TC__H_CLOSING) != 0;
+}
+
+/* CLOCK_MONOTONIC in nanoseconds.  Thread: any. */
+static inline uint64_t
+tc__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* Negated errno of the last failed call (never 0). */

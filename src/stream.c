@@ -1,4 +1,5 @@
-/* The buffered stream transport shared by TCP and Unix connections.
+/* The buffered stream transport shared by TCP and Unix connections, child
+ * processes' pipes and adopted sockets (tc_stream_open).
  *
  * Invariants: bytes leave in the order they were queued; a write first goes
  * straight to the socket when nothing is queued, and only the remainder is
@@ -280,9 +281,9 @@ tc__stream_queue_drained(tc_stream_t *s)
  * the head (or through copies of FILE_PIECE inserted before it when
  * sendfile(2) refuses the file).  On a codec stream it waits in phead, and
  * later plaintext waits behind it; tls_stream.c reads and encodes it while
- * the wire queue is short.  Its bytes are not counted by the watermarks: they take
- * no memory.  A finished range is reported from the loop (notify_cb).
- * file_range_t is in stream_internal.h. */
+ * the wire queue is short.  Its bytes are not counted by the watermarks:
+ * they take no memory.  A finished range is reported from the loop
+ * (notify_cb).  file_range_t is in stream_internal.h. */
 void
 tc__stream_file_release(void *ctx, const void *buf, int status)
 {

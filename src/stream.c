@@ -678,14 +678,11 @@ static double
 stream_next_timeout(const tc_handle_t *h)
 {
     tc_stream_t *s = TC__CONTAINER_OF(h, tc_stream_t, h);
-    /* Never both: a linger stops the opening's deadline. */
-    if (ev_is_active(&s->linger_timer)) {
-        return ev_timer_remaining(h->loop->ev, &s->linger_timer);
-    }
-    if (!ev_is_active(&s->open_timer)) {
-        return -1.0;
-    }
-    return ev_timer_remaining(h->loop->ev, &s->open_timer);
+    /* One at most: a linger stops the opening's deadline. */
+    ev_timer *t = ev_is_active(&s->linger_timer) ? &s->linger_timer
+                  : ev_is_active(&s->open_timer)   ? &s->open_timer
+                                                   : NULL;
+    return t != NULL ? ev_timer_remaining(h->loop->ev, t) : -1.0;
 }
 
 static const tc__handle_vtable_t stream_vt = {

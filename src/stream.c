@@ -24,6 +24,8 @@
 
 #include "stream_internal.h"
 
+#define CHUNK_MIN (16u * 1024u)   /* copy chunks are at least this big */
+#define EMIT_CHUNK (64u * 1024u)  /* codec output: a few records a chunk */
 #define FLUSH_IOV 64              /* iovecs per sendmsg() */
 #define FILE_PIECE (64u * 1024u)  /* a file range read without sendfile */
 static void report_files(tc_stream_t *s);

@@ -11,9 +11,6 @@
 
 #include "internal.h"
 
-#define CHUNK_MIN (16u * 1024u)   /* copy chunks are at least this big */
-#define EMIT_CHUNK (64u * 1024u)  /* codec output: a few records a chunk */
-
 enum {
     S_READING = 1u << 0,        /* the user wants on_read calls */
     S_CONNECTING = 1u << 1,

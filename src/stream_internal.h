@@ -2,10 +2,10 @@
  * stream (stream.c: the socket, the write queue, flow control, file ranges,
  * failures) and the codec driver (tls_stream.c: the handshake, the
  * encode/decode pump, the plaintext queue, close_notify and the linger of a
- * graceful close).  Only those two files include this header; tcp.c, unix.c
- * and server.c see the stream through internal.h, the codec itself (TLS,
- * tls.c) through tc__stream_codec_t.  Everything here runs on the loop
- * thread. */
+ * graceful close).  Only those two files include this header; tcp.c,
+ * unix.c, server.c and process.c see the stream through internal.h, the
+ * codec itself (TLS, tls.c) through tc__stream_codec_t.  Everything here
+ * runs on the loop thread. */
 #ifndef TWINCORE_STREAM_INTERNAL_H
 #define TWINCORE_STREAM_INTERNAL_H
 
@@ -107,7 +107,8 @@ tc__stream_start_writing(tc_stream_t *s)
 
 /* A new chunk, not linked, with room bytes of data[]: a copy when release
  * is NULL (cap = room, base = data unless given; the caller fills it), else
- * a loan from base (cap 0) that release(ctx, ref_buf, status) gives back. */
+ * a loan from base (cap 0) that release(ctx, ref_buf, status) gives back.
+ * A loan without a release callback passes room 0. */
 chunk_t *tc__stream_chunk_new(size_t room, const char *base, size_t len,
                               tc_release_cb release, void *ctx,
                               const void *ref_buf);

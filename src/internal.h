@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include <ev.h>
 
@@ -219,6 +220,15 @@ tc__handle_closing(const tc_handle_t *h)
     return (h->flags & TC__H_CLOSING) != 0;
 }
 
+/* CLOCK_MONOTONIC in nanoseconds.  Thread: any. */
+static inline uint64_t
+tc__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /* Negated errno of the last failed call (never 0). */
 static inline int
 tc__neg_errno(void)
@@ -231,10 +241,12 @@ int tc__callvec_push(tc__callvec_t *v, tc_call_cb fn, void *arg);
 /* Descriptor helpers (net.c). */
 int tc__set_nonblock_cloexec(int fd);
 int tc__socket(int domain, int type);
-/* A descriptor was closed: starved servers may accept again.  */
+/* A descriptor was closed: starved servers may accept again (server.c). */
 void tc__loop_fd_released(tc_loop_t *loop);
 
-/* Stream internals shared with tcp.c / unix.c / server.c. */
+/* Stream internals shared with tcp.c / unix.c / server.c / process.c; the
+ * stream's layout is in stream_internal.h, for stream.c and the codec
+ * driver (tls_stream.c) only. */
 int tc__stream_new(tc_loop_t *loop, int fd, bool is_unix, bool connecting,
                    void *data, tc_stream_t **out);
 void tc__stream_connect_begin(tc_stream_t *s, tc_connect_cb cb,
@@ -243,9 +255,10 @@ void tc__stream_connect_begin(tc_stream_t *s, tc_connect_cb cb,
 /* A codec is a filter inside a stream (TLS, tls.c): the socket carries its
  * wire format, the user reads and writes plaintext, and everything else of
  * the stream (queue, watermarks, half-close, pause, close) stays the same.
- * The stream calls these on the loop thread; the codec hands wire bytes to
- * the write queue with tc__stream_emit() and reads wire bytes from what
- * input() lent it.  Codes are 0 or negative (TC_ETLS_*, -ENOMEM). */
+ * The codec driver (tls_stream.c) calls these on the loop thread; the codec
+ * hands wire bytes to the write queue with tc__stream_emit() and reads wire
+ * bytes from what input() lent it.  Codes are 0 or negative (TC_ETLS_*,
+ * -ENOMEM). */
 typedef struct tc__stream_codec {
     /* Advance the handshake: 1 done, 0 needs more input, or a code. */
     int (*handshake)(void *st);
@@ -269,10 +282,11 @@ typedef struct tc__stream_codec {
     void (*free)(void *st);
 } tc__stream_codec_t;
 
-/* Put a codec on a stream; the stream owns st from then on (also on
- * failure: codec->free).  On a stream whose connect is still pending the
- * handshake starts once connected, that connect callback reports its
- * outcome (cb must be NULL) and the connect's timeout covers it.  On a
+/* Put a codec on a stream (tls_stream.c); the stream owns st from then on
+ * (also on failure: codec->free).  On a stream whose connect is still
+ * pending the handshake starts once connected, that connect callback
+ * reports its outcome (cb must be NULL) and the connect's timeout covers
+ * it.  On a
  * connected stream the handshake starts on the next iteration; cb (may be
  * NULL) runs once with its outcome, else a failure goes to on_error;
  * timeout_ms (0: none) bounds it with -ETIMEDOUT.  Returns 0, -EINVAL,

@@ -49,9 +49,7 @@ tc__callvec_push(tc__callvec_t *v, tc_call_cb fn, void *arg)
 static double
 monotonic_s(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    return (double)tc__now_ns() / 1e9;   /* as CPython's time.monotonic() */
 }
 
 static uint64_t

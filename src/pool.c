@@ -152,9 +152,7 @@ static _Thread_local wake_scope_t *current_wakes;
 static inline uint64_t
 now_ns(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return tc__now_ns();
 }
 
 static inline unsigned

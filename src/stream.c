@@ -1,4 +1,5 @@
-/* The buffered stream transport shared by TCP and Unix connections.
+/* The buffered stream transport shared by TCP and Unix connections, child
+ * processes' pipes and adopted sockets (tc_stream_open).
  *
  * Invariants: bytes leave in the order they were queued; a write first goes
  * straight to the socket when nothing is queued, and only the remainder is
@@ -8,15 +9,11 @@
  * tc_stream_write_ref() goes back through its release callback exactly
  * once, whatever happens.
  *
- * A codec (TLS, see tls.c) filters a stream: reads go socket -> codec ->
- * on_read, writes go codec -> the same write queue.  Until its handshake
- * completes, written plaintext waits in a second queue (phead) and the
- * connect callback, if any, is held back to report the handshake.  The
- * queue size and the watermarks count both: plaintext not yet encoded plus
- * wire bytes not yet sent.  Shutdown and graceful close first emit the
- * codec's close message (close_notify).  The loop's read buffer is split
- * for a codec: wire bytes are received into its upper half and plaintext
- * is decoded into the lower one. */
+ * A codec (TLS, tls.c) filters a stream: reads go socket -> codec ->
+ * on_read, writes go codec -> the same write queue.  Its state machine
+ * (handshake, pump, plaintext queue, close_notify, linger) is in
+ * tls_stream.c; this file calls it where s->codec is set.  The layout and
+ * the interface between the two are in stream_internal.h. */
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -25,70 +22,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "stream_internal.h"
 
 #define CHUNK_MIN (16u * 1024u)   /* copy chunks are at least this big */
 #define EMIT_CHUNK (64u * 1024u)  /* codec output: a few records a chunk */
-#define LINGER_S 2.0              /* a codec's graceful close waits this
-                                   * long at most for the peer's EOF */
 #define FLUSH_IOV 64              /* iovecs per sendmsg() */
 #define FILE_PIECE (64u * 1024u)  /* a file range read without sendfile */
-#define FILE_AHEAD (256u * 1024u) /* codec: encoded file bytes in flight */
-
-enum {
-    S_READING = 1u << 0,        /* the user wants on_read calls */
-    S_CONNECTING = 1u << 1,
-    S_EOF = 1u << 2,            /* peer shut down its write side */
-    S_SHUT_PENDING = 1u << 3,   /* shutdown(SHUT_WR) once flushed */
-    S_SHUT_DONE = 1u << 4,
-    S_FAILED = 1u << 5,
-    S_CLOSE_PENDING = 1u << 6,  /* tc_stream_close() waits for the flush */
-    S_FLOW_PAUSED = 1u << 7,
-    S_UNIX = 1u << 8,
-    S_ERROR_PENDING = 1u << 9,  /* on_error to deliver from the loop */
-    S_HANDSHAKE = 1u << 10,     /* codec handshake not yet complete */
-    S_NOTIFY_SENT = 1u << 11,   /* codec close message emitted */
-    S_PUMP_PENDING = 1u << 12,  /* run the codec from the loop (notify) */
-    S_LINGER = 1u << 13,        /* closing: waiting for the peer's EOF */
-};
-
-typedef struct chunk {
-    struct chunk *next;
-    const char *base;       /* first unsent byte */
-    size_t len;             /* unsent bytes */
-    size_t cap;             /* copy chunks: bytes of data[]; refs: 0 */
-    tc_release_cb release;  /* refs only */
-    void *ctx;
-    const void *ref_buf;    /* refs: what the release callback gets */
-    char data[];
-} chunk_t;
-
-struct tc_stream_s {
-    tc_handle_t h;
-    int fd;
-    unsigned flags;
-    int error;
-    ev_io rio, wio;
-    ev_idle notify;         /* never started: fed to report late errors */
-    ev_timer connect_timer;
-    tc_stream_callbacks_t cbs;
-    tc_connect_cb connect_cb;
-    tc_close_cb graceful_cb;
-    chunk_t *head, *tail;
-    size_t queued;          /* unsent wire bytes + plaintext in phead */
-    size_t low_water, high_water;
-    const tc__stream_codec_t *codec;   /* NULL: bytes go as they are */
-    void *codec_st;
-    chunk_t *phead, *ptail; /* plaintext waiting for the handshake */
-    chunk_t *spare;         /* a drained copy chunk kept for reuse */
-    chunk_t *fdone;         /* sent file ranges to report from the loop */
-};
-
-static void start_writing(tc_stream_t *s);
-static void flush_queue(tc_stream_t *s);
-static void codec_pump(tc_stream_t *s, const char *in, size_t len);
-static void update_rio(tc_stream_t *s);
-static int encode_waiting(tc_stream_t *s);
 static void report_files(tc_stream_t *s);
 
 tc_handle_t *
@@ -100,11 +39,29 @@ tc_stream_handle(tc_stream_t *stream)
 static inline struct ev_loop *
 ev_of(const tc_stream_t *s)
 {
-    return s->h.loop->ev;
+    return tc__stream_ev(s);
 }
 
-static void
-release_chunk(chunk_t *c, int status)
+chunk_t *
+tc__stream_chunk_new(size_t room, const char *base, size_t len,
+                     tc_release_cb release, void *ctx, const void *ref_buf)
+{
+    chunk_t *c = malloc(sizeof(*c) + room);
+    if (c == NULL) {
+        return NULL;
+    }
+    c->next = NULL;
+    c->base = base != NULL || release != NULL ? base : c->data;
+    c->len = len;
+    c->cap = release == NULL ? room : 0;
+    c->release = release;
+    c->ctx = ctx;
+    c->ref_buf = ref_buf;
+    return c;
+}
+
+void
+tc__stream_release_chunk(chunk_t *c, int status)
 {
     if (c->release != NULL) {
         c->release(c->ctx, c->ref_buf, status);
@@ -117,7 +74,7 @@ release_list(chunk_t *c, int status)
 {
     while (c != NULL) {
         chunk_t *next = c->next;
-        release_chunk(c, status);
+        tc__stream_release_chunk(c, status);
         c = next;
     }
 }
@@ -144,20 +101,7 @@ recycle_chunk(tc_stream_t *s, chunk_t *c)
         s->spare = c;
         return;
     }
-    release_chunk(c, 0);
-}
-
-static inline bool
-is_alive(const tc_stream_t *s)
-{
-    return !tc__handle_closing(&s->h) && !(s->flags & S_FAILED);
-}
-
-/* A codec stream whose handshake is over and reported. */
-static inline bool
-codec_ready(const tc_stream_t *s)
-{
-    return !(s->flags & (S_CONNECTING | S_HANDSHAKE)) && s->connect_cb == NULL;
+    tc__stream_release_chunk(c, 0);
 }
 
 static void
@@ -165,12 +109,13 @@ stop_io(tc_stream_t *s)
 {
     tc__io_stop(ev_of(s), &s->rio);
     tc__io_stop(ev_of(s), &s->wio);
-    ev_timer_stop(ev_of(s), &s->connect_timer);
+    ev_timer_stop(ev_of(s), &s->open_timer);
+    ev_timer_stop(ev_of(s), &s->linger_timer);
 }
 
 /* Record a failure once and report it now (we are in a loop callback). */
-static void
-fail_now(tc_stream_t *s, int err)
+void
+tc__stream_fail_now(tc_stream_t *s, int err)
 {
     if (s->flags & S_FAILED) {
         return;
@@ -198,8 +143,8 @@ fail_now(tc_stream_t *s, int err)
 
 /* Record a failure found inside a user's call; on_error runs from the loop,
  * never re-entrantly. */
-static void
-fail_later(tc_stream_t *s, int err)
+void
+tc__stream_fail_later(tc_stream_t *s, int err)
 {
     if (s->flags & (S_FAILED | S_ERROR_PENDING)) {
         return;
@@ -210,56 +155,15 @@ fail_later(tc_stream_t *s, int err)
     ev_feed_event(ev_of(s), &s->notify, EV_CUSTOM);
 }
 
-static void queue_drained(tc_stream_t *s);
-
 /* The end of a graceful close, once the queue (and a codec's close
- * message) went out.  A codec stream then lingers: it shuts down its write
- * side and drops what still arrives until the peer's EOF, for at most
- * LINGER_S.  Closing a socket while input arrives (a TLS 1.3 server's
- * session tickets reach a client that closes right after its handshake)
- * sends a reset instead of FIN, and a reset makes the peer lose what it
- * has not read yet: the tail of this very stream.  As asyncio's TLS
- * transport does, wait for the peer to close. */
+ * message) went out; a codec stream lingers first (tls_stream.c). */
 static int
 close_gracefully(tc_stream_t *s, tc_close_cb cb)
 {
     if (s->codec == NULL || s->fd < 0 || (s->flags & S_FAILED)) {
         return tc_close(&s->h, cb);
     }
-    if (!(s->flags & S_SHUT_DONE)) {
-        s->flags |= S_SHUT_DONE;
-        if (shutdown(s->fd, SHUT_WR) != 0) {
-            return tc_close(&s->h, cb);
-        }
-    }
-    s->flags |= S_CLOSE_PENDING | S_LINGER;
-    s->flags &= ~S_READING;
-    s->graceful_cb = cb;
-    tc__io_stop(ev_of(s), &s->wio);
-    tc__io_start(ev_of(s), &s->rio);
-    ev_timer_stop(ev_of(s), &s->connect_timer);
-    ev_timer_set(&s->connect_timer, LINGER_S, 0.);
-    ev_timer_start(ev_of(s), &s->connect_timer);
-    return 0;
-}
-
-/* Lingering: drop input until EOF (or an error), then close. */
-static void
-linger_read(tc_stream_t *s)
-{
-    tc_loop_t *loop = s->h.loop;
-    for (int i = 0; i < 16; i++) {
-        ssize_t n = recv(s->fd, loop->read_buf, loop->read_buf_size, 0);
-        if (n > 0) {
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
-                      errno == EINTR)) {
-            return;
-        }
-        break;   /* EOF or a reset: done */
-    }
-    tc_close(&s->h, s->graceful_cb);
+    return tc__codec_linger(s, cb);
 }
 
 /* A shutdown asked for while connecting, with nothing to flush first. */
@@ -269,7 +173,7 @@ shutdown_if_drained(tc_stream_t *s)
     if (!tc__handle_closing(&s->h) && !(s->flags & S_FAILED) &&
         s->head == NULL && (s->flags & S_SHUT_PENDING) &&
         !(s->flags & S_SHUT_DONE)) {
-        queue_drained(s);
+        tc__stream_queue_drained(s);
     }
 }
 
@@ -287,14 +191,12 @@ notify_cb(struct ev_loop *ev, ev_idle *w, int revents)
     }
     if (s->flags & S_ERROR_PENDING) {
         s->flags &= ~S_ERROR_PENDING;
-        fail_now(s, s->error);
+        tc__stream_fail_now(s, s->error);
     } else if (!(s->flags & (S_CONNECTING | S_HANDSHAKE)) &&
                s->connect_cb != NULL) {
         if (s->codec != NULL) {
             /* Connected at once: the codec's handshake reports instead. */
-            s->flags |= S_HANDSHAKE;
-            s->flags &= ~S_PUMP_PENDING;
-            codec_pump(s, NULL, 0);
+            tc__codec_start(s);
             return;
         }
         /* A connect that completed at once still reports from the loop. */
@@ -304,7 +206,7 @@ notify_cb(struct ev_loop *ev, ev_idle *w, int revents)
             tc__io_start(ev_of(s), &s->rio);
         }
         if (s->head != NULL) {
-            start_writing(s);
+            tc__stream_start_writing(s);
         }
         cb(s, 0);
         shutdown_if_drained(s);
@@ -312,14 +214,14 @@ notify_cb(struct ev_loop *ev, ev_idle *w, int revents)
         /* Input the codec buffered while reading was paused, or the start
          * of a handshake. */
         s->flags &= ~S_PUMP_PENDING;
-        if (is_alive(s) && s->codec != NULL) {
-            codec_pump(s, NULL, 0);
+        if (tc__stream_is_alive(s) && s->codec != NULL) {
+            tc__codec_pump(s, NULL, 0);
         }
     }
 }
 
-static void
-update_flow(tc_stream_t *s)
+void
+tc__stream_update_flow(tc_stream_t *s)
 {
     if (!(s->flags & S_FLOW_PAUSED)) {
         if (s->queued > s->high_water) {
@@ -336,20 +238,12 @@ update_flow(tc_stream_t *s)
     }
 }
 
-static void
-start_writing(tc_stream_t *s)
-{
-    if (!ev_is_active(&s->wio)) {
-        tc__io_start(ev_of(s), &s->wio);
-    }
-}
-
 /* Watch for input while the user reads (once connected) or while a codec's
  * handshake needs it. */
-static void
-update_rio(tc_stream_t *s)
+void
+tc__stream_update_rio(tc_stream_t *s)
 {
-    bool want = is_alive(s) &&
+    bool want = tc__stream_is_alive(s) &&
                 ((s->flags & S_LINGER) ||
                  (!(s->flags & (S_ERROR_PENDING | S_EOF | S_CONNECTING)) &&
                   ((s->flags & S_HANDSHAKE) ||
@@ -363,44 +257,17 @@ update_rio(tc_stream_t *s)
 
 /* The queue drained: do what was waiting for it.  May free nothing but may
  * close the handle (graceful close). */
-static void
-queue_drained(tc_stream_t *s)
+void
+tc__stream_queue_drained(tc_stream_t *s)
 {
     tc__io_stop(ev_of(s), &s->wio);
-    if (s->codec != NULL) {
-        if (!codec_ready(s)) {
-            return;   /* the handshake's records, not the user's data */
-        }
-        if (s->phead != NULL) {
-            /* A file range's turn (and what waits behind it). */
-            int err = encode_waiting(s);
-            if (err != 0) {
-                fail_now(s, err);
-                return;
-            }
-            if (s->head != NULL) {
-                start_writing(s);
-                return;
-            }
-        }
-        if ((s->flags & (S_SHUT_PENDING | S_CLOSE_PENDING)) &&
-            !(s->flags & S_NOTIFY_SENT)) {
-            s->flags |= S_NOTIFY_SENT;
-            int err = s->codec->close_notify(s->codec_st);
-            if (err != 0) {
-                fail_now(s, err);
-                return;
-            }
-            if (s->head != NULL) {
-                start_writing(s);   /* the shutdown follows the alert */
-                return;
-            }
-        }
+    if (s->codec != NULL && !tc__codec_drained(s)) {
+        return;
     }
     if ((s->flags & S_SHUT_PENDING) && !(s->flags & S_SHUT_DONE)) {
         s->flags |= S_SHUT_DONE;
         if (shutdown(s->fd, SHUT_WR) != 0 && errno != ENOTCONN) {
-            fail_now(s, tc__neg_errno());
+            tc__stream_fail_now(s, tc__neg_errno());
             return;
         }
     }
@@ -411,26 +278,16 @@ queue_drained(tc_stream_t *s)
 
 /* ---- file ranges (tc_stream_sendfile) ----------------------------------
  * A file range is a chunk of len 0 whose ctx is the file_range_t in its
- * data[]; release_chunk() reports it.  On a plain stream it sits in the
- * write queue and goes out with sendfile(2) when it reaches the head (or
- * through copies of FILE_PIECE inserted before it when sendfile(2) refuses
- * the file).  On a codec stream it waits in phead, and later plaintext
- * waits behind it; encode_waiting() reads and encodes it while the wire
- * queue is short.  Its bytes are not counted by the watermarks: they take
- * no memory.  A finished range is reported from the loop (notify_cb). */
-typedef struct file_range {
-    tc_stream_t *s;
-    int fd;
-    bool copy;              /* sendfile(2) refused: read and send */
-    uint64_t off;           /* next byte of the file */
-    uint64_t left;          /* bytes still to send */
-    uint64_t sent;
-    tc_sendfile_cb cb;
-    void *ctx;
-} file_range_t;
-
-static void
-file_release(void *ctx, const void *buf, int status)
+ * data[]; tc__stream_release_chunk() reports it.  On a plain stream it
+ * sits in the write queue and goes out with sendfile(2) when it reaches
+ * the head (or through copies of FILE_PIECE inserted before it when
+ * sendfile(2) refuses the file).  On a codec stream it waits in phead, and
+ * later plaintext waits behind it; tls_stream.c reads and encodes it while
+ * the wire queue is short.  Its bytes are not counted by the watermarks:
+ * they take no memory.  A finished range is reported from the loop
+ * (notify_cb).  file_range_t is in stream_internal.h. */
+void
+tc__stream_file_release(void *ctx, const void *buf, int status)
 {
     (void)buf;
     file_range_t *f = ctx;
@@ -439,15 +296,9 @@ file_release(void *ctx, const void *buf, int status)
     }
 }
 
-static inline bool
-is_file(const chunk_t *c)
-{
-    return c->release == file_release;
-}
-
 /* A finished range: off the queue, reported from the loop. */
-static void
-file_finished(tc_stream_t *s, chunk_t *c)
+void
+tc__stream_file_finished(tc_stream_t *s, chunk_t *c)
 {
     c->next = s->fdone;
     s->fdone = c;
@@ -471,8 +322,8 @@ report_files(tc_stream_t *s)
 
 /* Read the next piece of f: bytes read (0 at the end of the file) or a
  * negative code. */
-static ssize_t
-file_read(file_range_t *f, char *buf, size_t cap)
+ssize_t
+tc__stream_file_read(file_range_t *f, char *buf, size_t cap)
 {
     size_t want = f->left < cap ? (size_t)f->left : cap;
     for (;;) {
@@ -497,11 +348,12 @@ send_file(tc_stream_t *s, file_range_t *f)
 {
     while (f->left > 0) {
         if (f->copy) {
-            chunk_t *c = malloc(sizeof(*c) + FILE_PIECE);
+            chunk_t *c = tc__stream_chunk_new(FILE_PIECE, NULL, 0, NULL, NULL,
+                                              NULL);
             if (c == NULL) {
                 return -ENOMEM;
             }
-            ssize_t n = file_read(f, c->data, FILE_PIECE);
+            ssize_t n = tc__stream_file_read(f, c->data, FILE_PIECE);
             if (n <= 0) {
                 free(c);
                 if (n < 0) {
@@ -509,12 +361,7 @@ send_file(tc_stream_t *s, file_range_t *f)
                 }
                 break;
             }
-            c->base = c->data;
             c->len = (size_t)n;
-            c->cap = FILE_PIECE;
-            c->release = NULL;
-            c->ctx = NULL;
-            c->ref_buf = NULL;
             c->next = s->head;
             s->head = c;
             s->queued += (size_t)n;
@@ -550,11 +397,11 @@ send_file(tc_stream_t *s, file_range_t *f)
 
 /* Send as much of the queue as the socket takes: 0, or a negative code for
  * a hard error (the queue is left as it is). */
-static int
-send_queue(tc_stream_t *s)
+int
+tc__stream_send_queue(tc_stream_t *s)
 {
     while (s->head != NULL) {
-        if (is_file(s->head)) {
+        if (tc__stream_is_file(s->head)) {
             int rc = send_file(s, s->head->ctx);
             if (rc < 0) {
                 return rc;
@@ -568,13 +415,14 @@ send_queue(tc_stream_t *s)
                 if (s->head == NULL) {
                     s->tail = NULL;
                 }
-                file_finished(s, c);
+                tc__stream_file_finished(s, c);
             }
             continue;
         }
         struct iovec iov[FLUSH_IOV];
         int n = 0;
-        for (chunk_t *c = s->head; c != NULL && n < FLUSH_IOV && !is_file(c);
+        for (chunk_t *c = s->head;
+             c != NULL && n < FLUSH_IOV && !tc__stream_is_file(c);
              c = c->next) {
             iov[n].iov_base = (void *)c->base;
             iov[n].iov_len = c->len;
@@ -616,40 +464,40 @@ send_queue(tc_stream_t *s)
 
 /* Send as much of the queue as the socket takes, then do what waited for
  * the drain.  Thread: loop, inside a loop callback. */
-static void
-flush_queue(tc_stream_t *s)
+void
+tc__stream_flush_queue(tc_stream_t *s)
 {
-    int err = send_queue(s);
+    int err = tc__stream_send_queue(s);
     if (err != 0) {
-        fail_now(s, err);
+        tc__stream_fail_now(s, err);
         return;
     }
     if (s->flags & S_FLOW_PAUSED) {
-        update_flow(s);
+        tc__stream_update_flow(s);
         if (tc__handle_closing(&s->h) || (s->flags & S_FAILED)) {
             return;
         }
     }
     if (s->head == NULL) {
-        queue_drained(s);
+        tc__stream_queue_drained(s);
     } else {
-        start_writing(s);
+        tc__stream_start_writing(s);
     }
 }
 
 /* Send the queue from inside a user's call: a failure is reported from
  * the loop, and what waits for the drain runs there too. */
-static void
-flush_user(tc_stream_t *s)
+void
+tc__stream_flush_user(tc_stream_t *s)
 {
     if (ev_is_active(&s->wio)) {
         return;   /* the socket was full: write_ready sends it */
     }
-    int err = send_queue(s);
+    int err = tc__stream_send_queue(s);
     if (err != 0) {
-        fail_later(s, err);
+        tc__stream_fail_later(s, err);
     } else if (s->head != NULL) {
-        start_writing(s);
+        tc__stream_start_writing(s);
     }
 }
 
@@ -660,14 +508,13 @@ finish_connect(tc_stream_t *s, int status)
     if (status == 0 && s->codec != NULL) {
         /* Connected: the handshake runs under the same timeout and the
          * connect callback waits for its outcome. */
-        s->flags |= S_HANDSHAKE;
         if (s->head == NULL) {
             tc__io_stop(ev_of(s), &s->wio);
         }
-        codec_pump(s, NULL, 0);
+        tc__codec_start(s);
         return;
     }
-    ev_timer_stop(ev_of(s), &s->connect_timer);
+    ev_timer_stop(ev_of(s), &s->open_timer);
     tc_connect_cb cb = s->connect_cb;
     s->connect_cb = NULL;
     if (status != 0) {
@@ -708,12 +555,12 @@ write_ready(struct ev_loop *ev, ev_io *w, int revents)
             return;
         }
     }
-    flush_queue(s);
+    tc__stream_flush_queue(s);
 }
 
 /* The peer shut down its write side (a clean end for a codec). */
-static void
-peer_eof(tc_stream_t *s)
+void
+tc__stream_peer_eof(tc_stream_t *s)
 {
     s->flags |= S_EOF;
     s->flags &= ~S_READING;
@@ -726,214 +573,24 @@ peer_eof(tc_stream_t *s)
     }
 }
 
-/* At least FILE_AHEAD wire bytes wait to be sent. */
-static bool
-wire_full(const tc_stream_t *s)
-{
-    size_t n = 0;
-    for (const chunk_t *c = s->head; c != NULL; c = c->next) {
-        n += c->len;
-        if (n >= FILE_AHEAD) {
-            return true;
-        }
-    }
-    return false;
-}
-
-/* Move the plaintext queued during the handshake, or behind a file range,
- * through the codec; a file range is read and encoded while fewer than
- * FILE_AHEAD wire bytes wait, and the rest waits for the drain
- * (queue_drained). */
-static int
-encode_waiting(tc_stream_t *s)
-{
-    while (s->phead != NULL) {
-        chunk_t *c = s->phead;
-        if (is_file(c)) {
-            file_range_t *f = c->ctx;
-            while (f->left > 0 && !wire_full(s)) {
-                char buf[16 * 1024];
-                ssize_t n = file_read(f, buf, sizeof(buf));
-                if (n < 0) {
-                    return (int)n;
-                }
-                if (n == 0) {
-                    break;
-                }
-                struct iovec iov = {.iov_base = buf, .iov_len = (size_t)n};
-                int err = s->codec->encode(s->codec_st, &iov, 1);
-                if (err != 0) {
-                    return err;
-                }
-            }
-            if (f->left > 0) {
-                return 0;   /* queue_drained() goes on */
-            }
-            f->left = 0;
-            s->phead = c->next;
-            if (s->phead == NULL) {
-                s->ptail = NULL;
-            }
-            file_finished(s, c);
-            continue;
-        }
-        struct iovec iov = {.iov_base = (void *)c->base, .iov_len = c->len};
-        int err = s->codec->encode(s->codec_st, &iov, 1);
-        if (err != 0) {
-            return err;
-        }
-        s->phead = c->next;
-        if (s->phead == NULL) {
-            s->ptail = NULL;
-        }
-        s->queued -= c->len;
-        release_chunk(c, 0);
-    }
-    return 0;
-}
-
-/* The codec's handshake completed: send what waited for it, report it. */
-static void
-handshake_done(tc_stream_t *s)
-{
-    s->flags &= ~S_HANDSHAKE;
-    ev_timer_stop(ev_of(s), &s->connect_timer);
-    int err = encode_waiting(s);
-    if (err != 0) {
-        fail_now(s, err);
-        return;
-    }
-    tc_connect_cb cb = s->connect_cb;
-    s->connect_cb = NULL;
-    update_rio(s);
-    if (cb != NULL) {
-        cb(s, 0);
-        if (!is_alive(s)) {
-            return;
-        }
-    }
-    if (s->head != NULL) {
-        flush_queue(s);
-    } else {
-        queue_drained(s);   /* a shutdown or close asked for meanwhile */
-    }
-}
-
-/* Run the codec over its buffered input plus in (len may be 0): advance
- * the handshake, then turn input into on_read calls while the user reads.
- * Wire bytes are in the upper half of the loop's read buffer; plaintext is
- * decoded into its lower half (or the whole buffer when in is NULL).
- * Thread: loop, inside a loop callback; the stream may be closed or failed
- * when it returns. */
-static void
-codec_pump(tc_stream_t *s, const char *in, size_t len)
-{
-    const tc__stream_codec_t *c = s->codec;
-    void *st = s->codec_st;
-    tc_loop_t *loop = s->h.loop;
-    char *out = loop->read_buf;
-    size_t cap = in != NULL ? loop->read_buf_size / 2 : loop->read_buf_size;
-    if (len > 0) {
-        c->input(st, in, len);
-    }
-    if (s->flags & S_HANDSHAKE) {
-        int rc = c->handshake(st);
-        if (rc < 0) {
-            (void)send_queue(s);   /* the alert, if the socket takes it */
-            fail_now(s, rc);
-            goto done;
-        }
-        if (s->head != NULL) {
-            flush_queue(s);   /* the handshake's own records */
-        }
-        if (!is_alive(s)) {
-            goto done;
-        }
-        if (rc == 0) {
-            goto done;
-        }
-        handshake_done(s);
-        if (!is_alive(s)) {
-            goto done;
-        }
-    }
-    size_t got = 0;
-    ssize_t n = 0;
-    while ((s->flags & S_READING) && is_alive(s)) {
-        n = c->read(st, out + got, cap - got);
-        if (n <= 0) {
-            break;
-        }
-        got += (size_t)n;
-        if (got == cap) {
-            got = 0;
-            s->cbs.on_read(s, out, cap);
-        }
-    }
-    if (got > 0 && is_alive(s)) {
-        s->cbs.on_read(s, out, got);
-    }
-    if (!is_alive(s)) {
-        goto done;
-    }
-    if (n == TC_EOF) {
-        /* While reading is paused the codec keeps the close message, and
-         * has_pending() brings it back when reading resumes. */
-        if (s->flags & S_READING) {
-            peer_eof(s);
-        }
-    } else if (n < 0) {
-        (void)send_queue(s);
-        fail_now(s, (int)n);
-        goto done;
-    }
-    if (is_alive(s) && s->head != NULL) {
-        flush_queue(s);   /* records the reads produced (key updates) */
-    }
-done:;
-    int err = c->input_end(st, is_alive(s));
-    if (!is_alive(s)) {
-        return;
-    }
-    if (err != 0) {
-        fail_now(s, err);
-        return;
-    }
-    update_rio(s);
-}
-
 /* recv() returned n <= 0: the peer's EOF (which a codec may call a
  * failure, e.g. TLS without close_notify), an error, or nothing yet. */
-static void
-read_gave_nothing(tc_stream_t *s, ssize_t n)
+void
+tc__stream_read_gave_nothing(tc_stream_t *s, ssize_t n)
 {
     if (n == 0) {
         int err = s->codec != NULL ? s->codec->eof_status(s->codec_st) : 0;
         if (err != 0) {
-            fail_now(s, err);
+            tc__stream_fail_now(s, err);
         } else {
-            peer_eof(s);
+            tc__stream_peer_eof(s);
         }
         return;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
         return;
     }
-    fail_now(s, tc__neg_errno());
-}
-
-static void
-codec_read_ready(tc_stream_t *s)
-{
-    tc_loop_t *loop = s->h.loop;
-    size_t half = loop->read_buf_size / 2;
-    char *in = loop->read_buf + half;
-    ssize_t n = recv(s->fd, in, loop->read_buf_size - half, 0);
-    if (n > 0) {
-        codec_pump(s, in, (size_t)n);
-    } else {
-        read_gave_nothing(s, n);
-    }
+    tc__stream_fail_now(s, tc__neg_errno());
 }
 
 static void
@@ -943,11 +600,11 @@ read_ready(struct ev_loop *ev, ev_io *w, int revents)
     (void)revents;
     tc_stream_t *s = TC__CONTAINER_OF(w, tc_stream_t, rio);
     if (s->flags & S_LINGER) {
-        linger_read(s);
+        tc__codec_linger_read(s);
         return;
     }
     if (s->codec != NULL) {
-        codec_read_ready(s);
+        tc__codec_read_ready(s);
         return;
     }
     tc_loop_t *loop = s->h.loop;
@@ -955,22 +612,21 @@ read_ready(struct ev_loop *ev, ev_io *w, int revents)
     if (n > 0) {
         s->cbs.on_read(s, loop->read_buf, (size_t)n);
     } else {
-        read_gave_nothing(s, n);
+        tc__stream_read_gave_nothing(s, n);
     }
 }
 
+/* The opening's deadline passed: the connect's or the handshake's. */
 static void
-connect_timeout(struct ev_loop *ev, ev_timer *w, int revents)
+open_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 {
     (void)ev;
     (void)revents;
-    tc_stream_t *s = TC__CONTAINER_OF(w, tc_stream_t, connect_timer);
-    if (s->flags & S_LINGER) {
-        tc_close(&s->h, s->graceful_cb);
-    } else if (s->flags & S_CONNECTING) {
+    tc_stream_t *s = TC__CONTAINER_OF(w, tc_stream_t, open_timer);
+    if (s->flags & S_CONNECTING) {
         finish_connect(s, -ETIMEDOUT);
     } else if (s->flags & S_HANDSHAKE) {
-        fail_now(s, -ETIMEDOUT);
+        tc__stream_fail_now(s, -ETIMEDOUT);
     }
 }
 
@@ -1024,10 +680,11 @@ static double
 stream_next_timeout(const tc_handle_t *h)
 {
     tc_stream_t *s = TC__CONTAINER_OF(h, tc_stream_t, h);
-    if (!ev_is_active(&s->connect_timer)) {
-        return -1.0;
-    }
-    return ev_timer_remaining(h->loop->ev, &s->connect_timer);
+    /* One at most: a linger stops the opening's deadline. */
+    ev_timer *t = ev_is_active(&s->linger_timer) ? &s->linger_timer
+                  : ev_is_active(&s->open_timer)   ? &s->open_timer
+                                                   : NULL;
+    return t != NULL ? ev_timer_remaining(h->loop->ev, t) : -1.0;
 }
 
 static const tc__handle_vtable_t stream_vt = {
@@ -1053,7 +710,8 @@ tc__stream_new(tc_loop_t *loop, int fd, bool is_unix, bool connecting,
     ev_io_init(&s->rio, read_ready, fd, EV_READ);
     ev_io_init(&s->wio, write_ready, fd, EV_WRITE);
     ev_idle_init(&s->notify, notify_cb);
-    ev_init(&s->connect_timer, connect_timeout);
+    ev_init(&s->open_timer, open_timeout);
+    ev_init(&s->linger_timer, NULL);   /* tls_stream.c sets its callback */
     *out = s;
     return 0;
 }
@@ -1062,12 +720,12 @@ tc__stream_new(tc_loop_t *loop, int fd, bool is_unix, bool connecting,
  * does (timer.h): libev counts from the iteration's cached time, so the
  * clock is read first, or a connect begun at the end of a long callback
  * would time out early. */
-static void
-arm_connect_timer(tc_stream_t *s, uint64_t timeout_ms)
+void
+tc__stream_arm_open_timer(tc_stream_t *s, uint64_t timeout_ms)
 {
     tc_loop_update_time(s->h.loop);
-    ev_timer_set(&s->connect_timer, (double)timeout_ms / 1000.0, 0.);
-    ev_timer_start(ev_of(s), &s->connect_timer);
+    ev_timer_set(&s->open_timer, (double)timeout_ms / 1000.0, 0.);
+    ev_timer_start(ev_of(s), &s->open_timer);
 }
 
 void
@@ -1078,61 +736,11 @@ tc__stream_connect_begin(tc_stream_t *s, tc_connect_cb cb,
     if (s->flags & S_CONNECTING) {
         tc__io_start(ev_of(s), &s->wio);
         if (timeout_ms > 0) {
-            arm_connect_timer(s, timeout_ms);
+            tc__stream_arm_open_timer(s, timeout_ms);
         }
     } else {
         ev_feed_event(ev_of(s), &s->notify, EV_CUSTOM);
     }
-}
-
-int
-tc__stream_set_codec(tc_stream_t *s, const tc__stream_codec_t *codec,
-                     void *st, tc_connect_cb cb, uint64_t timeout_ms)
-{
-    int err = 0;
-    if (s == NULL || codec == NULL || st == NULL ||
-        tc__handle_closing(&s->h)) {
-        err = -EINVAL;
-    } else if (s->codec != NULL) {
-        err = -EALREADY;
-    } else if (s->flags & (S_FAILED | S_ERROR_PENDING | S_EOF |
-                           S_SHUT_PENDING | S_CLOSE_PENDING)) {
-        err = -EPIPE;
-    } else if (((s->flags & S_CONNECTING) || s->connect_cb != NULL) &&
-               cb != NULL) {
-        err = -EINVAL;
-    }
-    if (err != 0) {
-        if (codec != NULL && st != NULL) {
-            codec->free(st);
-        }
-        return err;
-    }
-    TC__ASSERT_LOOP_THREAD(s->h.loop);
-    s->codec = codec;
-    s->codec_st = st;
-    /* A connect in progress (or still resolving a name) has its timer
-     * from tc__stream_connect_begin(), and it goes on over the handshake. */
-    if (timeout_ms > 0 && !(s->flags & S_CONNECTING) &&
-        !ev_is_active(&s->connect_timer)) {
-        arm_connect_timer(s, timeout_ms);
-    }
-    if ((s->flags & S_CONNECTING) || s->connect_cb != NULL) {
-        return 0;   /* the handshake starts once connected */
-    }
-    /* Connected: start from the loop, so that a client's first flight
-     * and any failure are never reported inside this call. */
-    s->connect_cb = cb;
-    s->flags |= S_HANDSHAKE | S_PUMP_PENDING;
-    update_rio(s);
-    ev_feed_event(ev_of(s), &s->notify, EV_CUSTOM);
-    return 0;
-}
-
-void *
-tc__stream_codec_state(const tc_stream_t *s, const tc__stream_codec_t *codec)
-{
-    return s != NULL && s->codec == codec ? s->codec_st : NULL;
 }
 
 int
@@ -1188,8 +796,8 @@ tc_stream_read_start(tc_stream_t *s)
         return -EPIPE;
     }
     s->flags |= S_READING;
-    update_rio(s);
-    if (s->codec != NULL && codec_ready(s) &&
+    tc__stream_update_rio(s);
+    if (s->codec != NULL && tc__codec_ready(s) &&
         s->codec->has_pending(s->codec_st)) {
         /* What the codec kept while paused does not wake epoll. */
         s->flags |= S_PUMP_PENDING;
@@ -1206,7 +814,7 @@ tc_stream_read_stop(tc_stream_t *s)
     }
     TC__ASSERT_LOOP_THREAD(s->h.loop);
     s->flags &= ~S_READING;
-    update_rio(s);   /* a handshake still reads */
+    tc__stream_update_rio(s);   /* a handshake still reads */
     return 0;
 }
 
@@ -1244,23 +852,18 @@ append_copy_min(tc_stream_t *s, const char *buf, size_t len, size_t min)
     size_t cap = len > min ? len : min;
     chunk_t *c;
     if (s->spare != NULL && s->spare->cap >= cap) {
-        c = s->spare;
+        c = s->spare;   /* a copy chunk already: only its bytes change */
         s->spare = NULL;
-        cap = c->cap;
+        c->next = NULL;
+        c->base = c->data;
+        c->len = len;
     } else {
-        c = malloc(sizeof(*c) + cap);
+        c = tc__stream_chunk_new(cap, NULL, len, NULL, NULL, NULL);
         if (c == NULL) {
             return NULL;
         }
     }
     memcpy(c->data, buf, len);
-    c->next = NULL;
-    c->base = c->data;
-    c->len = len;
-    c->cap = cap;
-    c->release = NULL;
-    c->ctx = NULL;
-    c->ref_buf = NULL;
     if (s->tail != NULL) {
         s->tail->next = c;
     } else {
@@ -1286,56 +889,6 @@ tc__stream_emit(tc_stream_t *s, const void *buf, size_t len)
         return -ENOMEM;
     }
     s->queued += len;
-    return 0;
-}
-
-static void
-plain_append(tc_stream_t *s, chunk_t *c)
-{
-    c->next = NULL;
-    if (s->ptail != NULL) {
-        s->ptail->next = c;
-    } else {
-        s->phead = c;
-    }
-    s->ptail = c;
-    s->queued += c->len;
-}
-
-/* A write on a codec stream: encode and send now once the handshake is
- * over, else keep one copy of the plaintext for then. */
-static int
-codec_writev(tc_stream_t *s, const struct iovec *iov, int iovcnt,
-             size_t total)
-{
-    if (!codec_ready(s) || s->phead != NULL) {
-        chunk_t *c = malloc(sizeof(*c) + total);
-        if (c == NULL) {
-            return -ENOMEM;
-        }
-        size_t off = 0;
-        for (int i = 0; i < iovcnt; i++) {
-            if (iov[i].iov_len > 0) {
-                memcpy(c->data + off, iov[i].iov_base, iov[i].iov_len);
-                off += iov[i].iov_len;
-            }
-        }
-        c->base = c->data;
-        c->len = total;
-        c->cap = total;
-        c->release = NULL;
-        c->ctx = NULL;
-        c->ref_buf = NULL;
-        plain_append(s, c);
-    } else {
-        int err = s->codec->encode(s->codec_st, iov, iovcnt);
-        if (err != 0) {
-            fail_later(s, err);
-            return err == -ENOMEM ? -ENOMEM : -EPIPE;
-        }
-        flush_user(s);
-    }
-    update_flow(s);
     return 0;
 }
 
@@ -1387,11 +940,11 @@ tc_stream_writev(tc_stream_t *s, const struct iovec *iov, int iovcnt)
         return 0;
     }
     if (s->codec != NULL) {
-        return codec_writev(s, iov, iovcnt, total);
+        return tc__codec_writev(s, iov, iovcnt, total);
     }
     ssize_t sent = send_direct(s, iov, iovcnt);
     if (sent < 0) {
-        fail_later(s, (int)sent);
+        tc__stream_fail_later(s, (int)sent);
         return -EPIPE;
     }
     if ((size_t)sent == total) {
@@ -1413,15 +966,15 @@ tc_stream_writev(tc_stream_t *s, const struct iovec *iov, int iovcnt)
         skip = 0;
         if (append_copy(s, base, len) == NULL) {
             if (sent > 0 || added > 0) {
-                fail_later(s, -ENOMEM);
+                tc__stream_fail_later(s, -ENOMEM);
             }
             return -ENOMEM;
         }
         added += len;
     }
     s->queued += added;
-    start_writing(s);
-    update_flow(s);
+    tc__stream_start_writing(s);
+    tc__stream_update_flow(s);
     return 0;
 }
 
@@ -1449,36 +1002,13 @@ tc_stream_write_ref(tc_stream_t *s, const void *buf, size_t len,
         }
         return err;
     }
-    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
-    if (s->codec != NULL && codec_ready(s) && s->phead == NULL) {
-        /* Encoding copies: the buffer is free as soon as it is done. */
-        err = codec_writev(s, &iov, 1, len);
-        if (release != NULL) {
-            release(ctx, buf, err);
-        }
-        return err;
-    }
     if (s->codec != NULL) {
-        chunk_t *c = malloc(sizeof(*c));
-        if (c == NULL) {
-            if (release != NULL) {
-                release(ctx, buf, -ENOMEM);
-            }
-            return -ENOMEM;
-        }
-        c->base = buf;
-        c->len = len;
-        c->cap = 0;
-        c->release = release;
-        c->ctx = ctx;
-        c->ref_buf = buf;
-        plain_append(s, c);
-        update_flow(s);
-        return 0;
+        return tc__codec_write_ref(s, buf, len, release, ctx);
     }
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
     ssize_t sent = send_direct(s, &iov, 1);
     if (sent < 0) {
-        fail_later(s, (int)sent);
+        tc__stream_fail_later(s, (int)sent);
         if (release != NULL) {
             release(ctx, buf, -EPIPE);
         }
@@ -1490,23 +1020,17 @@ tc_stream_write_ref(tc_stream_t *s, const void *buf, size_t len,
         }
         return 0;
     }
-    chunk_t *c = malloc(sizeof(*c));
+    chunk_t *c = tc__stream_chunk_new(0, (const char *)buf + sent,
+                                      len - (size_t)sent, release, ctx, buf);
     if (c == NULL) {
         if (sent > 0) {
-            fail_later(s, -ENOMEM);
+            tc__stream_fail_later(s, -ENOMEM);
         }
         if (release != NULL) {
             release(ctx, buf, -ENOMEM);
         }
         return -ENOMEM;
     }
-    c->next = NULL;
-    c->base = (const char *)buf + sent;
-    c->len = len - (size_t)sent;
-    c->cap = 0;
-    c->release = release;
-    c->ctx = ctx;
-    c->ref_buf = buf;
     if (s->tail != NULL) {
         s->tail->next = c;
     } else {
@@ -1514,8 +1038,8 @@ tc_stream_write_ref(tc_stream_t *s, const void *buf, size_t len,
     }
     s->tail = c;
     s->queued += c->len;
-    start_writing(s);
-    update_flow(s);
+    tc__stream_start_writing(s);
+    tc__stream_update_flow(s);
     return 0;
 }
 
@@ -1542,38 +1066,17 @@ tc_stream_sendfile(tc_stream_t *s, int fd, uint64_t offset, uint64_t count,
         uint64_t size = sb.st_size > 0 ? (uint64_t)sb.st_size : 0;
         count = offset < size ? size - offset : 0;
     }
-    chunk_t *c = malloc(sizeof(*c) + sizeof(file_range_t));
+    chunk_t *c = tc__stream_chunk_new(sizeof(file_range_t), NULL, 0,
+                                      tc__stream_file_release, NULL, NULL);
     if (c == NULL) {
         return -ENOMEM;
     }
     file_range_t *f = (file_range_t *)(void *)c->data;
     *f = (file_range_t){.s = s, .fd = fd, .off = offset, .left = count,
                         .cb = cb, .ctx = ctx};
-    c->next = NULL;
-    c->base = NULL;
-    c->len = 0;
-    c->cap = 0;
-    c->release = file_release;
     c->ctx = f;
-    c->ref_buf = NULL;
     if (s->codec != NULL) {
-        bool idle = codec_ready(s) && s->head == NULL && s->phead == NULL;
-        plain_append(s, c);
-        if (idle) {
-            /* Nothing to wait for: start reading the file now. */
-            err = encode_waiting(s);
-            if (err != 0) {
-                fail_later(s, err);
-            } else {
-                flush_user(s);
-                if (s->head == NULL && s->phead != NULL &&
-                    !(s->flags & S_ERROR_PENDING)) {
-                    /* The socket took it all: go on from the loop, where
-                     * queue_drained() encodes the next piece. */
-                    start_writing(s);
-                }
-            }
-        }
+        tc__codec_sendfile(s, c);
         return 0;
     }
     if (s->tail != NULL) {
@@ -1583,9 +1086,9 @@ tc_stream_sendfile(tc_stream_t *s, int fd, uint64_t offset, uint64_t count,
     }
     s->tail = c;
     if (!(s->flags & S_CONNECTING) && s->connect_cb == NULL) {
-        flush_user(s);
+        tc__stream_flush_user(s);
     } else {
-        start_writing(s);
+        tc__stream_start_writing(s);
     }
     return 0;
 }
@@ -1605,7 +1108,7 @@ tc_stream_set_watermarks(tc_stream_t *s, size_t low, size_t high)
     s->low_water = low;
     s->high_water = high;
     if (!(s->flags & S_FAILED) && !tc__handle_closing(&s->h)) {
-        update_flow(s);
+        tc__stream_update_flow(s);
     }
     return 0;
 }
@@ -1639,23 +1142,9 @@ tc_stream_shutdown(tc_stream_t *s)
     }
     s->flags |= S_SHUT_PENDING;
     if (s->codec != NULL) {
-        /* close_notify first; without a handshake yet, handshake_done()
-         * sends it, and with a queue, queue_drained(). */
-        if (!codec_ready(s) || s->head != NULL || s->phead != NULL) {
-            return 0;
-        }
-        s->flags |= S_NOTIFY_SENT;
-        int err = s->codec->close_notify(s->codec_st);
-        if (err == 0) {
-            flush_user(s);
-        } else {
-            fail_later(s, err);
-        }
-        if (s->flags & S_ERROR_PENDING) {
-            return s->error;
-        }
-        if (s->head != NULL) {
-            return 0;   /* queue_drained() shuts down after the alert */
+        int rc = tc__codec_shutdown(s);   /* close_notify first */
+        if (rc != 1) {
+            return rc;
         }
     }
     if (s->head == NULL && !(s->flags & S_CONNECTING) &&
@@ -1663,7 +1152,7 @@ tc_stream_shutdown(tc_stream_t *s)
         s->flags |= S_SHUT_DONE;
         if (shutdown(s->fd, SHUT_WR) != 0 && errno != ENOTCONN) {
             int err = tc__neg_errno();
-            fail_later(s, err);
+            tc__stream_fail_later(s, err);
             return err;
         }
     }
@@ -1680,18 +1169,7 @@ tc_stream_close(tc_stream_t *s, tc_close_cb cb)
         return -EALREADY;
     }
     TC__ASSERT_LOOP_THREAD(s->h.loop);
-    if (s->codec != NULL && codec_ready(s) && s->phead == NULL &&
-        !(s->flags & (S_NOTIFY_SENT | S_FAILED | S_ERROR_PENDING))) {
-        /* Say goodbye behind the queue (or at once) with close_notify. */
-        s->flags |= S_NOTIFY_SENT;
-        if (s->codec->close_notify(s->codec_st) == 0 && s->head != NULL) {
-            flush_user(s);
-        }
-    }
-    bool drained = s->head == NULL && s->phead == NULL;
-    if (s->codec != NULL && !codec_ready(s) && s->phead == NULL) {
-        drained = true;   /* nothing of the user's to wait for */
-    }
+    bool drained = s->codec != NULL ? tc__codec_close(s) : s->head == NULL;
     if (s->flags & (S_FAILED | S_ERROR_PENDING)) {
         return tc_close(&s->h, cb);
     }
@@ -1701,7 +1179,7 @@ tc_stream_close(tc_stream_t *s, tc_close_cb cb)
     s->flags |= S_CLOSE_PENDING;
     s->flags &= ~S_READING;
     s->graceful_cb = cb;
-    update_rio(s);   /* a handshake still reads */
+    tc__stream_update_rio(s);   /* a handshake still reads */
     return 0;
 }
 

@@ -1,4 +1,4 @@
-/* TLS as a stream codec (see stream.c and internal.h), with OpenSSL 3.
+/* TLS as a stream codec (internal.h; driven by tls_stream.c), OpenSSL 3.
  *
  * OpenSSL never touches the socket.  Each connection's SSL reads and writes
  * through one memory BIO of our own: reading takes the bytes the stream

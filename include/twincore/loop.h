@@ -106,10 +106,10 @@ TC_EXTERN bool tc_loop_is_owner_thread(const tc_loop_t *loop);
  * Returns 0, -EINVAL, or -EBUSY while the loop runs.  Thread: any. */
 TC_EXTERN int tc_loop_adopt(tc_loop_t *loop);
 
-/* A hook run after each iteration's IO and timer callbacks, call-soon
- * queue and close callbacks (hung on libev's invoke-pending callback: its
- * check phase runs before the IO callbacks); the Python layer batches its
- * work here.  One per loop; NULL removes it. */
+/* A hook run once per iteration, after its IO and timer callbacks, the
+ * call-soon queue and the close callbacks (from libev's invoke-pending
+ * callback; an ev_check watcher would run before the IO callbacks); the
+ * Python layer batches its work here.  One per loop; NULL removes it. */
 TC_EXTERN void tc_loop_set_after_iteration(tc_loop_t *loop, tc_call_cb fn,
                                            void *arg);
 

@@ -1,12 +1,14 @@
-/* The buffered stream transport shared by TCP and Unix connections.
+/* The buffered stream transport shared by TCP and Unix connections, child
+ * processes' pipes and adopted sockets (tc_stream_open).
  *
  * Reading: tc_stream_read_start() delivers bytes to on_read until
  * tc_stream_read_stop() (pause) or EOF.  Writing: tc_stream_write() sends at
  * once what the socket takes and queues the rest, in order; the queue is
- * flushed with writev().  Watermarks on the queue's size call on_flow with
- * paused = true (above high) and false (back at or under low).  A connection
- * failure (reset, broken pipe...) is reported once, through on_error, and
- * the stream then neither reads nor writes: close it. */
+ * flushed with sendmsg(), as writev() but without SIGPIPE.  Watermarks on
+ * the queue's size call on_flow with paused = true (above high) and false
+ * (back at or under low).  A connection failure (reset, broken pipe...) is
+ * reported once, through on_error, and the stream then neither reads nor
+ * writes: close it. */
 #ifndef TWINCORE_STREAM_H
 #define TWINCORE_STREAM_H
 
@@ -96,10 +98,15 @@ TC_EXTERN void tc_stream_get_watermarks(const tc_stream_t *s, size_t *low,
                                         size_t *high);
 
 /* Half-close: shut down the write side once the queue is flushed; reading
- * goes on.  Further writes return -EPIPE.  Returns 0 or -ENOTCONN. */
+ * goes on.  Further writes return -EPIPE.  Returns 0, -EINVAL (NULL or
+ * closing), -ENOTCONN (failed), or the code of a failure met at once (also
+ * reported through on_error). */
 TC_EXTERN int tc_stream_shutdown(tc_stream_t *s);
 /* Graceful close: flush the queue, then close; cb runs when closed (also
- * when the flush fails).  tc_close() on a stream discards the queue. */
+ * when the flush fails).  A TLS stream then shuts down its write side and
+ * waits for the peer's EOF, for 2 s at most, before it closes (tls.h).
+ * Returns 0, -EINVAL or -EALREADY.  tc_close() on a stream discards the
+ * queue. */
 TC_EXTERN int tc_stream_close(tc_stream_t *s, tc_close_cb cb);
 /* Abort: discard the queue and reset the connection (RST for TCP). */
 TC_EXTERN int tc_stream_abort(tc_stream_t *s, tc_close_cb cb);

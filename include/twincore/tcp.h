@@ -31,7 +31,8 @@ typedef struct tc_tcp_connect_opts {
 
 /* Listen on host ("127.0.0.1", "::1", "0.0.0.0", "::"; NULL = "0.0.0.0";
  * "" = every interface, IPv6 and IPv4 on one dual-stack socket where the
- * system has IPv6, else "0.0.0.0") and port (0: the kernel picks; read it with tc_server_port()).
+ * system has IPv6, else "0.0.0.0") and port (0: the kernel picks; read it
+ * with tc_server_port()).
  * SO_REUSEADDR is always set.  on_conn runs for each accepted connection.
  * opts may be NULL.  Returns 0, -EINVAL for a bad address or port, or a
  * negated errno from socket/bind/listen (-EADDRINUSE...). */

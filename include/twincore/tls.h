@@ -10,6 +10,9 @@
  * - tc_stream_shutdown() and tc_stream_close() send close_notify first.  The
  *   peer's close_notify is a normal EOF (on_eof); a peer that closes the
  *   connection without one fails the stream with TC_ETLS_NO_CLOSE_NOTIFY.
+ *   tc_stream_close() then waits for the peer's EOF (2 s at most): closing
+ *   while input arrives would send a reset, and the peer would lose the
+ *   tail it has not read yet.
  * - A failed handshake is reported once, with the cause: TC_ETLS_EXPIRED,
  *   TC_ETLS_UNKNOWN_CA, TC_ETLS_HOSTNAME, TC_ETLS_VERSION, TC_ETLS_CERT, or
  *   TC_ETLS for other protocol errors; tc_tls_error_detail() has OpenSSL's

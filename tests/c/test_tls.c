@@ -1204,6 +1204,42 @@ test_graceful_close_lingers_for_the_peer(void **state)
     close_loop(loop);
 }
 
+/* A lingering close has a deadline an embedding host sees: the loop's
+ * backend timeout is bounded by the linger (2 s), not -1 (sleep until IO),
+ * while the peer neither reads nor closes. */
+static void
+test_linger_bounds_host_poll(void **state)
+{
+    (void)state;
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tls_server_t ts;
+    server_start(&ts, loop, server_ctx());
+    tc_tls_ctx_t *cctx = client_ctx();
+    peer_t c;
+    peer_init(&c, loop);
+    client_connect(&c, ts.port, cctx, "localhost");
+    tc_tls_ctx_free(cctx);
+    RUN_UNTIL(loop, c.hs_calls == 1 && ts.npeers == 1 &&
+                        ts.peers[0].hs_calls == 1,
+              5000);
+    peer_t *sp = &ts.peers[0];
+    ASSERT_RC(tc_stream_read_stop(sp->s), 0);
+    ASSERT_RC(tc_stream_close(c.s, p_closed), 0);
+    /* Changed watchers and queued work make it 0 for an iteration or two. */
+    int timeout = 0;
+    for (int i = 0; i < 50 && timeout == 0 && c.closed == 0; i++) {
+        host_iteration(loop, 10);
+        timeout = tc_loop_backend_timeout(loop);
+    }
+    assert_int_equal(c.closed, 0);   /* lingering */
+    assert_true(timeout > 0 && timeout <= 2000);
+    RUN_UNTIL(loop, c.closed == 1, 5000);
+    assert_int_equal(sp->errors, 0);
+    server_stop(&ts);
+    close_loop(loop);
+}
+
 /* A close_notify that arrives while reading is paused is kept, and the EOF
  * comes once reading resumes. */
 static void
@@ -1894,6 +1930,7 @@ main(void)
         cmocka_unit_test(test_vanishing_peer_is_reported),
         cmocka_unit_test(test_abort_resets),
         cmocka_unit_test(test_graceful_close_lingers_for_the_peer),
+        cmocka_unit_test(test_linger_bounds_host_poll),
         cmocka_unit_test(test_eof_kept_while_paused),
         cmocka_unit_test(test_request_with_finished_read_late),
         cmocka_unit_test(test_close_notify_with_finished_after_resume),

@@ -52,14 +52,6 @@ monotonic_s(void)
     return (double)tc__now_ns() / 1e9;   /* as CPython's time.monotonic() */
 }
 
-static uint64_t
-monotonic_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 int
 tc__mutex_init_short(pthread_mutex_t *m)
 {
@@ -201,7 +193,7 @@ spin_for_thread_calls(tc_loop_t *loop)
     if (found) {
         return true;
     }
-    uint64_t start = monotonic_ns();
+    uint64_t start = tc__now_ns();
     uint64_t deadline = start + loop->spin_ns;
     uint64_t next_check = start + SPIN_POLL_CHECK_NS;
     for (unsigned i = 1;; i++) {
@@ -213,7 +205,7 @@ spin_for_thread_calls(tc_loop_t *loop)
         __builtin_ia32_pause();
 #endif
         if ((i & 31) == 0) {
-            uint64_t now = monotonic_ns();
+            uint64_t now = tc__now_ns();
             if (now >= deadline) {
                 break;
             }
@@ -230,7 +222,7 @@ spin_for_thread_calls(tc_loop_t *loop)
     found = loop->xcalls.len > 0;
     pthread_mutex_unlock(&loop->xlock);
     loop->stats.spin_waits++;
-    loop->stats.spin_ns += monotonic_ns() - start;
+    loop->stats.spin_ns += tc__now_ns() - start;
     if (found) {
         loop->stats.spin_hits++;
         loop->spin_misses = 0;

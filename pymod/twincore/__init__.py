@@ -160,7 +160,7 @@ def _apply_timeout(r, fut, timeout, what):
 _default_pool = None
 # Made on first use, maybe by a thread other than the reactor's.
 _default_pool_lock = threading.RLock()
-# Every CpuPool made, the default one too, for the exit and fork hooks.
+# Every CpuPool made, the default one too, for the exit hook.
 _open_pools = weakref.WeakSet()
 
 
@@ -187,16 +187,6 @@ def _close_pools():
     for pool in list(_open_pools):
         pool._begin_close(True)
         pool._join_workers()
-
-
-def _pools_after_fork():
-    # The native pools forgot their workers and queued work in the child;
-    # the Python bookkeeping (queues, drainer counts) must follow.
-    for pool in list(_open_pools):
-        pool._after_fork()
-
-
-os.register_at_fork(after_in_child=_pools_after_fork)
 
 
 def _check_port(port, what, low=0):

@@ -567,3 +567,46 @@ def test_a_callback_raising_stop_iteration_fails_with_runtime_error():
     f.set_result(None)
     assert type(f.exception()) is RuntimeError
     assert isinstance(f.exception().__cause__, StopIteration)
+
+
+# ---- callback timing (documented in _future.py and twincore/future.h) ----
+
+def test_callback_timing_synchronous_in_the_settling_call():
+    """Deferred style: callbacks run inside set_result / set_exception /
+    cancel, and inside add_callback once the Future is done."""
+    seen = []
+    ok, bad, gone = Future(), Future(), Future()
+    ok.add_callback(lambda v: seen.append(("ok", v)))
+    bad.add_errback(lambda e: seen.append(("bad", type(e))))
+    gone.add_errback(lambda e: seen.append(("gone", type(e))))
+    ok.set_result(1)
+    assert seen == [("ok", 1)]
+    bad.set_exception(KeyError("k"))
+    assert seen[-1] == ("bad", KeyError)
+    gone.cancel()
+    assert seen[-1] == ("gone", CancelledError)
+    ok.add_both(lambda v: seen.append(("late", v)))
+    assert seen[-1] == ("late", None)   # the chain's value after the first
+
+
+def test_callback_timing_defer_to_cpu_and_await(reactor):
+    """A defer_to_cpu() Future runs its callbacks in the batch that
+    delivers the result, before anything that batch queues with call_soon;
+    an awaiting coroutine resumes later, through call_soon."""
+    order = []
+    fut = reactor.defer_to_cpu(pow, 2, 5)
+
+    def first(v):
+        reactor.call_soon(order.append, "soon")
+        order.append(("first", v))
+        return v
+    fut.add_callback(first)
+    fut.add_callback(lambda v: order.append(("second", v)))
+
+    async def waiter():
+        order.append(("resumed", await fut))
+    done = reactor.spawn(waiter())
+    from conftest import run_until
+    run_until(reactor, done)
+    assert order == [("first", 32), ("second", 32), "soon",
+                     ("resumed", None)]

@@ -14,6 +14,11 @@
  * queued under one lock per STAGE_MAX, reusing the records just delivered;
  * the rest go back to the pool's freelist under that same lock.
  *
+ * A work function may end its work and take the next work of its own kind
+ * that this worker would take anyway (tc_work_take_next): the worker's
+ * 'current' follows, its return value is the last one's status, and the
+ * works ended on the way wait on the worker's batch list until it returns.
+ *
  * Invariants: a work record is STAGED (in a drain's private list), QUEUED
  * (on a queue), RUNNING (a worker took it; it stays RUNNING once finished)
  * or CANCELLED; its done callback runs exactly once, from drain_done().

@@ -910,8 +910,11 @@ static PyMethodDef CpuPool_methods[] = {
      "_defer($self, reactor, fn, args, kwargs, priority, /)\n--\n\nLow "
      "level: a Future of fn(*args, **kwargs) on a worker."},
     {"stats", (PyCFunction)CpuPool_stats, METH_NOARGS,
-     "stats($self, /)\n--\n\nCounters and log2 histograms (ns) of queue "
-     "wait and run time."},
+     "stats($self, /)\n--\n\nThe native pool's counters (submitted, "
+     "completed, failed, cancelled, queued, running: every work of the "
+     "pool, defer_to_cpu() tasks, name lookups and native tasks alike) and "
+     "log2 histograms (ns) of queue wait and run time, one task in 8 "
+     "timed."},
     {"close", (PyCFunction)(void (*)(void))CpuPool_close,
      METH_VARARGS | METH_KEYWORDS,
      "close($self, cancel_queued=False)\n--\n\nRun (or cancel) what is "

@@ -12,6 +12,7 @@ import pytest
 
 import twincore
 from twincore import CancelledError, Future, InvalidStateError
+from conftest import run_until
 
 
 def unhandled_records(caplog):
@@ -589,10 +590,10 @@ def test_callback_timing_synchronous_in_the_settling_call():
     assert seen[-1] == ("late", None)   # the chain's value after the first
 
 
-def test_callback_timing_defer_to_cpu_and_await(reactor):
-    """A defer_to_cpu() Future runs its callbacks in the batch that
-    delivers the result, before anything that batch queues with call_soon;
-    an awaiting coroutine resumes later, through call_soon."""
+def test_callback_timing_defer_to_cpu(reactor):
+    """A defer_to_cpu() Future runs its callbacks in the reactor's batch
+    that delivers the result, before anything that batch queues with
+    call_soon."""
     order = []
     fut = reactor.defer_to_cpu(pow, 2, 5)
 
@@ -602,11 +603,24 @@ def test_callback_timing_defer_to_cpu_and_await(reactor):
         return v
     fut.add_callback(first)
     fut.add_callback(lambda v: order.append(("second", v)))
+    run_until(reactor, fut)
+    run_until(reactor, twincore.sleep(0.01, reactor=reactor))
+    assert order == [("first", 32), ("second", 32), "soon"]
+
+
+def test_callback_timing_await_resumes_later(reactor):
+    """A coroutine awaiting a Future is not resumed inside set_result:
+    it resumes afterwards, through call_soon."""
+    fut = Future(reactor)
+    order = []
 
     async def waiter():
         order.append(("resumed", await fut))
     done = reactor.spawn(waiter())
-    from conftest import run_until
+
+    def settle():
+        fut.set_result(7)
+        order.append("set_result returned")
+    reactor.call_later(0.01, settle)
     run_until(reactor, done)
-    assert order == [("first", 32), ("second", 32), "soon",
-                     ("resumed", None)]
+    assert order == ["set_result returned", ("resumed", 7)]

@@ -325,18 +325,19 @@ schedule_drain(tc_loop_t *loop)
     }
 }
 
-/* Hand finished or cancelled work to its loop.  Thread: any.  Returns
- * whether the loop had taken every earlier completion. */
+/* Hand finished or cancelled work to loop: newest..oldest, linked newest
+ * first, all of that loop, go on its stack at once, so that the loop
+ * never takes part of a batch and wakes again for the rest.  Thread: any.
+ * Returns whether the loop had taken every earlier completion. */
 static bool
-push_done(tc_work_t *w)
+push_run(tc_loop_t *loop, tc_work_t *newest, tc_work_t *oldest)
 {
-    tc_loop_t *loop = w->loop;
     tc_work_t *head = atomic_load_explicit(&loop->pool_done,
                                            memory_order_relaxed);
     do {
-        w->next = head;
+        oldest->next = head;
     } while (!atomic_compare_exchange_weak_explicit(
-        &loop->pool_done, &head, w, memory_order_release,
+        &loop->pool_done, &head, newest, memory_order_release,
         memory_order_relaxed));
     /* Only the push onto an empty stack queues a drain: the one queued
      * before is still to run and will take this record too. */
@@ -344,6 +345,32 @@ push_done(tc_work_t *w)
         schedule_drain(loop);
     }
     return head == NULL;
+}
+
+static bool
+push_done(tc_work_t *w)
+{
+    return push_run(w->loop, w, w);
+}
+
+/* push_done() for a list linked oldest first: one push per run of work of
+ * the same loop.  Returns what the last push returned. */
+static bool
+push_done_list(tc_work_t *list)
+{
+    bool idle = true;
+    while (list != NULL) {
+        tc_loop_t *loop = list->loop;
+        tc_work_t *oldest = list, *newest = NULL;
+        while (list != NULL && list->loop == loop) {
+            tc_work_t *next = list->next;
+            list->next = newest;
+            newest = list;
+            list = next;
+        }
+        idle = push_run(loop, newest, oldest);
+    }
+    return idle;
 }
 
 static void
@@ -559,7 +586,7 @@ worker_main(void *arg)
         if (w == NULL) {
             if (finished != NULL) {
                 pthread_mutex_unlock(&pool->lock);
-                loop_idle = push_done(finished);
+                loop_idle = push_done_list(finished);
                 finished = NULL;
                 pthread_mutex_lock(&pool->lock);
                 continue;
@@ -597,7 +624,7 @@ worker_main(void *arg)
         }
         pthread_mutex_unlock(&pool->lock);
         if (finished != NULL) {
-            loop_idle = push_done(finished);    /* now its loop's */
+            loop_idle = push_done_list(finished);   /* now its loop's */
         }
 
         me->start_ns = w->submit_ns != 0 ? now_ns() : 0;
@@ -609,13 +636,15 @@ worker_main(void *arg)
         }
         w->status = status;
         counter_bump(status == 0 ? &me->completed : &me->failed);
-        finished = w;
-        while (me->batch_head != NULL) {
-            tc_work_t *b = me->batch_head;
-            me->batch_head = b->next;
-            loop_idle = push_done(b);
+        /* The works it ended on the way go with it, in one push. */
+        w->next = NULL;
+        if (me->batch_tail != NULL) {
+            me->batch_tail->next = w;
+            finished = me->batch_head;
+        } else {
+            finished = w;
         }
-        me->batch_tail = NULL;
+        me->batch_head = me->batch_tail = NULL;
 
         pthread_mutex_lock(&pool->lock);
         me->current = NULL;

@@ -119,7 +119,8 @@ TC_EXTERN void *tc_work_arg(const tc_work_t *work);
  * work function finally returns is the status of the last work taken.
  * Returns NULL, and changes nothing, when the next work is of another
  * kind or none is queued.  Ended work counts in tc_pool_stats() at once;
- * its done callback is queued to its loop when the work function returns.
+ * it goes to its loop, in one hand-over with the rest of the batch, after
+ * the work function returns.
  * Bound the batch yourself (by count or time): queued work of other kinds
  * waits meanwhile.  Thread: worker, inside work's own work function. */
 TC_EXTERN tc_work_t *tc_work_take_next(tc_work_t *work, int status);

@@ -100,17 +100,30 @@ transit_unlink(ReactorObject *r, CpuTaskObject *t)
     t->in_transit = false;
 }
 
-/* GIL: held.  No worker will touch t: the reactor owns it until its done
- * callback, unless that ran already (t->work is NULL). */
+/* GIL: held.  No worker will touch tasks[0..n) any more: each reactor
+ * owns its own until their done callbacks run, but those whose callback
+ * ran already (t->work is NULL).  One lock per run of one reactor. */
+static void
+hand_to_reactors(CpuTaskObject **tasks, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        ReactorObject *r = tasks[i]->reactor;
+        pthread_mutex_lock(&r->transit_lock);
+        for (; i < n && tasks[i]->reactor == r; i++) {
+            CpuTaskObject *t = tasks[i];
+            if (t->work != NULL && !t->in_transit) {
+                transit_link(r, t);
+            }
+        }
+        pthread_mutex_unlock(&r->transit_lock);
+    }
+}
+
 static void
 hand_to_reactor(CpuTaskObject *t)
 {
-    ReactorObject *r = t->reactor;
-    pthread_mutex_lock(&r->transit_lock);
-    if (t->work != NULL && !t->in_transit) {
-        transit_link(r, t);
-    }
-    pthread_mutex_unlock(&r->transit_lock);
+    hand_to_reactors(&t, 1);
 }
 
 /* Thread: worker, GIL: held.  One call and the capture of its outcome;
@@ -128,7 +141,6 @@ run_python_task(CpuTaskObject *task)
         task->failed = true;
         status = RAISED;
     }
-    hand_to_reactor(task);
     return status;
 }
 
@@ -137,13 +149,15 @@ run_python_task(CpuTaskObject *task)
 static int
 run_batch(tc_work_t *work, void *arg)
 {
-    CpuTaskObject *t = arg;
+    CpuTaskObject *ran[BATCH_TASKS];
+    unsigned n = 0;
+    ran[0] = arg;
     PyGILState_STATE gil = PyGILState_Ensure();
     uint64_t start = now_ns();
     int status;
-    for (unsigned n = 1;; n++) {
-        status = run_python_task(t);
-        if (n >= BATCH_TASKS || now_ns() - start > BATCH_NS) {
+    for (;;) {
+        status = run_python_task(ran[n++]);
+        if (n == BATCH_TASKS || now_ns() - start > BATCH_NS) {
             break;
         }
         tc_work_t *next = tc_work_take_next(work, status);
@@ -151,8 +165,12 @@ run_batch(tc_work_t *work, void *arg)
             break;
         }
         work = next;
-        t = tc_work_arg(next);
+        ran[n] = tc_work_arg(next);
     }
+    /* Listed late, but never too late: the GC may run during the batch
+     * (a task allocates), and then finds these still the pool's, which
+     * only keeps their reactors alive a little longer. */
+    hand_to_reactors(ran, n);
     PyGILState_Release(gil);
     return status;
 }

@@ -14,6 +14,11 @@
  * queued under one lock per STAGE_MAX, reusing the records just delivered;
  * the rest go back to the pool's freelist under that same lock.
  *
+ * A work function may end its work and take the next work of its own kind
+ * that this worker would take anyway (tc_work_take_next): the worker's
+ * 'current' follows, its return value is the last one's status, and the
+ * works ended on the way wait on the worker's batch list until it returns.
+ *
  * Invariants: a work record is STAGED (in a drain's private list), QUEUED
  * (on a queue), RUNNING (a worker took it; it stays RUNNING once finished)
  * or CANCELLED; its done callback runs exactly once, from drain_done().
@@ -64,6 +69,11 @@ struct tc_work_s {
 typedef struct worker {
     pthread_t tid;
     tc_pool_t *pool;
+    tc_work_t *current;         /* guards: pool lock; the work it runs */
+    /* Worker only: work finished by tc_work_take_next(), handed to its
+     * loops once the work function returns; when current started. */
+    tc_work_t *batch_head, *batch_tail;
+    uint64_t start_ns;
     atomic_uint_fast64_t completed, failed, timed;
     atomic_uint_fast64_t wait_ns[TC_POOL_HIST_BUCKETS];
     atomic_uint_fast64_t run_ns[TC_POOL_HIST_BUCKETS];
@@ -90,6 +100,7 @@ struct tc_pool_s {
     bool stopping;
     bool freed;
     bool detached;              /* freed by a worker: no one joins */
+    bool join_claimed;          /* a tc_pool_shutdown() joins the workers */
     size_t outstanding;         /* records handed out, not yet recycled */
     tc_work_t *freelist;
     size_t nfree;
@@ -122,6 +133,8 @@ static int atfork_err;
 
 /* The pool whose worker this thread is, to refuse a self-join. */
 static _Thread_local tc_pool_t *current_pool;
+/* This worker, for tc_work_take_next(). */
+static _Thread_local worker_t *current_worker;
 
 /* A drain_done() running on this thread, for one pool at a time: records
  * its done callbacks released (cache) and the submits they made (staged),
@@ -206,29 +219,58 @@ queue_unlink(queue_t *q, tc_work_t *w)
     q->len--;
 }
 
-/* The next work a worker may run, marked RUNNING, or NULL. */
-static tc_work_t *
-take_work(tc_pool_t *pool)
+/* The queue whose head a worker may run next, or -1. */
+static int
+next_queue(const tc_pool_t *pool)
 {
     for (unsigned p = 0; p < TC_PRIORITY_COUNT; p++) {
-        tc_work_t *w = pool->queues[p].head;
-        if (w == NULL) {
+        if (pool->queues[p].head == NULL) {
             continue;
         }
         if (p == TC_PRIORITY_LOW && pool->running_low >= pool->low_cap &&
             !pool->stopping) {
             continue;
         }
-        queue_unlink(&pool->queues[p], w);
-        w->state = W_RUNNING;
-        pool->queued--;
-        pool->running++;
-        if (p == TC_PRIORITY_LOW) {
-            pool->running_low++;
-        }
-        return w;
+        return (int)p;
     }
-    return NULL;
+    return -1;
+}
+
+/* Take the head of queue p, marked RUNNING. */
+static tc_work_t *
+take_head(tc_pool_t *pool, int p)
+{
+    tc_work_t *w = pool->queues[p].head;
+    queue_unlink(&pool->queues[p], w);
+    w->state = W_RUNNING;
+    pool->queued--;
+    pool->running++;
+    if (p == TC_PRIORITY_LOW) {
+        pool->running_low++;
+    }
+    return w;
+}
+
+/* The next work a worker may run, marked RUNNING, or NULL. */
+static tc_work_t *
+take_work(tc_pool_t *pool)
+{
+    int p = next_queue(pool);
+    return p < 0 ? NULL : take_head(pool, p);
+}
+
+/* Count work as running, or no longer (n = -1).  Pool lock held. */
+static void
+count_running(tc_pool_t *pool, const tc_work_t *w, int n)
+{
+    bool low = w->priority == TC_PRIORITY_LOW;
+    if (n > 0) {
+        pool->running++;
+        pool->running_low += low;
+    } else {
+        pool->running--;
+        pool->running_low -= low;
+    }
 }
 
 /* Let spinning and sleeping workers know about new work.  Pool lock held.
@@ -281,18 +323,19 @@ schedule_drain(tc_loop_t *loop)
     }
 }
 
-/* Hand finished or cancelled work to its loop.  Thread: any.  Returns
- * whether the loop had taken every earlier completion. */
+/* Hand finished or cancelled work to loop: newest..oldest, linked newest
+ * first, all of that loop, go on its stack at once, so that the loop
+ * never takes part of a batch and wakes again for the rest.  Thread: any.
+ * Returns whether the loop had taken every earlier completion. */
 static bool
-push_done(tc_work_t *w)
+push_run(tc_loop_t *loop, tc_work_t *newest, tc_work_t *oldest)
 {
-    tc_loop_t *loop = w->loop;
     tc_work_t *head = atomic_load_explicit(&loop->pool_done,
                                            memory_order_relaxed);
     do {
-        w->next = head;
+        oldest->next = head;
     } while (!atomic_compare_exchange_weak_explicit(
-        &loop->pool_done, &head, w, memory_order_release,
+        &loop->pool_done, &head, newest, memory_order_release,
         memory_order_relaxed));
     /* Only the push onto an empty stack queues a drain: the one queued
      * before is still to run and will take this record too. */
@@ -300,6 +343,32 @@ push_done(tc_work_t *w)
         schedule_drain(loop);
     }
     return head == NULL;
+}
+
+static bool
+push_done(tc_work_t *w)
+{
+    return push_run(w->loop, w, w);
+}
+
+/* push_done() for a list linked oldest first: one push per run of work of
+ * the same loop.  Returns what the last push returned. */
+static bool
+push_done_list(tc_work_t *list)
+{
+    bool idle = true;
+    while (list != NULL) {
+        tc_loop_t *loop = list->loop;
+        tc_work_t *oldest = list, *newest = NULL;
+        while (list != NULL && list->loop == loop) {
+            tc_work_t *next = list->next;
+            list->next = newest;
+            newest = list;
+            list = next;
+        }
+        idle = push_run(loop, newest, oldest);
+    }
+    return idle;
 }
 
 static void
@@ -463,18 +532,6 @@ online_cpus(void)
     return n > 0 ? (unsigned)n : 1;
 }
 
-/* The CPUs this process may run on (taskset, cpusets), at least one. */
-static unsigned
-usable_cpus(void)
-{
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-        int n = CPU_COUNT(&set);
-        return n > 0 ? (unsigned)n : 1;
-    }
-    return online_cpus();
-}
-
 /* Poll for a submit for a few microseconds: a worker that finds work this
  * way costs the submitter no futex wake and itself no sleep. */
 static void
@@ -508,13 +565,14 @@ worker_main(void *arg)
     bool loop_idle = true;      /* the last push found its loop caught up */
 
     current_pool = pool;
+    current_worker = me;
     pthread_mutex_lock(&pool->lock);
     for (;;) {
         tc_work_t *w = take_work(pool);
         if (w == NULL) {
             if (finished != NULL) {
                 pthread_mutex_unlock(&pool->lock);
-                loop_idle = push_done(finished);
+                loop_idle = push_done_list(finished);
                 finished = NULL;
                 pthread_mutex_lock(&pool->lock);
                 continue;
@@ -546,31 +604,37 @@ worker_main(void *arg)
             continue;
         }
         spun = false;
+        me->current = w;
         if (pool->space_waiters > 0) {
             pthread_cond_signal(&pool->space_cond);
         }
         pthread_mutex_unlock(&pool->lock);
         if (finished != NULL) {
-            loop_idle = push_done(finished);    /* now its loop's */
+            loop_idle = push_done_list(finished);   /* now its loop's */
         }
 
-        int status;
+        me->start_ns = w->submit_ns != 0 ? now_ns() : 0;
+        int status = w->work_fn(w, w->arg);
+        /* The status is the last taken work's (tc_work_take_next). */
+        w = me->current;
         if (w->submit_ns != 0) {
-            uint64_t start_ns = now_ns();
-            status = w->work_fn(w, w->arg);
-            record_run(me, w->submit_ns, start_ns, now_ns());
-        } else {
-            status = w->work_fn(w, w->arg);
+            record_run(me, w->submit_ns, me->start_ns, now_ns());
         }
         w->status = status;
         counter_bump(status == 0 ? &me->completed : &me->failed);
-        finished = w;
+        /* The works it ended on the way go with it, in one push. */
+        w->next = NULL;
+        if (me->batch_tail != NULL) {
+            me->batch_tail->next = w;
+            finished = me->batch_head;
+        } else {
+            finished = w;
+        }
+        me->batch_head = me->batch_tail = NULL;
 
         pthread_mutex_lock(&pool->lock);
-        pool->running--;
-        if (w->priority == TC_PRIORITY_LOW) {
-            pool->running_low--;
-        }
+        me->current = NULL;
+        count_running(pool, w, -1);
     }
     /* Freed by one of us: nobody joins, and each worker pins the pool
      * until it is out (see free_from_worker). */
@@ -672,6 +736,7 @@ reset_in_child(tc_pool_t *pool)
     pool->queued = pool->running = pool->running_low = 0;
     pool->idle = pool->wakes_pending = pool->space_waiters = 0;
     pool->nstarted = 0;
+    pool->join_claimed = false;
     pool->start_failed = false;
     pool->spinning = false;
     atomic_store_explicit(&pool->stage_ok, false, memory_order_relaxed);
@@ -736,7 +801,7 @@ tc_pool_new(const tc_pool_opts_t *opts, tc_pool_t **out)
     pool->max_queued = o.max_queued;
     pool->block_when_full = o.block_when_full;
     pool->stack_size = o.stack_size;
-    pool->spin_ns = usable_cpus() > 1 ? SPIN_NS : 0;
+    pool->spin_ns = tc__usable_cpus() > 1 ? SPIN_NS : 0;
     pool->workers = calloc(o.threads, sizeof(*pool->workers));
     if (pool->workers == NULL) {
         goto fail;
@@ -1050,16 +1115,94 @@ tc_work_loop(const tc_work_t *w)
     return w != NULL ? w->loop : NULL;
 }
 
-int
-tc_pool_shutdown(tc_pool_t *pool, tc_pool_shutdown_mode_t mode)
+void *
+tc_work_arg(const tc_work_t *w)
 {
-    if (pool == NULL ||
-        (mode != TC_POOL_DRAIN && mode != TC_POOL_CANCEL)) {
+    return w != NULL ? w->arg : NULL;
+}
+
+tc_work_t *
+tc_work_take_next(tc_work_t *work, int status)
+{
+    worker_t *me = current_worker;
+    if (work == NULL || me == NULL || me->current != work) {
+        return NULL;
+    }
+    tc_pool_t *pool = work->pool;
+    tc_work_t *next = NULL;
+    pthread_mutex_lock(&pool->lock);
+    /* What this worker would take next once work ended, if it is of the
+     * same kind: priorities and the LOW cap decide, as in take_work(). */
+    count_running(pool, work, -1);
+    int p = next_queue(pool);
+    if (p >= 0 && pool->queues[p].head->work_fn == work->work_fn) {
+        next = take_head(pool, p);
+        me->current = next;
+        if (pool->space_waiters > 0) {
+            pthread_cond_signal(&pool->space_cond);
+        }
+    } else {
+        count_running(pool, work, 1);
+    }
+    pthread_mutex_unlock(&pool->lock);
+    if (next == NULL) {
+        return NULL;
+    }
+    uint64_t t = 0;
+    if (work->submit_ns != 0) {
+        t = now_ns();
+        record_run(me, work->submit_ns, me->start_ns, t);
+    }
+    if (next->submit_ns != 0) {
+        me->start_ns = t != 0 ? t : now_ns();
+    }
+    work->status = status;
+    counter_bump(status == 0 ? &me->completed : &me->failed);
+    /* Handed to its loop when the work function returns: the loop, woken
+     * while the caller still holds what the next work needs (a GIL), would
+     * only wait for it. */
+    work->next = NULL;
+    if (me->batch_tail != NULL) {
+        me->batch_tail->next = work;
+    } else {
+        me->batch_head = work;
+    }
+    me->batch_tail = work;
+    return next;
+}
+
+int
+tc_pool_walk(tc_pool_t *pool, tc_work_fn work_fn, tc_pool_walk_cb cb,
+             void *arg)
+{
+    if (pool == NULL || cb == NULL) {
         return -EINVAL;
     }
-    if (current_pool == pool) {
-        return -EDEADLK;
+    int rc = 0;
+    pthread_mutex_lock(&pool->lock);
+    for (unsigned i = 0; i < pool->nstarted && rc == 0; i++) {
+        tc_work_t *w = pool->workers[i].current;
+        if (w != NULL && (work_fn == NULL || w->work_fn == work_fn)) {
+            rc = cb(w, true, arg);
+        }
     }
+    for (unsigned p = 0; p < TC_PRIORITY_COUNT && rc == 0; p++) {
+        for (tc_work_t *w = pool->queues[p].head; w != NULL && rc == 0;
+             w = w->next) {
+            if (work_fn == NULL || w->work_fn == work_fn) {
+                rc = cb(w, false, arg);
+            }
+        }
+    }
+    pthread_mutex_unlock(&pool->lock);
+    return rc;
+}
+
+/* Refuse new work, drain or cancel the queued work, wake every worker so
+ * that it exits once the queue is empty.  Returns 0 or -EALREADY. */
+static int
+stop_pool(tc_pool_t *pool, tc_pool_shutdown_mode_t mode)
+{
     tc_work_t *cancelled = NULL;
     pthread_mutex_lock(&pool->lock);
     if (pool->stopping) {
@@ -1090,7 +1233,6 @@ tc_pool_shutdown(tc_pool_t *pool, tc_pool_shutdown_mode_t mode)
             pool->queues[p].len = 0;
         }
     }
-    unsigned n = pool->nstarted;
     wake_workers(pool);     /* the spinner stops spinning */
     pthread_cond_broadcast(&pool->work_cond);
     pthread_cond_broadcast(&pool->space_cond);
@@ -1101,10 +1243,39 @@ tc_pool_shutdown(tc_pool_t *pool, tc_pool_shutdown_mode_t mode)
         push_done(cancelled);
         cancelled = next;
     }
+    return 0;
+}
+
+int
+tc_pool_stop(tc_pool_t *pool, tc_pool_shutdown_mode_t mode)
+{
+    if (pool == NULL ||
+        (mode != TC_POOL_DRAIN && mode != TC_POOL_CANCEL)) {
+        return -EINVAL;
+    }
+    return stop_pool(pool, mode);
+}
+
+int
+tc_pool_shutdown(tc_pool_t *pool, tc_pool_shutdown_mode_t mode)
+{
+    if (pool == NULL ||
+        (mode != TC_POOL_DRAIN && mode != TC_POOL_CANCEL)) {
+        return -EINVAL;
+    }
+    if (current_pool == pool) {
+        return -EDEADLK;
+    }
+    int err = stop_pool(pool, mode);
+    /* After tc_pool_stop() the first shutdown still joins. */
+    pthread_mutex_lock(&pool->lock);
+    unsigned n = pool->join_claimed ? 0 : pool->nstarted;
+    pool->join_claimed = true;
+    pthread_mutex_unlock(&pool->lock);
     for (unsigned i = 0; i < n; i++) {
         pthread_join(pool->workers[i].tid, NULL);
     }
-    return 0;
+    return err;
 }
 
 static void

@@ -8,7 +8,22 @@
  * refused with -EALREADY.  Futures are reference counted: whoever will
  * settle a future, or still reads it, holds a reference; every reference
  * is dropped before the loop is closed.  Callbacks due keep
- * tc_loop_run(TC_RUN_DEFAULT) running until they ran. */
+ * tc_loop_run(TC_RUN_DEFAULT) running until they ran.
+ *
+ * Callback timing: a future settled on the loop thread queues its
+ * callbacks with tc_loop_call_soon(), so they run in the after-phase of
+ * the same loop iteration (a future of pool work: the iteration that
+ * delivers the completion), never inside tc_future_resolve/reject/cancel
+ * or tc_future_then().  The Python Future (pymod/_twincore/future.c) runs
+ * its callbacks synchronously instead, inside set_result(), as a Twisted
+ * Deferred does.  They differ on purpose: a tc_future may be settled from
+ * any thread and by C code that holds state of its own (inside a stream or
+ * done callback, under a lock), and one rule that never re-enters the
+ * caller is what makes that safe; a Python Future is settled only on its
+ * reactor's thread, by code that expects Deferred semantics (Twisted
+ * interop, inline_callbacks), and calling back at once saves a hop on
+ * every defer_to_cpu().  Both run callbacks on the loop thread, in the
+ * order added. */
 #ifndef TWINCORE_FUTURE_H
 #define TWINCORE_FUTURE_H
 

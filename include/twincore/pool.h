@@ -106,14 +106,52 @@ TC_EXTERN int tc_pool_cancel(tc_work_t *work);
 TC_EXTERN bool tc_work_is_cancelled(const tc_work_t *work);
 /* The loop the work's done callback runs on.  Thread: any. */
 TC_EXTERN tc_loop_t *tc_work_loop(const tc_work_t *work);
+/* The arg given to tc_pool_submit().  Thread: any. */
+TC_EXTERN void *tc_work_arg(const tc_work_t *work);
+
+/* Batching, for work that shares an expensive set-up (an interpreter's
+ * GIL): called by a work function on its worker, end work as if its work
+ * function had returned status and take the next work this worker would
+ * run anyway (the highest priority, oldest queued work, the LOW cap
+ * respected), provided it was submitted with the same work function.
+ * Returns that work, now running: the caller runs it itself (its work
+ * function is not called), and may take the next one after it; what the
+ * work function finally returns is the status of the last work taken.
+ * Returns NULL, and changes nothing, when the next work is of another
+ * kind or none is queued.  Ended work counts in tc_pool_stats() at once;
+ * it goes to its loop, in one hand-over with the rest of the batch, after
+ * the work function returns.
+ * Bound the batch yourself (by count or time): queued work of other kinds
+ * waits meanwhile.  Thread: worker, inside work's own work function. */
+TC_EXTERN tc_work_t *tc_work_take_next(tc_work_t *work, int status);
+
+/* Called for each work of tc_pool_walk(): running is true for work a
+ * worker runs, false for queued work.  A non-zero return stops the walk. */
+typedef int (*tc_pool_walk_cb)(tc_work_t *work, bool running, void *arg);
+
+/* Call cb for each running, then each queued work of pool (only those
+ * submitted with work_fn, unless it is NULL), under the pool's lock: cb
+ * must not call into the pool, nor block.  Returns what the last cb
+ * returned (0 when the walk ran through), or -EINVAL.  Thread: any. */
+TC_EXTERN int tc_pool_walk(tc_pool_t *pool, tc_work_fn work_fn,
+                           tc_pool_walk_cb cb, void *arg);
 
 /* Stop the pool: refuse new work (-ESHUTDOWN), drain or cancel the queued
  * work, then join every worker.  Cancelled work's done callback still runs
  * once, with -ECANCELED, on its loop's thread.  Blocks until the workers
  * have exited; drained work's done callbacks run when its loops run.
- * Returns 0, -EALREADY on a second call, or -EDEADLK from a worker.
+ * Returns 0, -EALREADY on a second call or after tc_pool_stop() (the
+ * first such call still joins the workers), or -EDEADLK from a worker.
  * Thread: any but a worker of this pool. */
 TC_EXTERN int tc_pool_shutdown(tc_pool_t *pool, tc_pool_shutdown_mode_t mode);
+
+/* The first half of tc_pool_shutdown(), which never blocks: refuse new
+ * work (-ESHUTDOWN) and drain or cancel the queued work (cancelled work's
+ * done callbacks queued as tc_pool_shutdown() does), and let the workers
+ * exit once the queue is empty.  A later tc_pool_shutdown() or
+ * tc_pool_free() joins them.  Returns 0, -EINVAL, or -EALREADY when the
+ * pool was already stopped.  Thread: any, a worker of this pool too. */
+TC_EXTERN int tc_pool_stop(tc_pool_t *pool, tc_pool_shutdown_mode_t mode);
 
 /* Shut down (draining) unless already done, and free the pool.  Done
  * callbacks not yet run still run on their loops; the last of them

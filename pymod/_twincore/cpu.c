@@ -1,26 +1,28 @@
 /* CpuPool and CpuTask: Python callables on the native pool.
  *
- * Python tasks wait in the CpuPool's own queues (one per priority); the
- * native pool runs "drainers", at most one per worker thread, submitted
- * when a task arrives and fewer are running.  A drainer takes the GIL once
- * and runs queued tasks one after another (run_python_task), handing the
- * GIL back between batches: tiny tasks then cost no GIL hand-off each, and
- * a callable that releases the GIL (hashlib, zlib) still lets the other
- * drainers run, on every core.  Finished tasks cross back to their reactor
- * in one tc_loop_call_from_thread per batch and are delivered in the
- * reactor's batch as on_done(kind, value): 0 result, 1 exception,
- * 2 cancelled.
+ * Each Python task is one work of the CpuPool's tc_pool_t, submitted at its
+ * priority: queueing, priorities (LOW never takes every worker), the bound
+ * on the queue, cancellation, shutdown and the counters are the pool's.
+ * Only the Python part is here.  The work function (run_batch) takes the
+ * GIL once, runs its task, then runs the next tasks this worker would take
+ * anyway (tc_work_take_next) until BATCH_TASKS ran or BATCH_NS passed, and
+ * hands the GIL back: tiny tasks cost no GIL hand-off each, and a callable
+ * that releases the GIL (hashlib, zlib) still lets the other workers run.
+ * Every task returns through the pool's completion route: its done
+ * callback (task_done: loop thread, no GIL) queues one event (cpu_task_ops),
+ * run in the reactor's batch as on_done(kind, value): 0 result,
+ * 1 exception, 2 cancelled.
  *
- * A task's reference (the pool's) keeps it, and its reactor, alive from
- * submission to delivery; the task in turn holds its pool until then, so a
- * pool nobody else holds finishes its work, and is never freed on one of
- * its own workers (only a task of its own runs there).  While queued or running it is the pool's, and
- * the GC must not take the reactor from under the worker; once sent back
- * it waits in the loop's cross-thread queue, owned by the reactor: listed
- * on r->transit, so the reactor's traverse shows it to the GC and its
- * teardown releases what the loop can no longer deliver. */
+ * The work holds a reference to its task (the pool's) from submission to
+ * delivery; the task holds its reactor and its CpuPool, so a pool nobody
+ * else holds finishes its work, and is never freed on one of its own
+ * workers (only a task of its own runs there).  While queued or running
+ * the task is the pool's, and the GC must not take the reactor from under
+ * the worker; once run (or cancelled while queued) it waits for its done
+ * callback owned by the reactor: listed on r->transit, so the reactor's
+ * traverse shows it to the GC and its teardown releases what the loop can
+ * no longer deliver. */
 #include <pthread.h>
-#include <stdatomic.h>
 #include <time.h>
 
 #include "cpu.h"
@@ -31,9 +33,9 @@
 #include "reactor.h"
 #include "worker_gil.h"
 
-#define NPRIO 3
 #define BATCH_TASKS 64          /* tasks between GIL hand-backs, at most */
 #define BATCH_NS 200000         /* ... or this long */
+#define RAISED (-EREMOTEIO)     /* the call raised: the pool counts it failed */
 
 /* A finished task (dispatch.h); ptr: the CpuTask with the pool's
  * reference, status: the pool's. */
@@ -47,14 +49,12 @@ struct CpuTaskObject {
     ReactorObject *reactor;
     PyObject *fn, *args, *kwargs, *on_done;
     PyObject *outcome;      /* result or exception, set by the worker */
+    tc_work_t *work;        /* the pool's handle until task_done; loop */
     bool failed;
     bool done;              /* delivered (or discarded) on the loop */
     bool started;           /* set by the worker, under the GIL */
-    bool queued;            /* guards: the pool's qlock */
-    int priority;
-    int status;             /* 0, or -ECANCELED */
-    CpuTaskObject *qprev, *qnext;   /* queue, then a finished batch */
-    CpuTaskObject *lprev, *lnext;   /* pool->live, queued or running */
+    bool in_transit;        /* guards: the reactor's transit_lock */
+    bool stopping;          /* queued when its pool was stopped */
     CpuTaskObject *tprev, *tnext;   /* reactor->transit; its lock */
     struct CpuPoolObject *pool;     /* owned until delivered */
 };
@@ -63,21 +63,8 @@ typedef struct CpuPoolObject {
     PyObject_HEAD
     tc_pool_t *pool;        /* NULL once closed */
     unsigned workers;
-    /* guards: head, tail, live, queued, drainers.  Taken only with the
-     * GIL held, so no worker holds it when Python forks. */
-    pthread_mutex_t qlock;
-    CpuTaskObject *head[NPRIO], *tail[NPRIO];
-    CpuTaskObject *live;    /* tasks queued or running, for close() */
     tc_pool_t *closing;     /* closed, workers not yet joined */
     tc_pool_shutdown_mode_t closing_mode;
-    size_t queued, max_queued;
-    unsigned drainers;      /* submitted and not yet finished */
-    /* Closed on one of its workers: nobody joins them, so the drainers
-     * hold the pool (one reference) until the last is done with it. */
-    bool held_by_drainers;
-    bool qlock_ready;
-    uint64_t submitted, cancelled;         /* guards: qlock */
-    atomic_uint_fast64_t completed, failed, running;
     PyObject *weakreflist;
 } CpuPoolObject;
 
@@ -95,100 +82,17 @@ now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Queue operations: under p->qlock. */
-static void unlink_task(CpuPoolObject *p, CpuTaskObject *t);
-
+/* Under r->transit_lock. */
 static void
-enqueue(CpuPoolObject *p, CpuTaskObject *t)
+transit_link(ReactorObject *r, CpuTaskObject *t)
 {
-    t->qnext = NULL;
-    t->qprev = p->tail[t->priority];
-    if (t->qprev != NULL) {
-        t->qprev->qnext = t;
-    } else {
-        p->head[t->priority] = t;
+    t->tprev = NULL;
+    t->tnext = r->transit;
+    if (r->transit != NULL) {
+        r->transit->tprev = t;
     }
-    p->tail[t->priority] = t;
-    t->queued = true;
-    p->queued++;
-    t->lprev = NULL;
-    t->lnext = p->live;
-    if (p->live != NULL) {
-        p->live->lprev = t;
-    }
-    p->live = t;
-}
-
-/* The task no longer runs nor waits (finished or cancelled). */
-static void
-live_unlink(CpuPoolObject *p, CpuTaskObject *t)
-{
-    if (t->lprev != NULL) {
-        t->lprev->lnext = t->lnext;
-    } else {
-        p->live = t->lnext;
-    }
-    if (t->lnext != NULL) {
-        t->lnext->lprev = t->lprev;
-    }
-    t->lprev = t->lnext = NULL;
-}
-
-/* Remove a queued task that will not run. */
-static void
-drop_queued(CpuPoolObject *p, CpuTaskObject *t)
-{
-    unlink_task(p, t);
-    live_unlink(p, t);
-}
-
-static void
-unlink_task(CpuPoolObject *p, CpuTaskObject *t)
-{
-    if (t->qprev != NULL) {
-        t->qprev->qnext = t->qnext;
-    } else {
-        p->head[t->priority] = t->qnext;
-    }
-    if (t->qnext != NULL) {
-        t->qnext->qprev = t->qprev;
-    } else {
-        p->tail[t->priority] = t->qprev;
-    }
-    t->qprev = t->qnext = NULL;
-    t->queued = false;
-    p->queued--;
-}
-
-static CpuTaskObject *
-dequeue(CpuPoolObject *p)
-{
-    for (int prio = 0; prio < NPRIO; prio++) {
-        CpuTaskObject *t = p->head[prio];
-        if (t != NULL) {
-            unlink_task(p, t);
-            return t;
-        }
-    }
-    return NULL;
-}
-
-/* Thread: worker, GIL: held.  One call and the capture of its outcome. */
-static void
-run_python_task(CpuPoolObject *p, CpuTaskObject *task)
-{
-    task->started = true;
-    atomic_fetch_add(&p->running, 1);
-    PyObject *res = PyObject_Call(task->fn, task->args, task->kwargs);
-    if (res != NULL) {
-        task->outcome = res;
-        atomic_fetch_add(&p->completed, 1);
-    } else {
-        task->outcome = tcpy_fetch_exception();
-        task->failed = true;
-        atomic_fetch_add(&p->failed, 1);
-    }
-    atomic_fetch_sub(&p->running, 1);
+    r->transit = t;
+    t->in_transit = true;
 }
 
 /* Under r->transit_lock. */
@@ -204,23 +108,101 @@ transit_unlink(ReactorObject *r, CpuTaskObject *t)
         t->tnext->tprev = t->tprev;
     }
     t->tprev = t->tnext = NULL;
+    t->in_transit = false;
 }
 
-/* Thread: loop, GIL: none.  A finished batch (all of one reactor) enters
- * the reactor's batch. */
+/* GIL: held.  No worker will touch tasks[0..n) any more: each reactor
+ * owns its own until their done callbacks run, but those whose callback
+ * ran already (t->work is NULL).  One lock per run of one reactor. */
 static void
-deliver_batch(void *arg)
+hand_to_reactors(CpuTaskObject **tasks, size_t n)
 {
+    size_t i = 0;
+    while (i < n) {
+        ReactorObject *r = tasks[i]->reactor;
+        pthread_mutex_lock(&r->transit_lock);
+        for (; i < n && tasks[i]->reactor == r; i++) {
+            CpuTaskObject *t = tasks[i];
+            if (t->work != NULL && !t->in_transit) {
+                transit_link(r, t);
+            }
+        }
+        pthread_mutex_unlock(&r->transit_lock);
+    }
+}
+
+static void
+hand_to_reactor(CpuTaskObject *t)
+{
+    hand_to_reactors(&t, 1);
+}
+
+/* Thread: worker, GIL: held.  One call and the capture of its outcome;
+ * returns the status the pool records. */
+static int
+run_python_task(CpuTaskObject *task)
+{
+    task->started = true;
+    PyObject *res = PyObject_Call(task->fn, task->args, task->kwargs);
+    int status = 0;
+    if (res != NULL) {
+        task->outcome = res;
+    } else {
+        task->outcome = tcpy_fetch_exception();
+        task->failed = true;
+        status = RAISED;
+    }
+    return status;
+}
+
+/* Thread: worker, GIL: takes.  The work function of every Python task:
+ * runs its own, then the ones the pool hands over, under one GIL. */
+static int
+run_batch(tc_work_t *work, void *arg)
+{
+    CpuTaskObject *ran[BATCH_TASKS];
+    unsigned n = 0;
+    ran[0] = arg;
+    /* A loop waiting for the GIL goes first: its timers and IO are due. */
+    worker_gil_yield_to_loops();
+    PyThreadState *gil = worker_gil_take();
+    uint64_t start = now_ns();
+    int status;
+    for (;;) {
+        status = run_python_task(ran[n++]);
+        if (n == BATCH_TASKS || now_ns() - start > BATCH_NS ||
+            worker_gil_loop_waiting()) {
+            break;
+        }
+        tc_work_t *next = tc_work_take_next(work, status);
+        if (next == NULL) {
+            break;
+        }
+        work = next;
+        ran[n] = tc_work_arg(next);
+    }
+    /* Listed late, but never too late: the GC may run during the batch
+     * (a task allocates), and then finds these still the pool's, which
+     * only keeps their reactors alive a little longer. */
+    hand_to_reactors(ran, n);
+    worker_gil_release(gil);
+    return status;
+}
+
+/* Thread: loop, GIL: none.  The pool's done callback: the task (run, or
+ * cancelled with -ECANCELED) enters the reactor's batch. */
+static void
+task_done(tc_work_t *w, int status, void *arg)
+{
+    (void)w;
     CpuTaskObject *t = arg;
     ReactorObject *r = t->reactor;
     pthread_mutex_lock(&r->transit_lock);
-    while (t != NULL) {
-        CpuTaskObject *next = t->qnext;
-        t->qnext = NULL;
+    t->work = NULL;
+    if (t->in_transit) {
         transit_unlink(r, t);
-        pyevents_push(r, &cpu_task_ops, 0, NULL, t, t->status);
-        t = next;
     }
+    pyevents_push(r, &cpu_task_ops, 0, NULL, t, status);
     pthread_mutex_unlock(&r->transit_lock);
 }
 
@@ -237,135 +219,25 @@ cpu_transit_traverse(ReactorObject *r, visitproc visit, void *arg)
     return rc;
 }
 
-/* GIL: held.  Drop the tasks sent back that the loop will never deliver:
- * those sent after the reactor closed, or into a loop leaked because a
- * worker still ran for it. */
+/* GIL: held.  Drop the tasks whose done callback will never run: those
+ * finished for a loop leaked because a worker still ran for it. */
 void
 cpu_transit_discard(ReactorObject *r)
 {
     pthread_mutex_lock(&r->transit_lock);
     CpuTaskObject *t = r->transit;
     r->transit = NULL;
+    for (CpuTaskObject *u = t; u != NULL; u = u->tnext) {
+        u->in_transit = false;
+    }
     pthread_mutex_unlock(&r->transit_lock);
     while (t != NULL) {
         CpuTaskObject *next = t->tnext;
         t->tprev = t->tnext = NULL;
-        t->qnext = NULL;
         cpu_task_discard(t);
         t = next;
     }
 }
-
-/* Thread: any, GIL: none.  Send a finished list back, one cross-thread
- * call per run of tasks of the same reactor. */
-static void
-send_back(CpuTaskObject *list)
-{
-    while (list != NULL) {
-        CpuTaskObject *run_end = list;
-        while (run_end->qnext != NULL &&
-               run_end->qnext->reactor == list->reactor) {
-            run_end = run_end->qnext;
-        }
-        CpuTaskObject *rest = run_end->qnext;
-        run_end->qnext = NULL;
-        /* The tasks hold the reactor, and its teardown clears r->loop
-         * under this lock before it frees the loop: the loop outlives the
-         * call.  Sent or not, they are listed until delivered. */
-        ReactorObject *r = list->reactor;
-        pthread_mutex_lock(&r->transit_lock);
-        for (CpuTaskObject *t = list; t != NULL; t = t->qnext) {
-            t->tprev = NULL;
-            t->tnext = r->transit;
-            if (r->transit != NULL) {
-                r->transit->tprev = t;
-            }
-            r->transit = t;
-        }
-        if (r->loop != NULL) {
-            /* Fails only once the loop closes, when nobody is left to
-             * deliver to: cpu_transit_discard() drops them. */
-            tc_loop_call_from_thread(r->loop, deliver_batch, list);
-        }
-        pthread_mutex_unlock(&r->transit_lock);
-        list = rest;
-    }
-}
-
-/* Under p->qlock, GIL held: this drainer found the queue empty and ends;
- * the last one releases the pool's reference after its last use. */
-static void
-drainer_done(CpuPoolObject *p, bool *release)
-{
-    p->drainers--;
-    if (p->drainers == 0 && p->held_by_drainers) {
-        p->held_by_drainers = false;
-        *release = true;
-    }
-}
-
-/* Thread: worker, GIL: takes.  Runs queued tasks until none is left,
- * handing the GIL back between batches. */
-static int
-drain_work(tc_work_t *work, void *arg)
-{
-    (void)work;
-    CpuPoolObject *p = arg;
-    CpuTaskObject *done_head = NULL, *done_tail = NULL;
-    unsigned in_batch = 0;
-    bool release = false;
-    PyThreadState *gil = worker_gil_take();
-    uint64_t batch_start = now_ns();
-    pthread_mutex_lock(&p->qlock);
-    CpuTaskObject *t = dequeue(p);
-    if (t == NULL) {
-        drainer_done(p, &release);
-    }
-    pthread_mutex_unlock(&p->qlock);
-    while (t != NULL) {
-        run_python_task(p, t);
-        if (done_tail != NULL) {
-            done_tail->qnext = t;
-        } else {
-            done_head = t;
-        }
-        done_tail = t;
-        /* A batch ends early when a loop waits for the GIL: its timers
-         * and IO go first. */
-        bool flush = ++in_batch >= BATCH_TASKS ||
-                     now_ns() - batch_start > BATCH_NS ||
-                     worker_gil_loop_waiting();
-        pthread_mutex_lock(&p->qlock);
-        live_unlink(p, t);  /* before it is sent back and may be freed */
-        t = flush ? NULL : dequeue(p);
-        if (!flush && t == NULL) {
-            drainer_done(p, &release);
-        }
-        pthread_mutex_unlock(&p->qlock);
-        if (flush) {
-            worker_gil_release(gil);
-            send_back(done_head);
-            done_head = done_tail = NULL;
-            in_batch = 0;
-            worker_gil_yield_to_loops();
-            gil = worker_gil_take();
-            batch_start = now_ns();
-            pthread_mutex_lock(&p->qlock);
-            t = dequeue(p);
-            if (t == NULL) {
-                drainer_done(p, &release);
-            }
-            pthread_mutex_unlock(&p->qlock);
-        }
-    }
-    if (release) {
-        Py_DECREF(p);   /* the last use of p here; may free it */
-    }
-    worker_gil_release(gil);
-    send_back(done_head);
-    return 0;
-}
-
 
 static void
 cpu_task_dispatch(ReactorObject *r, pyevent_t *ev)
@@ -374,12 +246,9 @@ cpu_task_dispatch(ReactorObject *r, pyevent_t *ev)
     task->done = true;
     int kind;
     PyObject *value;
-    if (ev->status == -ECANCELED) {
-        kind = 2;
+    if (!task->started) {
+        kind = 2;   /* cancelled while queued, or by a pool shutdown */
         value = Py_NewRef(Py_None);
-    } else if (ev->status != 0) {
-        kind = 1;
-        value = tcpy_error_object(reactor_state(r), ev->status);
     } else if (task->failed) {
         kind = 1;
         value = Py_XNewRef(task->outcome);
@@ -475,28 +344,16 @@ cputask_started(PyObject *obj)
     return cputask_check(obj) && ((CpuTaskObject *)obj)->started;
 }
 
-/* Loop thread, GIL held.  True when it was still queued: it then completes
- * as cancelled in the reactor's next batch. */
+/* Loop thread, GIL held.  True when it was still queued: the pool then
+ * hands it back as cancelled, in a later batch of the reactor. */
 static bool
 cancel_queued(CpuTaskObject *task)
 {
-    CpuPoolObject *p = task->pool;
-    bool removed = false;
-    if (!task->done && p != NULL) {
-        pthread_mutex_lock(&p->qlock);
-        if (task->queued) {
-            drop_queued(p, task);
-            p->cancelled++;
-            removed = true;
-        }
-        pthread_mutex_unlock(&p->qlock);
-    }
-    if (!removed) {
+    if (task->done || task->work == NULL ||
+        tc_pool_cancel(task->work) != 0) {
         return false;   /* running or finished */
     }
-    task->status = -ECANCELED;
-    pyevents_push(task->reactor, &cpu_task_ops, 0, NULL, task, -ECANCELED);
-    reactor_wake(task->reactor);
+    hand_to_reactor(task);  /* no worker will touch it */
     return true;
 }
 
@@ -654,9 +511,8 @@ CpuPool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (p == NULL) {
         return NULL;
     }
-    /* The bound applies to Python tasks, in our own queue; the native
-     * queue only ever holds one drainer per worker. */
-    tc_pool_opts_t opts = {.threads = (unsigned)workers};
+    tc_pool_opts_t opts = {.threads = (unsigned)workers,
+                           .max_queued = (size_t)max_queued};
     int err = tc_pool_new(&opts, &p->pool);
     if (err != 0) {
         p->pool = NULL;
@@ -664,10 +520,47 @@ CpuPool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return tcpy_raise(state_of_type(type), err);
     }
     p->workers = tc_pool_threads(p->pool);
-    p->max_queued = (size_t)max_queued;
-    pthread_mutex_init(&p->qlock, NULL);
-    p->qlock_ready = true;
     return (PyObject *)p;
+}
+
+typedef struct task_vec {
+    CpuTaskObject **items;
+    size_t len, cap;
+} task_vec_t;
+
+/* tc_pool_walk callbacks, under the pool's lock: the works hold their
+ * tasks alive.  Out of memory, a task is left out: the GC then does not
+ * see it until it is delivered. */
+static int
+mark_queued(tc_work_t *work, bool running, void *arg)
+{
+    task_vec_t *v = arg;
+    if (running) {
+        return 0;
+    }
+    if (v->len == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 64;
+        CpuTaskObject **items = realloc(v->items, cap * sizeof(*items));
+        if (items == NULL) {
+            return 1;
+        }
+        v->items = items;
+        v->cap = cap;
+    }
+    CpuTaskObject *t = tc_work_arg(work);
+    t->stopping = true;
+    v->items[v->len++] = t;
+    return 0;
+}
+
+static int
+unmark_running(tc_work_t *work, bool running, void *arg)
+{
+    (void)arg;
+    if (running) {
+        ((CpuTaskObject *)tc_work_arg(work))->stopping = false;
+    }
+    return 0;
 }
 
 /* GIL: held.  Refuse new tasks from now on (closed) and, with
@@ -683,29 +576,31 @@ begin_close(CpuPoolObject *p, tc_pool_shutdown_mode_t mode)
     }
     p->closing = pool;
     p->closing_mode = mode;
-    if (mode == TC_POOL_CANCEL) {
-        CpuTaskObject *head = NULL, *tail = NULL, *t;
-        pthread_mutex_lock(&p->qlock);
-        while ((t = dequeue(p)) != NULL) {
-            live_unlink(p, t);
-            t->status = -ECANCELED;
-            p->cancelled++;
-            if (tail != NULL) {
-                tail->qnext = t;
-            } else {
-                head = t;
-            }
-            tail = t;
-        }
-        pthread_mutex_unlock(&p->qlock);
-        send_back(head);
+    if (mode != TC_POOL_CANCEL) {
+        tc_pool_stop(pool, mode);
+        return;
     }
+    /* The tasks the stop cancels are the queued ones that no worker has
+     * taken by then: hand those to their reactors, as cancel() does.  No
+     * task starts or ends meanwhile: that needs the GIL we hold. */
+    task_vec_t queued = {0};
+    tc_pool_walk(pool, run_batch, mark_queued, &queued);
+    tc_pool_stop(pool, mode);
+    tc_pool_walk(pool, run_batch, unmark_running, NULL);
+    for (size_t i = 0; i < queued.len; i++) {
+        CpuTaskObject *t = queued.items[i];
+        if (t->stopping) {
+            t->stopping = false;
+            hand_to_reactor(t);
+        }
+    }
+    free(queued.items);
 }
 
-/* GIL: drops.  Join the workers of a closed pool: drainers finish what
- * they run (and, draining, what is queued), and need the GIL for it.  On
- * one of the pool's own workers nothing is joined: tc_pool_free() leaves
- * the workers to exit on their own. */
+/* GIL: drops.  Join the workers of a closed pool: they finish what they
+ * run (and, draining, what is queued), and need the GIL for it.  On one of
+ * the pool's own workers nothing is joined: tc_pool_free() leaves the
+ * workers to exit on their own. */
 static void
 join_workers(CpuPoolObject *p)
 {
@@ -715,23 +610,10 @@ join_workers(CpuPoolObject *p)
     if (pool == NULL) {
         return;
     }
-    int err;
     Py_BEGIN_ALLOW_THREADS
-    err = tc_pool_shutdown(pool, mode);
+    tc_pool_shutdown(pool, mode);
     tc_pool_free(pool);
     Py_END_ALLOW_THREADS
-    pthread_mutex_lock(&p->qlock);
-    if (err != -EDEADLK) {
-        /* Every drainer has run or was cancelled with the pool; no new
-         * one starts on a closed pool. */
-        p->drainers = 0;
-    } else if (p->drainers > 0 && !p->held_by_drainers) {
-        /* On a worker: the drainers still to run or finish must find the
-         * object alive, though their tasks may all be delivered first. */
-        Py_INCREF(p);
-        p->held_by_drainers = true;
-    }
-    pthread_mutex_unlock(&p->qlock);
 }
 
 /* GIL: drops. */
@@ -742,6 +624,25 @@ close_pool(CpuPoolObject *p, tc_pool_shutdown_mode_t mode)
     join_workers(p);
 }
 
+typedef struct own_loop {
+    bool cancel;
+    ReactorObject *found;
+} own_loop_t;
+
+/* Under the pool's lock, GIL held: the work holds its task alive. */
+static int
+find_own_loop(tc_work_t *work, bool running, void *arg)
+{
+    own_loop_t *c = arg;
+    ReactorObject *r = ((CpuTaskObject *)tc_work_arg(work))->reactor;
+    if ((running || !c->cancel) && r->loop != NULL &&
+        tc_loop_is_owner_thread(r->loop) && r->running) {
+        c->found = r;
+        return 1;
+    }
+    return 0;
+}
+
 /* GIL: held.  Would joining the workers here stall the reactor running on
  * this thread: is a task of its still queued (unless cancelled now) or
  * running?  Such a task may even need the loop to finish.  Returns that
@@ -749,20 +650,12 @@ close_pool(CpuPoolObject *p, tc_pool_shutdown_mode_t mode)
 static ReactorObject *
 blocks_own_loop(CpuPoolObject *p, bool cancel)
 {
-    ReactorObject *found = NULL;
-    pthread_mutex_lock(&p->qlock);
-    for (CpuTaskObject *t = p->live; t != NULL && !found; t = t->lnext) {
-        ReactorObject *r = t->reactor;
-        if (cancel && t->queued) {
-            continue;
-        }
-        if (r->loop != NULL && tc_loop_is_owner_thread(r->loop) &&
-            r->running) {
-            found = r;
-        }
+    own_loop_t c = {.cancel = cancel};
+    tc_pool_t *pool = p->pool != NULL ? p->pool : p->closing;
+    if (pool != NULL) {
+        tc_pool_walk(pool, run_batch, find_own_loop, &c);
     }
-    pthread_mutex_unlock(&p->qlock);
-    return found;
+    return c.found;
 }
 
 /* GIL: drops.  close() and __exit__: refuse to block a running reactor
@@ -857,59 +750,29 @@ submit_task(CpuPoolObject *p, tc_state *st, ReactorObject *r, PyObject *fn,
     task->kwargs = kwargs == Py_None ? NULL : Py_XNewRef(kwargs);
     task->on_done = Py_NewRef(on_done);
     task->outcome = NULL;
+    task->work = NULL;
     task->failed = false;
     task->done = false;
     task->started = false;
-    task->queued = false;
-    task->priority = (int)prio;
-    task->status = 0;
-    task->qprev = task->qnext = NULL;
-    task->lprev = task->lnext = NULL;
+    task->in_transit = false;
+    task->stopping = false;
     task->tprev = task->tnext = NULL;
     task->pool = (CpuPoolObject *)Py_NewRef(p);
     PyObject_GC_Track(task);
 
-    pthread_mutex_lock(&p->qlock);
-    if (p->max_queued > 0 && p->queued >= p->max_queued) {
-        pthread_mutex_unlock(&p->qlock);
+    Py_INCREF(task);   /* the pool's reference, dropped on delivery */
+    int err = tc_pool_submit(p->pool, r->loop, run_batch, task_done, task,
+                             (tc_priority_t)prio, &task->work);
+    if (err != 0) {
         task->done = true;
+        Py_DECREF(task);   /* the pool's */
         Py_DECREF(task);
-        PyErr_SetString(PyExc_BlockingIOError,
-                        "defer_to_cpu(): the pool's queue is full");
-        return NULL;
-    }
-    Py_INCREF(task);   /* the queue's reference, dropped on delivery */
-    enqueue(p, task);
-    p->submitted++;
-    bool need_drainer = p->drainers < p->workers;
-    if (need_drainer) {
-        p->drainers++;
-    }
-    pthread_mutex_unlock(&p->qlock);
-    if (need_drainer) {
-        /* No done callback: tasks report through send_back, and the
-         * completion of a drainer cancelled by close_pool() may reach its
-         * loop after this object is gone. */
-        int err = tc_pool_submit(p->pool, r->loop, drain_work, NULL, p,
-                                 (tc_priority_t)prio, NULL);
-        if (err != 0) {
-            pthread_mutex_lock(&p->qlock);
-            p->drainers--;
-            bool orphan = p->drainers == 0 && task->queued;
-            if (orphan) {
-                drop_queued(p, task);
-                p->submitted--;
-            }
-            pthread_mutex_unlock(&p->qlock);
-            if (orphan) {
-                task->done = true;
-                Py_DECREF(task);   /* the queue's */
-                Py_DECREF(task);
-                tcpy_raise(st, err);
-                return NULL;
-            }
-            /* Another drainer is running and will take it. */
+        if (err == -EAGAIN) {
+            PyErr_SetString(PyExc_BlockingIOError,
+                            "defer_to_cpu(): the pool's queue is full");
+            return NULL;
         }
+        return (CpuTaskObject *)tcpy_raise(st, err);
     }
     return task;
 }
@@ -972,10 +835,6 @@ CpuPool_stats(CpuPoolObject *p, PyObject *unused)
     }
     tc_pool_stats_t s;
     tc_pool_stats(p->pool, &s);
-    pthread_mutex_lock(&p->qlock);
-    uint64_t submitted = p->submitted, cancelled = p->cancelled;
-    size_t queued = p->queued;
-    pthread_mutex_unlock(&p->qlock);
     PyObject *wait = PyList_New(TC_POOL_HIST_BUCKETS);
     PyObject *run = PyList_New(TC_POOL_HIST_BUCKETS);
     if (wait == NULL || run == NULL) {
@@ -988,12 +847,14 @@ CpuPool_stats(CpuPoolObject *p, PyObject *unused)
         PyList_SET_ITEM(run, i, PyLong_FromUnsignedLongLong(s.run_ns[i]));
     }
     return Py_BuildValue(
-        "{sKsKsKsKsKsKsIsNsN}", "submitted", (unsigned long long)submitted,
-        "completed", (unsigned long long)atomic_load(&p->completed),
-        "failed", (unsigned long long)atomic_load(&p->failed), "cancelled",
-        (unsigned long long)cancelled, "queued", (unsigned long long)queued,
-        "running", (unsigned long long)atomic_load(&p->running), "workers",
-        s.threads, "drainer_wait_ns_log2", wait, "drainer_run_ns_log2", run);
+        "{sKsKsKsKsKsKsIsNsN}", "submitted",
+        (unsigned long long)s.submitted, "completed",
+        (unsigned long long)s.completed, "failed",
+        (unsigned long long)s.failed, "cancelled",
+        (unsigned long long)s.cancelled, "queued",
+        (unsigned long long)s.queued, "running",
+        (unsigned long long)s.running, "workers", s.threads,
+        "drainer_wait_ns_log2", wait, "drainer_run_ns_log2", run);
 }
 
 static PyObject *
@@ -1039,42 +900,6 @@ CpuPool_join_workers(CpuPoolObject *p, PyObject *unused)
 {
     (void)unused;
     join_workers(p);
-    Py_RETURN_NONE;
-}
-
-/* In a child after fork(): the native pool forgot its workers and their
- * work; forget ours too.  Tasks queued or running in the parent are the
- * parent's: they never run here (their Futures stay pending), and new
- * tasks start new drainers. */
-static PyObject *
-CpuPool_after_fork(CpuPoolObject *p, PyObject *unused)
-{
-    (void)unused;
-    if (!p->qlock_ready) {
-        Py_RETURN_NONE;
-    }
-    CpuTaskObject *forgotten = NULL, *t;
-    pthread_mutex_lock(&p->qlock);
-    while ((t = dequeue(p)) != NULL) {
-        t->qnext = forgotten;
-        forgotten = t;
-    }
-    /* Running ones keep their pool reference: it stays alive here. */
-    while (p->live != NULL) {
-        live_unlink(p, p->live);
-    }
-    p->drainers = 0;
-    p->held_by_drainers = false;    /* theirs: left alive here */
-    pthread_mutex_unlock(&p->qlock);
-    atomic_store(&p->running, 0);
-    while (forgotten != NULL) {
-        t = forgotten;
-        forgotten = t->qnext;
-        t->qnext = NULL;
-        t->done = true;
-        Py_CLEAR(t->pool);
-        Py_DECREF(t);   /* the queue's */
-    }
     Py_RETURN_NONE;
 }
 
@@ -1124,10 +949,7 @@ CpuPool_dealloc(CpuPoolObject *p)
     if (p->weakreflist != NULL) {
         PyObject_ClearWeakRefs((PyObject *)p);
     }
-    if (p->qlock_ready) {
-        close_pool(p, TC_POOL_CANCEL);
-        pthread_mutex_destroy(&p->qlock);
-    }
+    close_pool(p, TC_POOL_CANCEL);
     tp->tp_free((PyObject *)p);
     Py_DECREF(tp);
 }
@@ -1141,8 +963,11 @@ static PyMethodDef CpuPool_methods[] = {
      "_defer($self, reactor, fn, args, kwargs, priority, /)\n--\n\nLow "
      "level: a Future of fn(*args, **kwargs) on a worker."},
     {"stats", (PyCFunction)CpuPool_stats, METH_NOARGS,
-     "stats($self, /)\n--\n\nCounters and log2 histograms (ns) of queue "
-     "wait and run time."},
+     "stats($self, /)\n--\n\nThe native pool's counters (submitted, "
+     "completed, failed, cancelled, queued, running: every work of the "
+     "pool, defer_to_cpu() tasks, name lookups and native tasks alike) and "
+     "log2 histograms (ns) of queue wait and run time, one task in 8 "
+     "timed."},
     {"close", (PyCFunction)(void (*)(void))CpuPool_close,
      METH_VARARGS | METH_KEYWORDS,
      "close($self, cancel_queued=False)\n--\n\nRun (or cancel) what is "
@@ -1161,9 +986,6 @@ static PyMethodDef CpuPool_methods[] = {
     {"_join_workers", (PyCFunction)CpuPool_join_workers, METH_NOARGS,
      "_join_workers($self, /)\n--\n\nLow level (aclose()): join the "
      "workers of a closed pool; blocks, without the GIL."},
-    {"_after_fork", (PyCFunction)CpuPool_after_fork, METH_NOARGS,
-     "_after_fork($self, /)\n--\n\nIn a child after fork(): forget the "
-     "parent's tasks and drainers."},
     {"__enter__", (PyCFunction)CpuPool_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)CpuPool_exit, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},

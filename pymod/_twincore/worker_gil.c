@@ -20,7 +20,7 @@
 
 #include "worker_gil.h"
 
-/* How long a drainer lets waiting loops go first, at most: a loop thread
+/* How long a worker lets waiting loops go first, at most: a loop thread
  * asleep on the GIL takes tens of microseconds to wake on some machines. */
 #define YIELD_MAX_NS 1000000u
 

@@ -14,7 +14,7 @@ PyThreadState *worker_gil_take(void);
 void worker_gil_release(PyThreadState *ts);
 
 /* The loop thread has precedence for the GIL: a reactor's dispatch brackets
- * its wait for the GIL with these (GIL: none), and drainers that run Python
+ * its wait for the GIL with these (GIL: none), and workers that run Python
  * tasks back to back end their batch when a loop waits
  * (worker_gil_loop_waiting) and, having dropped the GIL, let it go first
  * (worker_gil_yield_to_loops, GIL: none) instead of taking the GIL back

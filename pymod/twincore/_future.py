@@ -3,7 +3,15 @@
 The type is implemented in C (pymod/_twincore/future.c); every
 defer_to_cpu() creates and settles one. Its behaviour:
 
-Callbacks run on the reactor thread, in the order added. Each callback gets
+Callbacks run on the reactor thread, in the order added, and synchronously,
+as a Twisted Deferred's: inside the set_result(), set_exception() or
+cancel() that settles the Future (for defer_to_cpu(): in the reactor's
+batch that delivers the result, with no further hop), and inside
+add_callback() when the Future is already done. A coroutine awaiting the
+Future is resumed later, through call_soon. (tc_future, the C library's
+future, never calls back inside the call that settles it or adds the
+callback: see include/twincore/future.h for why the two differ.) Each
+callback gets
 the current result of the chain and its return value becomes the next
 result; an exception raised, or a failure passed on, goes to the next
 errback. A callback that returns a Future pauses the chain until that

@@ -1,5 +1,5 @@
 """CpuPool (native worker threads for Python callables), the default pool
-made on first use, the exit and fork hooks of every pool, a task's
+made on first use, the exit hook of every pool, a task's
 timeout, and the module-level defer_to_cpu() and get_include()."""
 
 import atexit
@@ -86,7 +86,7 @@ def _apply_timeout(r, fut, timeout, what):
 _default_pool = None
 # Made on first use, maybe by a thread other than the reactor's.
 _default_pool_lock = threading.RLock()
-# Every CpuPool made, the default one too, for the exit and fork hooks.
+# Every CpuPool made, the default one too, for the exit hook.
 _open_pools = weakref.WeakSet()
 
 
@@ -113,16 +113,6 @@ def _close_pools():
     for pool in list(_open_pools):
         pool._begin_close(True)
         pool._join_workers()
-
-
-def _pools_after_fork():
-    # The native pools forgot their workers and queued work in the child;
-    # the Python bookkeeping (queues, drainer counts) must follow.
-    for pool in list(_open_pools):
-        pool._after_fork()
-
-
-os.register_at_fork(after_in_child=_pools_after_fork)
 
 
 def get_include():

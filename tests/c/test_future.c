@@ -671,6 +671,55 @@ test_pool_future(void **state)
     close_loop_clean(loop);
 }
 
+/* ---- callback timing (documented in future.h) ---- */
+
+static void
+test_callbacks_run_in_the_settling_iteration(void **state)
+{
+    (void)state;
+    tc_loop_t *loop = setup_loop();
+    seen_t s = {.loop = loop};
+    tagged_t t[2] = {{&s, 1}, {&s, 2}};
+
+    /* Settled on the loop thread: not inside resolve, and done by the end
+     * of the next iteration, which does not wait for IO. */
+    tc_future_t *f;
+    ASSERT_RC(tc_future_new(loop, &f), 0);
+    ASSERT_RC(tc_future_then(f, record_cb, &t[0]), 0);
+    ASSERT_RC(tc_future_resolve(f, NULL, NULL), 0);
+    assert_int_equal(s.n, 0);
+    assert_true(tc_loop_run(loop, TC_RUN_NOWAIT) >= 0);
+    assert_int_equal(s.n, 1);
+
+    /* Pool work: the iteration that delivers the completion runs them. */
+    tc_pool_opts_t opts = {.threads = 1};
+    tc_pool_t *pool;
+    ASSERT_RC(tc_pool_new(&opts, &pool), 0);
+    job_t j = {.input = 3, .open = true};
+    tc_future_t *fp;
+    ASSERT_RC(tc_pool_submit_future(pool, loop, square_work, &j, free_value,
+                                    TC_PRIORITY_NORMAL, &fp), 0);
+    ASSERT_RC(tc_future_then(fp, record_cb, &t[1]), 0);
+    uint64_t deadline = mono_ms() + DEADLINE_MS;
+    tc_pool_stats_t st;
+    do {
+        assert_true(mono_ms() < deadline);
+        sleep_ms(1);
+        tc_pool_stats(pool, &st);
+    } while (st.completed == 0);
+    assert_int_equal(s.n, 1);
+    assert_true(tc_loop_run(loop, TC_RUN_ONCE) >= 0);
+    assert_int_equal(s.n, 2);
+    ASSERT_RC(s.status[1], 0);
+    assert_int_equal(*(int *)s.value[1], 9);
+    assert_false(s.off_thread);
+
+    tc_future_unref(f);
+    tc_future_unref(fp);
+    tc_pool_free(pool);
+    close_loop_clean(loop);
+}
+
 int
 main(void)
 {
@@ -686,6 +735,7 @@ main(void)
         cmocka_unit_test(test_then_chain),
         cmocka_unit_test(test_chain_across_loops),
         cmocka_unit_test(test_pool_future),
+        cmocka_unit_test(test_callbacks_run_in_the_settling_iteration),
     };
 
     return cmocka_run_group_tests_name("future", tests, NULL, NULL);

@@ -1297,6 +1297,230 @@ test_stats(void **state)
     close_loop_clean(loop);
 }
 
+/* ---- batches: tc_work_take_next, tc_pool_walk, tc_pool_stop ---- */
+
+static atomic_bool bgate_open, bgate_in, bgate_out;
+
+/* Occupies a worker until bgate_open. */
+static int
+bgate_work(tc_work_t *w, void *arg)
+{
+    (void)w;
+    (void)arg;
+    atomic_store(&bgate_in, true);
+    wait_flag(&bgate_open);
+    atomic_store(&bgate_out, true);
+    return 0;
+}
+
+static void
+bgate_reset(void)
+{
+    atomic_store(&bgate_open, false);
+    atomic_store(&bgate_in, false);
+    atomic_store(&bgate_out, false);
+}
+
+typedef struct item {
+    char name;
+    int status;             /* what running it returns */
+    bool taken;             /* run by a batch, not called by the pool */
+    int done_status;
+    unsigned done;
+} item_t;
+
+static char ran_order[16];
+static atomic_uint ran_len;
+
+static void
+record_ran(char name)
+{
+    unsigned i = atomic_fetch_add(&ran_len, 1);
+    if (i < sizeof(ran_order) - 1) {
+        ran_order[i] = name;
+    }
+}
+
+/* Runs its item, then every next one of its kind the pool hands over. */
+static int
+batch_work(tc_work_t *w, void *arg)
+{
+    item_t *it = arg;
+    for (;;) {
+        record_ran(it->name);
+        tc_work_t *next = tc_work_take_next(w, it->status);
+        if (next == NULL) {
+            return it->status;
+        }
+        w = next;
+        it = tc_work_arg(next);
+        it->taken = true;
+    }
+}
+
+static int
+other_work(tc_work_t *w, void *arg)
+{
+    (void)w;
+    record_ran(((item_t *)arg)->name);
+    return ((item_t *)arg)->status;
+}
+
+static void
+item_done(tc_work_t *w, int status, void *arg)
+{
+    (void)w;
+    item_t *it = arg;
+    it->done++;
+    it->done_status = status;
+}
+
+static void
+test_take_next_keeps_priorities_and_kinds(void **state)
+{
+    (void)state;
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tc_pool_t *pool = new_pool(1, 0, false);
+    bgate_reset();
+    atomic_store(&ran_len, 0);
+    memset(ran_order, 0, sizeof(ran_order));
+    ASSERT_RC(tc_pool_submit(pool, loop, bgate_work, NULL, NULL,
+                             TC_PRIORITY_NORMAL, NULL), 0);
+    wait_flag(&bgate_in);
+    /* Outside a work function there is nothing to take. */
+    tc_work_t *handle = NULL;
+    item_t items[] = {{.name = 'a', .status = 0}, {.name = 'b', .status = -EIO}, {.name = 'o', .status = 0}, {.name = 'c', .status = 0}, {.name = 'l', .status = 0}};
+    struct {
+        tc_work_fn fn;
+        tc_priority_t prio;
+    } plan[] = {{batch_work, TC_PRIORITY_NORMAL},
+                {batch_work, TC_PRIORITY_HIGH},
+                {other_work, TC_PRIORITY_NORMAL},
+                {batch_work, TC_PRIORITY_NORMAL},
+                {batch_work, TC_PRIORITY_LOW}};
+    for (int i = 0; i < 5; i++) {
+        ASSERT_RC(tc_pool_submit(pool, loop, plan[i].fn, item_done,
+                                 &items[i], plan[i].prio, &handle), 0);
+    }
+    assert_null(tc_work_take_next(handle, 0));
+    atomic_store(&bgate_open, true);
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+
+    /* Priority order, as if each had been called by the pool: b (HIGH)
+     * first; it takes a, and stops before o (another kind); c takes l. */
+    assert_string_equal(ran_order, "baocl");
+    bool taken[] = {true, false, false, false, true};
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(items[i].taken, taken[i]);
+        assert_int_equal(items[i].done, 1);
+        assert_int_equal(items[i].done_status, items[i].status);
+    }
+    tc_pool_stats_t st;
+    tc_pool_stats(pool, &st);
+    assert_int_equal(st.submitted, 6);
+    assert_int_equal(st.completed, 5);
+    assert_int_equal(st.failed, 1);
+    assert_int_equal(st.running + st.queued, 0);
+    tc_pool_free(pool);
+    close_loop_clean(loop);
+}
+
+typedef struct walk_count {
+    unsigned running, queued, calls, stop_after;
+} walk_count_t;
+
+static int
+count_walk(tc_work_t *w, bool running, void *arg)
+{
+    walk_count_t *c = arg;
+    assert_non_null(tc_work_loop(w));
+    if (running) {
+        c->running++;
+    } else {
+        c->queued++;
+    }
+    return ++c->calls == c->stop_after ? 7 : 0;
+}
+
+static void
+test_walk_lists_running_and_queued(void **state)
+{
+    (void)state;
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tc_pool_t *pool = new_pool(1, 0, false);
+    bgate_reset();
+    item_t items[4] = {{.name = 'a', .status = 0}, {.name = 'b', .status = 0}, {.name = 'c', .status = 0}, {.name = 'o', .status = 0}};
+    ASSERT_RC(tc_pool_submit(pool, loop, bgate_work, NULL, NULL,
+                             TC_PRIORITY_NORMAL, NULL), 0);
+    wait_flag(&bgate_in);
+    for (int i = 0; i < 4; i++) {
+        ASSERT_RC(tc_pool_submit(pool, loop, i < 3 ? batch_work : other_work,
+                                 item_done, &items[i], TC_PRIORITY_LOW, NULL),
+                  0);
+    }
+    walk_count_t all = {0}, batch = {0}, first = {.stop_after = 1};
+    ASSERT_RC(tc_pool_walk(pool, NULL, count_walk, &all), 0);
+    assert_int_equal(all.running, 1);
+    assert_int_equal(all.queued, 4);
+    ASSERT_RC(tc_pool_walk(pool, batch_work, count_walk, &batch), 0);
+    assert_int_equal(batch.running, 0);
+    assert_int_equal(batch.queued, 3);
+    ASSERT_RC(tc_pool_walk(pool, NULL, count_walk, &first), 7);
+    assert_int_equal(first.calls, 1);
+    ASSERT_RC(tc_pool_walk(NULL, NULL, count_walk, NULL), -EINVAL);
+    ASSERT_RC(tc_pool_walk(pool, NULL, NULL, NULL), -EINVAL);
+    atomic_store(&bgate_open, true);
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(items[i].done, 1);
+    }
+    tc_pool_free(pool);
+    close_loop_clean(loop);
+}
+
+static void
+test_stop_cancels_at_once_and_shutdown_joins(void **state)
+{
+    (void)state;
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    tc_pool_t *pool = new_pool(1, 0, false);
+    bgate_reset();
+    item_t items[3] = {{.name = 'a', .status = 0}, {.name = 'b', .status = 0}, {.name = 'c', .status = 0}};
+    ASSERT_RC(tc_pool_submit(pool, loop, bgate_work, NULL, NULL,
+                             TC_PRIORITY_NORMAL, NULL), 0);
+    wait_flag(&bgate_in);
+    for (int i = 0; i < 3; i++) {
+        ASSERT_RC(tc_pool_submit(pool, loop, other_work, item_done,
+                                 &items[i], TC_PRIORITY_NORMAL, NULL), 0);
+    }
+    ASSERT_RC(tc_pool_stop(pool, (tc_pool_shutdown_mode_t)9), -EINVAL);
+    ASSERT_RC(tc_pool_stop(NULL, TC_POOL_CANCEL), -EINVAL);
+    /* Returns while the gate still holds the worker. */
+    ASSERT_RC(tc_pool_stop(pool, TC_POOL_CANCEL), 0);
+    assert_false(atomic_load(&bgate_out));
+    ASSERT_RC(tc_pool_stop(pool, TC_POOL_CANCEL), -EALREADY);
+    ASSERT_RC(tc_pool_submit(pool, loop, other_work, item_done, &items[0],
+                             TC_PRIORITY_NORMAL, NULL), -ESHUTDOWN);
+    tc_pool_stats_t st;
+    tc_pool_stats(pool, &st);
+    assert_int_equal(st.cancelled, 3);
+    assert_int_equal(st.queued, 0);
+    atomic_store(&bgate_open, true);
+    /* Already stopped, and still the one that joins the worker. */
+    ASSERT_RC(tc_pool_shutdown(pool, TC_POOL_DRAIN), -EALREADY);
+    assert_true(atomic_load(&bgate_out));
+    ASSERT_RC(tc_loop_run(loop, TC_RUN_DEFAULT), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(items[i].done, 1);
+        assert_int_equal(items[i].done_status, -ECANCELED);
+    }
+    tc_pool_free(pool);
+    close_loop_clean(loop);
+}
+
 static void
 test_bad_args(void **state)
 {
@@ -1355,6 +1579,9 @@ main(void)
         cmocka_unit_test(test_loop_waits_for_completion_before_sleeping),
         cmocka_unit_test(test_loop_never_spins_on_one_cpu),
         cmocka_unit_test(test_wake_scope_hides_work_from_polling_workers),
+        cmocka_unit_test(test_take_next_keeps_priorities_and_kinds),
+        cmocka_unit_test(test_walk_lists_running_and_queued),
+        cmocka_unit_test(test_stop_cancels_at_once_and_shutdown_joins),
     };
 
     return cmocka_run_group_tests_name("pool", tests, NULL, NULL);

@@ -12,6 +12,7 @@ import pytest
 
 import twincore
 from twincore import CancelledError, Future, InvalidStateError
+from conftest import run_until
 
 
 def unhandled_records(caplog):
@@ -567,3 +568,59 @@ def test_a_callback_raising_stop_iteration_fails_with_runtime_error():
     f.set_result(None)
     assert type(f.exception()) is RuntimeError
     assert isinstance(f.exception().__cause__, StopIteration)
+
+
+# ---- callback timing (documented in _future.py and twincore/future.h) ----
+
+def test_callback_timing_synchronous_in_the_settling_call():
+    """Deferred style: callbacks run inside set_result / set_exception /
+    cancel, and inside add_callback once the Future is done."""
+    seen = []
+    ok, bad, gone = Future(), Future(), Future()
+    ok.add_callback(lambda v: seen.append(("ok", v)))
+    bad.add_errback(lambda e: seen.append(("bad", type(e))))
+    gone.add_errback(lambda e: seen.append(("gone", type(e))))
+    ok.set_result(1)
+    assert seen == [("ok", 1)]
+    bad.set_exception(KeyError("k"))
+    assert seen[-1] == ("bad", KeyError)
+    gone.cancel()
+    assert seen[-1] == ("gone", CancelledError)
+    ok.add_both(lambda v: seen.append(("late", v)))
+    assert seen[-1] == ("late", None)   # the chain's value after the first
+
+
+def test_callback_timing_defer_to_cpu(reactor):
+    """A defer_to_cpu() Future runs its callbacks in the reactor's batch
+    that delivers the result, before anything that batch queues with
+    call_soon."""
+    order = []
+    fut = reactor.defer_to_cpu(pow, 2, 5)
+
+    def first(v):
+        reactor.call_soon(order.append, "soon")
+        order.append(("first", v))
+        return v
+    fut.add_callback(first)
+    fut.add_callback(lambda v: order.append(("second", v)))
+    run_until(reactor, fut)
+    run_until(reactor, twincore.sleep(0.01, reactor=reactor))
+    assert order == [("first", 32), ("second", 32), "soon"]
+
+
+def test_callback_timing_await_resumes_later(reactor):
+    """A coroutine awaiting a Future is not resumed inside set_result:
+    it resumes afterwards, through call_soon."""
+    fut = Future(reactor)
+    order = []
+
+    async def waiter():
+        order.append(("resumed", await fut))
+    done = reactor.spawn(waiter())
+
+    def settle():
+        fut.set_result(7)
+        order.append("set_result returned")
+    reactor.call_later(0.01, settle)
+    run_until(reactor, done)
+    assert order == ["set_result returned", ("resumed", 7)]

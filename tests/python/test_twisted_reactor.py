@@ -306,7 +306,8 @@ def test_defer_to_cpu_result_and_failure(treactor):
         defer.gatherResults([ok, bad]).addBoth(lambda _: treactor.stop())
     treactor.callWhenRunning(start)
     run_reactor(treactor)
-    assert results == [81, ValueError]
+    # Two workers: each may take one task, and either may get the GIL first.
+    assert sorted(results, key=repr) == sorted([81, ValueError], key=repr)
 
 
 def test_twincore_calls_in_twisted_callbacks_use_this_loop(treactor):

@@ -1,9 +1,11 @@
 """InterpreterPool: pure-Python work on every core in one process, each
 worker thread running its own subinterpreter with its own GIL (CPython
 3.12+). The queue, cancel, stats and completion route are the native
-pool's (pymod/_twincore/interp.c); this file checks and pickles."""
+pool's (pymod/_twincore/interp.c); this file checks and encodes (marshal
+or pickle, as _interp_worker.encode chooses)."""
 
 import importlib
+import marshal
 import os
 import pickle
 import sys
@@ -11,6 +13,7 @@ import threading
 import weakref
 
 from . import _twincore
+from ._interp_worker import decode, encode
 from ._lane import PoolLifecycle, closed_future, join_on_thread
 
 HAVE_INTERPRETERS = sys.version_info >= (3, 12)
@@ -20,6 +23,18 @@ _NEEDS = ("InterpreterPool needs CPython 3.12 or later (a GIL per "
 
 _RUNNER_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                             "_interp_worker.py")
+_runner_code = None
+
+
+def _runner():
+    # The runner compiled once per process; each worker reads it back from
+    # these bytes (marshal of a code object: same interpreter, same format).
+    global _runner_code
+    if _runner_code is None:
+        with open(_RUNNER_FILE, encoding="utf-8") as f:
+            code = compile(f.read(), _RUNNER_FILE, "exec")
+        _runner_code = marshal.dumps(code)
+    return _runner_code
 
 
 class _RemoteTraceback(Exception):
@@ -103,9 +118,10 @@ class InterpreterPool(*_Bases):
     at once. ``defer(fn, *args, **kwargs)`` returns a Future settled on the
     reactor's thread. fn must be importable by name in a fresh interpreter
     (a module-level function, or one of the running script); arguments
-    and the result travel by pickle. An exception arrives as the same type
-    where this interpreter can import it, its traceback text as its
-    ``__cause__``. A function that cannot be imported there, or a module
+    and the result travel by pickle (by marshal when they are plain
+    built-in values: faster, and a worker need not import pickle). An
+    exception arrives as the same type where this interpreter can import
+    it, its traceback text as its ``__cause__``. A function that cannot be imported there, or a module
     that refuses subinterpreters (single-phase extensions), fails that call
     with ImportError naming the module; the worker goes on. Cancelling the
     Future (or its timeout) removes a queued task, and raises
@@ -118,10 +134,7 @@ class InterpreterPool(*_Bases):
         if isinstance(workers, bool) or not isinstance(workers, int):
             raise TypeError("InterpreterPool(): 'workers' must be an int, "
                             f"got {type(workers).__name__}")
-        with open(_RUNNER_FILE, encoding="utf-8") as f:
-            source = f.read()
-        self = super().__new__(cls, workers, source, _RUNNER_FILE,
-                               pickle.loads, _rebuild)
+        self = super().__new__(cls, workers, _runner(), decode, _rebuild)
         _open_pools.add(self)
         return self
 
@@ -137,7 +150,7 @@ class InterpreterPool(*_Bases):
         r = reactor if reactor is not None else _current_reactor()
         _check_timeout(timeout, "defer_to_interpreter")
         module, qualname, main_path = _locate(fn)
-        payload = pickle.dumps((sys.path, args, kwargs), protocol=5)
+        payload = encode((sys.path, args, kwargs))
         fut = self._defer(r, module, qualname, main_path, payload, priority)
         if timeout is not None:
             _apply_timeout(r, fut, timeout, "defer_to_interpreter")

@@ -121,9 +121,10 @@ class InterpreterPool(*_Bases):
     and the result travel by pickle (by marshal when they are plain
     built-in values: faster, and a worker need not import pickle). An
     exception arrives as the same type where this interpreter can import
-    it, its traceback text as its ``__cause__``. A function that cannot be imported there, or a module
-    that refuses subinterpreters (single-phase extensions), fails that call
-    with ImportError naming the module; the worker goes on. Cancelling the
+    it, its traceback text as its ``__cause__``. A function that cannot be
+    imported there, or a module that refuses subinterpreters (single-phase
+    extensions), fails that call with ImportError naming the module; the
+    worker goes on. Cancelling the
     Future (or its timeout) removes a queued task, and raises
     KeyboardInterrupt inside a running one. On 3.11 it raises
     RuntimeError."""

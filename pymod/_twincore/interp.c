@@ -7,13 +7,12 @@
  * (Py_NewInterpreterFromConfig, PyInterpreterConfig_OWN_GIL) on its first
  * task and reuses it; a pthread key destructor ends it on that thread when
  * the worker exits (tc_pool_shutdown joins it).  A task is (module,
- * qualified name, encoded (args, kwargs): marshal or pickle): the worker
- * reads the caller's bytes in place, and the runner module
- * (twincore/_interp_worker.py, compiled once in the main interpreter and
- * handed over marshalled, so no worker runs the compiler) imports the
- * function, calls it and encodes the outcome, which is copied into C
- * memory.  On the reactor's thread to_python() decodes it under the main
- * interpreter's GIL.  No object ever crosses interpreters.  Each worker
+ * qualified name, pickled (args, kwargs)): the worker reads the caller's
+ * bytes in place, and the runner module (twincore/_interp_worker.py,
+ * compiled once in the main interpreter and handed over marshalled, so no
+ * worker runs the compiler) imports the function, calls it and pickles the
+ * outcome, which is copied into C memory.  On the reactor's thread
+ * to_python() unpickles it under the main interpreter's GIL.  No object ever crosses interpreters.  Each worker
  * times its start-up (stats()["startup"]): that is the whole cost of a
  * worker, since the thread itself starts in microseconds.
  *

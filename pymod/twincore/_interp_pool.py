@@ -1,8 +1,7 @@
 """InterpreterPool: pure-Python work on every core in one process, each
 worker thread running its own subinterpreter with its own GIL (CPython
 3.12+). The queue, cancel, stats and completion route are the native
-pool's (pymod/_twincore/interp.c); this file checks and encodes (marshal
-or pickle, as _interp_worker.encode chooses)."""
+pool's (pymod/_twincore/interp.c); this file checks and pickles."""
 
 import importlib
 import marshal
@@ -13,7 +12,6 @@ import threading
 import weakref
 
 from . import _twincore
-from ._interp_worker import decode, encode
 from ._lane import PoolLifecycle, closed_future, join_on_thread
 
 HAVE_INTERPRETERS = sys.version_info >= (3, 12)
@@ -118,13 +116,11 @@ class InterpreterPool(*_Bases):
     at once. ``defer(fn, *args, **kwargs)`` returns a Future settled on the
     reactor's thread. fn must be importable by name in a fresh interpreter
     (a module-level function, or one of the running script); arguments
-    and the result travel by pickle (by marshal when they are plain
-    built-in values: faster, and a worker need not import pickle). An
-    exception arrives as the same type where this interpreter can import
-    it, its traceback text as its ``__cause__``. A function that cannot be
-    imported there, or a module that refuses subinterpreters (single-phase
-    extensions), fails that call with ImportError naming the module; the
-    worker goes on. Cancelling the
+    and the result travel by pickle. An exception arrives as the same type
+    where this interpreter can import it, its traceback text as its
+    ``__cause__``. A function that cannot be imported there, or a module
+    that refuses subinterpreters (single-phase extensions), fails that call
+    with ImportError naming the module; the worker goes on. Cancelling the
     Future (or its timeout) removes a queued task, and raises
     KeyboardInterrupt inside a running one. On 3.11 it raises
     RuntimeError."""
@@ -135,7 +131,8 @@ class InterpreterPool(*_Bases):
         if isinstance(workers, bool) or not isinstance(workers, int):
             raise TypeError("InterpreterPool(): 'workers' must be an int, "
                             f"got {type(workers).__name__}")
-        self = super().__new__(cls, workers, _runner(), decode, _rebuild)
+        self = super().__new__(cls, workers, _runner(), pickle.loads,
+                               _rebuild)
         _open_pools.add(self)
         return self
 
@@ -151,7 +148,7 @@ class InterpreterPool(*_Bases):
         r = reactor if reactor is not None else _current_reactor()
         _check_timeout(timeout, "defer_to_interpreter")
         module, qualname, main_path = _locate(fn)
-        payload = encode((sys.path, args, kwargs))
+        payload = pickle.dumps((sys.path, args, kwargs), protocol=5)
         fut = self._defer(r, module, qualname, main_path, payload, priority)
         if timeout is not None:
             _apply_timeout(r, fut, timeout, "defer_to_interpreter")

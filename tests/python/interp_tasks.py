@@ -2,7 +2,6 @@
 A subinterpreter imports this module by name, so it imports only the
 standard library (and what a function asks for itself)."""
 
-import enum
 import mmap
 import os
 import sys
@@ -102,20 +101,3 @@ def rss_kib():
 
 def pid():
     return os.getpid()
-
-
-class Color(enum.IntEnum):
-    RED = 1
-
-
-def runner_loaded_pickle():
-    """Whether this worker's runner has imported _pickle (None: not in a
-    worker)."""
-    runner = sys.modules.get("_twincore_interp_worker")
-    return None if runner is None else runner._pickle is not None
-
-
-def self_referencing():
-    loop = [1]
-    loop.append(loop)
-    return loop

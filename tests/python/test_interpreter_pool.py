@@ -80,57 +80,6 @@ def test_result_and_stats_shape(reactor, pool):
     assert all(isinstance(v, int) and v > 0 for v in startup.values())
 
 
-def test_encoding_picks_marshal_only_for_exact_builtin_values():
-    # Any version: the choice the main interpreter and the workers share.
-    from twincore._interp_worker import decode, encode
-    plain = [None, True, 7, 2 ** 100, -0.0, 1j, "\udc80x", b"\0",
-             (1, [2.5, {"k": {3}}]), frozenset({4})]
-    for value in plain:
-        data = encode(value)
-        assert data[0] != 0x80 and decode(data) == value
-    # marshal would turn these into bytes, int or a too long walk.
-    import array
-    for value in (bytearray(b"ab"), array.array("i", [1]),
-                  interp_tasks.Color.RED, list(range(1000)),
-                  [bytearray(b"nested")]):
-        data = encode(value)
-        assert data[0] == 0x80
-        back = decode(memoryview(data))
-        assert back == value and type(back) is type(value)
-
-
-@needs_312
-@pytest.mark.parametrize("value", [
-    None, 3, 2 ** 80, 1.5, "s\udc80", b"b", (1, "a"), [1, [2]], {1: (2,)},
-    {3}, frozenset({4}), bytearray(b"ba"), interp_tasks.Color.RED,
-    list(range(500)), [bytearray(b"inside")], {"k": interp_tasks.Color.RED},
-], ids=repr)
-def test_values_keep_their_types(reactor, pool1, value):
-    back = run_until(reactor, pool1.defer(interp_tasks.echo, value,
-                                          reactor=reactor))
-    assert back == value and type(back) is type(value)
-    if isinstance(value, (list, dict)) and value:
-        inner = next(iter(value.values() if isinstance(value, dict)
-                          else value))
-        got = next(iter(back.values() if isinstance(back, dict) else back))
-        assert type(got) is type(inner)
-
-
-@needs_312
-def test_a_worker_imports_pickle_only_when_a_value_needs_it(reactor, pool1):
-    def ask():
-        return run_until(reactor, pool1.defer(interp_tasks.runner_loaded_pickle,
-                                              reactor=reactor))
-    run_until(reactor, pool1.defer(interp_tasks.add, 1, b=2, reactor=reactor))
-    assert ask() is False
-    assert run_until(reactor, pool1.defer(
-        interp_tasks.echo, bytearray(b"x"), reactor=reactor)) == b"x"
-    assert ask() is True
-    loop = run_until(reactor, pool1.defer(interp_tasks.self_referencing,
-                                          reactor=reactor))
-    assert loop[0] == 1 and loop[1] is loop
-
-
 @needs_312
 def test_runs_in_another_interpreter(reactor, pool1):
     main = interp_tasks.where()

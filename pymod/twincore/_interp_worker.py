@@ -7,9 +7,8 @@ with the frozen importlib's helpers (importlib.util would import functools
 and threading).
 
 run() unpickles the caller's sys.path and arguments from its bytes, finds
-the function by module and qualified name (remembered per worker) and
-pickles its result; describe() turns an exception into plain data for the
-main interpreter."""
+the function by module and qualified name and pickles its result;
+describe() turns an exception into plain data for the main interpreter."""
 
 import sys
 
@@ -38,19 +37,16 @@ def _main_module(path):
     return mod
 
 
-_found = {}     # (module, qualname) -> (the module object, the function)
-
-
 def _find(module, qualname, main_path):
-    hit = _found.get((module, qualname))
-    if hit is not None and sys.modules.get(module) is hit[0]:
-        return hit[1]
     try:
         if module == "__main__" and main_path:
             obj = _main_module(main_path)
         else:
-            __import__(module)
-            obj = sys.modules[module]
+            # Looked up each call (a task may rebind it); imported once.
+            obj = sys.modules.get(module)
+            if obj is None:
+                __import__(module)
+                obj = sys.modules[module]
         for part in qualname.split("."):
             obj = getattr(obj, part)
     except Exception as exc:
@@ -58,7 +54,6 @@ def _find(module, qualname, main_path):
             f"cannot import {module}.{qualname} in a subinterpreter: "
             f"{type(exc).__name__}: {exc}", name=module)
         raise err from exc
-    _found[(module, qualname)] = (sys.modules.get(module), obj)
     return obj
 
 

@@ -12,9 +12,10 @@
  * compiled once in the main interpreter and handed over marshalled, so no
  * worker runs the compiler) imports the function, calls it and pickles the
  * outcome, which is copied into C memory.  On the reactor's thread
- * to_python() unpickles it under the main interpreter's GIL.  No object ever crosses interpreters.  Each worker
- * times its start-up (stats()["startup"]): that is the whole cost of a
- * worker, since the thread itself starts in microseconds.
+ * to_python() unpickles it under the main interpreter's GIL.  No object
+ * ever crosses interpreters.  Each worker times its start-up
+ * (stats()["startup"]): that is the whole cost of a worker, since the
+ * thread itself starts in microseconds.
  *
  * A running task is stopped with PyThreadState_SetAsyncExc(KeyboardInterrupt)
  * inside its interpreter: a helper thread takes that interpreter's GIL with

@@ -386,7 +386,8 @@ class Context:
 
     def fill(self, text, **extra):
         return text.format(build=self.build_dir, bench=BENCH, py=self.py,
-                           **extra)
+                           py312=self.args.python_312,
+                           build312=self.args.build_dir_312, **extra)
 
     def loadgen(self, port, scenario, duration, warmup, pid):
         cmd = [self.programs["bench/loadgen"], "-H", "127.0.0.1", "-P",
@@ -717,6 +718,7 @@ class OffloadBench:
 
 
 TWINCORE_ENV = (("PYTHONPATH", "{build}/pymod"),)
+TWINCORE_312_ENV = (("PYTHONPATH", "{build312}/pymod"),)
 PY_OFFLOAD = "{py} {bench}/offload/"
 # Every pool has 2 workers. The Python tiny tasks run pinned to one CPU: a
 # tiny call holds the GIL, so two workers never run Python at once, and
@@ -759,6 +761,15 @@ OFFLOAD_BENCHES = [
     OffloadBench("multiprocessing.Pool", "tiny",
                  PY_OFFLOAD + "process_lane.py tiny --peer mp "
                  "--duration {duration}"),
+    # The interpreter lane (issue 17) and, for its goals, the process lane
+    # on the same CPython 3.12 (--python-312, --build-dir-312).
+    OffloadBench("twincore InterpreterPool (3.12)", "tiny",
+                 "{py312} {bench}/offload/process_lane.py tiny --peer interp "
+                 "--duration {duration}", ("twincore",), TWINCORE_312_ENV),
+    OffloadBench("twincore ProcessPool (3.12)", "tiny",
+                 "{py312} {bench}/offload/process_lane.py tiny --peer "
+                 "twincore --duration {duration}", ("twincore",),
+                 TWINCORE_312_ENV),
     OffloadBench("twincore tc_pool (C)", "tiny",
                  "{build}/bench/offload/tc_pool_roundtrip --threads 2 "
                  "--duration {duration}"),
@@ -818,6 +829,10 @@ TINY_GOALS = [
      1.0),
     ("twincore ProcessPool", "asyncio ProcessPoolExecutor", "p50_us", "<=",
      0.5),
+    ("twincore InterpreterPool (3.12)", "twincore ProcessPool (3.12)",
+     "tasks_per_s", ">=", 3.0),
+    ("twincore InterpreterPool (3.12)", "twincore ProcessPool (3.12)",
+     "p50_us", "<=", 0.5),
     ("twincore tc_pool (C)", "libuv uv_queue_work (C)", "tasks_per_s", ">=",
      1.5),
     ("twincore tc_pool (C)", "libuv uv_queue_work (C)", "p50_us", "<=", 1.0),
@@ -894,8 +909,8 @@ class OffloadSection(Section):
             missing = [a for a in cmd if "/" in a and not os.path.exists(a)]
             if missing:
                 skipped[bench.name] = f"{missing[0]} is missing"
-            elif not python_has(ctx.py, bench.modules, env):
-                skipped[bench.name] = (f"{ctx.py} cannot import "
+            elif not python_has(cmd[0], bench.modules, env):
+                skipped[bench.name] = (f"{cmd[0]} cannot import "
                                        f"{', '.join(bench.modules)}")
             else:
                 ready[bench.name] = (bench, cmd, env)
@@ -1676,12 +1691,19 @@ def parse_args():
     p.add_argument("--python", default=DEBIAN_PYTHON if os.path.exists(
         DEBIAN_PYTHON) else sys.executable,
         help="interpreter for the Python peers (default: Debian's)")
+    p.add_argument("--python-312", default=os.path.join(
+        ROOT, "build-venv-py312", "bin", "python3"),
+        help="CPython 3.12 for the interpreter lane (default: the venv "
+        "scripts/dev.sh makes); absent: those rows are skipped")
+    p.add_argument("--build-dir-312", default="build-py312",
+                   help="its meson build directory (default: build-py312)")
     p.add_argument("--server-cpu", type=int,
                    default=cpus[1] if len(cpus) > 1 else None)
     p.add_argument("--client-cpu", type=int, default=cpus[0])
     args = p.parse_args()
     args.mode = args.mode or "quick"
     args.build_dir = os.path.join(ROOT, args.build_dir)
+    args.build_dir_312 = os.path.join(ROOT, args.build_dir_312)
     return args
 
 

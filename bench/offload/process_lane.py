@@ -2,7 +2,7 @@
 concurrent.futures.ProcessPoolExecutor and multiprocessing.Pool, 2 worker
 processes each (issue 16).
 
-usage: process_lane.py {tiny,cpu,bulk} --peer {twincore,asyncio,mp}
+usage: process_lane.py {tiny,cpu,bulk} --peer {twincore,asyncio,mp,interp}
                        [--duration S] [--workers N]
        process_lane.py all [--repeats R] [--duration S]
 
@@ -19,6 +19,11 @@ usage: process_lane.py {tiny,cpu,bulk} --peer {twincore,asyncio,mp}
   times after one warm-up: the median seconds per round trip.
 - all: every mode for every peer, --repeats rounds, the peers' order
   rotating each round; prints the medians and the goals' ratios.
+
+--peer interp (CPython 3.12+, not in "all") runs the same modes on
+twincore.InterpreterPool (issue 17): worker threads, each with its own
+subinterpreter, against which bench/run.py compares the process lane on
+the same Python.
 
 Each prints one JSON line (all: a table). Run with PYTHONPATH naming the
 build's pymod directory, and Debian's /usr/bin/python3.
@@ -40,6 +45,7 @@ import _offload  # noqa: E402
 from _offload import now  # noqa: E402
 
 PEERS = ("twincore", "asyncio", "mp")
+EXTRA_PEERS = ("interp",)
 BULK = 64 << 20
 
 
@@ -84,6 +90,14 @@ class TwincorePeer:
         self.pool.close()
 
 
+class InterpPeer(TwincorePeer):
+    def __init__(self, workers):
+        import twincore
+        self.twincore = twincore
+        self.reactor = twincore.reactor
+        self.pool = twincore.InterpreterPool(workers=workers)
+
+
 class AsyncioPeer:
     def __init__(self, workers):
         self.loop = asyncio.new_event_loop()
@@ -126,7 +140,7 @@ class MpPeer:
 
 def make_peer(name, workers):
     return {"twincore": TwincorePeer, "asyncio": AsyncioPeer,
-            "mp": MpPeer}[name](workers)
+            "mp": MpPeer, "interp": InterpPeer}[name](workers)
 
 
 def warm(peer, workers):
@@ -155,7 +169,8 @@ def run_tiny(peer_name, args):
                                                          done), stop)
     peer.run(start)
     peer.close()
-    return driver.result(bench=f"{peer_name} process lane",
+    lane = "interpreter" if peer_name == "interp" else "process"
+    return driver.result(bench=f"{peer_name} {lane} lane",
                          workers=args.workers)
 
 
@@ -298,7 +313,8 @@ def _brief(mode, rec):
 
 def main():
     def extra(p):
-        p.add_argument("--peer", choices=PEERS, default="twincore")
+        p.add_argument("--peer", choices=PEERS + EXTRA_PEERS,
+                       default="twincore")
         p.add_argument("--repeats", type=int, default=3)
     if len(sys.argv) > 1 and sys.argv[1] == "all":
         import argparse

@@ -9,10 +9,13 @@
  * the worker exits (tc_pool_shutdown joins it).  A task is (module,
  * qualified name, pickled (args, kwargs)): the worker reads the caller's
  * bytes in place, and the runner module (twincore/_interp_worker.py,
- * compiled in each subinterpreter from source handed over at creation)
- * imports the function, calls it and pickles the outcome, which is copied
- * into C memory.  On the reactor's thread to_python() unpickles it under
- * the main interpreter's GIL.  No object ever crosses interpreters.
+ * compiled once in the main interpreter and handed over marshalled, so no
+ * worker runs the compiler) imports the function, calls it and pickles the
+ * outcome, which is copied into C memory.  On the reactor's thread
+ * to_python() unpickles it under the main interpreter's GIL.  No object
+ * ever crosses interpreters.  Each worker times its start-up
+ * (stats()["startup"]): that is the whole cost of a worker, since the
+ * thread itself starts in microseconds.
  *
  * A running task is stopped with PyThreadState_SetAsyncExc(KeyboardInterrupt)
  * inside its interpreter: a helper thread takes that interpreter's GIL with
@@ -27,8 +30,10 @@
 
 #if PY_VERSION_HEX >= 0x030C0000
 
+#include <marshal.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 
 #define RAISED (-EREMOTEIO)   /* the call raised: counted failed */
 
@@ -45,6 +50,9 @@ typedef struct slot {
     unsigned pins;              /* interrupters about to enter interp */
     bool interrupted;           /* an async exception was sent */
     bool gone;                  /* the interpreter ended */
+    /* Start-up: Py_NewInterpreterFromConfig, then loading the runner
+     * (wall clock), and the thread's CPU time for both. */
+    uint64_t interp_ns, runner_ns, cpu_ns;
 } slot_t;
 
 /* What the pool object, its workers and interrupters share; freed by the
@@ -56,8 +64,8 @@ struct core {
     unsigned nslots, cap;       /* slots claimed, and there are */
     slot_t *slots;
     atomic_bool cancel_all;     /* close(cancel_queued=True) */
-    char *runner_src;           /* _interp_worker.py */
-    char *runner_file;
+    char *runner_code;          /* _interp_worker.py's code, marshalled */
+    size_t runner_len;
 };
 
 typedef struct InterpPoolObject {
@@ -106,8 +114,7 @@ core_release(core_t *c)
         pthread_cond_destroy(&c->unpinned);
         pthread_mutex_destroy(&c->lock);
         free(c->slots);
-        free(c->runner_src);
-        free(c->runner_file);
+        free(c->runner_code);
         free(c);
     }
 }
@@ -150,11 +157,21 @@ dup_utf8(PyObject *str)
     return copy;
 }
 
+static uint64_t
+clock_ns(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /* Thread: worker, GIL: none.  Create this thread's interpreter and load
  * the runner in it.  NULL with *why (static text) on failure. */
 static slot_t *
 slot_start(core_t *c, const char **why)
 {
+    uint64_t t0 = clock_ns(CLOCK_MONOTONIC);
+    uint64_t cpu0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
     pthread_once(&slot_key_once, make_slot_key);
     /* Claimed now, listed (interp set) once the interpreter is ready. */
     pthread_mutex_lock(&c->lock);
@@ -183,8 +200,9 @@ slot_start(core_t *c, const char **why)
         *why = "Py_NewInterpreterFromConfig() failed";
         return NULL;
     }
-    PyObject *code = Py_CompileString(c->runner_src, c->runner_file,
-                                      Py_file_input);
+    uint64_t t1 = clock_ns(CLOCK_MONOTONIC);
+    PyObject *code = PyMarshal_ReadObjectFromString(
+        c->runner_code, (Py_ssize_t)c->runner_len);
     PyObject *mod = code != NULL
                         ? PyImport_ExecCodeModule("_twincore_interp_worker",
                                                   code)
@@ -204,7 +222,12 @@ slot_start(core_t *c, const char **why)
         return NULL;
     }
     PyEval_SaveThread();
+    uint64_t t2 = clock_ns(CLOCK_MONOTONIC);
+    uint64_t cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu0;
     pthread_mutex_lock(&c->lock);
+    s->interp_ns = t1 - t0;
+    s->runner_ns = t2 - t1;
+    s->cpu_ns = cpu;
     s->tstate = ts;
     s->interp = PyThreadState_GetInterpreter(ts);
     s->thread_id = PyThread_get_thread_ident();
@@ -545,17 +568,29 @@ itask_capsule_free(PyObject *capsule)
 static PyObject *
 InterpPool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"workers", "runner_source", "runner_file",
-                             "loads", "rebuild", NULL};
+    static char *kwlist[] = {"workers", "runner_code", "loads", "rebuild",
+                             NULL};
     int workers;
-    const char *src, *file;
+    Py_buffer code;
     PyObject *loads, *rebuild;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "issOO:_InterpreterPool",
-                                     kwlist, &workers, &src, &file, &loads,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iy*OO:_InterpreterPool",
+                                     kwlist, &workers, &code, &loads,
                                      &rebuild)) {
         return NULL;
     }
+    /* The runner's code, marshalled by this interpreter: kept as bytes
+     * for the workers to read. */
+    char *code_copy = malloc(code.len > 0 ? (size_t)code.len : 1);
+    size_t code_len = (size_t)code.len;
+    if (code_copy != NULL) {
+        memcpy(code_copy, code.buf, code_len);
+    }
+    PyBuffer_Release(&code);
+    if (code_copy == NULL) {
+        return PyErr_NoMemory();
+    }
     if (workers < 0 || workers > 1024) {
+        free(code_copy);
         PyErr_Format(PyExc_ValueError,
                      "InterpreterPool(): 'workers' must be in 0..1024 (0: "
                      "one per CPU), got %d", workers);
@@ -563,28 +598,31 @@ InterpPool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     InterpPoolObject *p = (InterpPoolObject *)type->tp_alloc(type, 0);
     if (p == NULL) {
+        free(code_copy);
         return NULL;
     }
     tc_pool_opts_t opts = {.threads = (unsigned)workers};
     int err = tc_pool_new(&opts, &p->pool);
     if (err != 0) {
         p->pool = NULL;
+        free(code_copy);
         Py_DECREF(p);
         return tcpy_raise(state_of_type(type), err);
     }
     p->workers = tc_pool_threads(p->pool);
     core_t *c = calloc(1, sizeof(*c));
-    if (c == NULL || (c->slots = calloc(p->workers, sizeof(slot_t))) == NULL ||
-        (c->runner_src = strdup(src)) == NULL ||
-        (c->runner_file = strdup(file)) == NULL) {
+    if (c == NULL ||
+        (c->slots = calloc(p->workers, sizeof(slot_t))) == NULL) {
         if (c != NULL) {
             free(c->slots);
-            free(c->runner_src);
             free(c);
         }
+        free(code_copy);
         Py_DECREF(p);
         return PyErr_NoMemory();
     }
+    c->runner_code = code_copy;
+    c->runner_len = code_len;
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->unpinned, NULL);
     c->refs = 1;
@@ -688,6 +726,42 @@ InterpPool_defer(InterpPoolObject *p, PyObject *const *args,
     return fut;
 }
 
+/* Each started worker's start-up: a dict of its interpreter's creation and
+ * the runner's load (wall clock), and the thread's CPU time for both. */
+static PyObject *
+startup_list(core_t *c)
+{
+    pthread_mutex_lock(&c->lock);
+    unsigned n = 0;
+    uint64_t *fig = malloc(3 * sizeof(uint64_t) * (c->nslots + 1));
+    for (unsigned i = 0; fig != NULL && i < c->nslots; i++) {
+        if (c->slots[i].interp != NULL) {   /* else still starting */
+            fig[3 * n] = c->slots[i].interp_ns;
+            fig[3 * n + 1] = c->slots[i].runner_ns;
+            fig[3 * n + 2] = c->slots[i].cpu_ns;
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (fig == NULL) {
+        return PyErr_NoMemory();
+    }
+    PyObject *list = PyList_New(n);
+    for (unsigned i = 0; list != NULL && i < n; i++) {
+        PyObject *d = Py_BuildValue(
+            "{sKsKsK}", "interpreter_ns", (unsigned long long)fig[3 * i],
+            "runner_ns", (unsigned long long)fig[3 * i + 1], "cpu_ns",
+            (unsigned long long)fig[3 * i + 2]);
+        if (d == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, d);
+    }
+    free(fig);
+    return list;
+}
+
 static PyObject *
 InterpPool_stats(InterpPoolObject *p, PyObject *unused)
 {
@@ -710,16 +784,23 @@ InterpPool_stats(InterpPoolObject *p, PyObject *unused)
         PyList_SET_ITEM(wait, i, PyLong_FromUnsignedLongLong(s.wait_ns[i]));
         PyList_SET_ITEM(run, i, PyLong_FromUnsignedLongLong(s.run_ns[i]));
     }
+    PyObject *startup = startup_list(p->core);
+    if (startup == NULL) {
+        Py_DECREF(wait);
+        Py_DECREF(run);
+        return NULL;
+    }
     /* CpuPool.stats()'s shape; the histograms sample tasks here. */
     return Py_BuildValue(
-        "{sKsKsKsKsKsKsIsNsN}", "submitted",
+        "{sKsKsKsKsKsKsIsNsNsN}", "submitted",
         (unsigned long long)s.submitted, "completed",
         (unsigned long long)s.completed, "failed",
         (unsigned long long)s.failed, "cancelled",
         (unsigned long long)s.cancelled, "queued",
         (unsigned long long)s.queued, "running",
         (unsigned long long)s.running, "workers", s.threads,
-        "drainer_wait_ns_log2", wait, "drainer_run_ns_log2", run);
+        "drainer_wait_ns_log2", wait, "drainer_run_ns_log2", run,
+        "startup", startup);
 }
 
 /* GIL: drops.  Closed from now on; with cancel, queued tasks will not run

@@ -4,6 +4,7 @@ worker thread running its own subinterpreter with its own GIL (CPython
 pool's (pymod/_twincore/interp.c); this file checks and pickles."""
 
 import importlib
+import marshal
 import os
 import pickle
 import sys
@@ -20,6 +21,18 @@ _NEEDS = ("InterpreterPool needs CPython 3.12 or later (a GIL per "
 
 _RUNNER_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                             "_interp_worker.py")
+_runner_code = None
+
+
+def _runner():
+    # The runner compiled once per process; each worker reads it back from
+    # these bytes (marshal of a code object: same interpreter, same format).
+    global _runner_code
+    if _runner_code is None:
+        with open(_RUNNER_FILE, encoding="utf-8") as f:
+            code = compile(f.read(), _RUNNER_FILE, "exec")
+        _runner_code = marshal.dumps(code)
+    return _runner_code
 
 
 class _RemoteTraceback(Exception):
@@ -118,10 +131,8 @@ class InterpreterPool(*_Bases):
         if isinstance(workers, bool) or not isinstance(workers, int):
             raise TypeError("InterpreterPool(): 'workers' must be an int, "
                             f"got {type(workers).__name__}")
-        with open(_RUNNER_FILE, encoding="utf-8") as f:
-            source = f.read()
-        self = super().__new__(cls, workers, source, _RUNNER_FILE,
-                               pickle.loads, _rebuild)
+        self = super().__new__(cls, workers, _runner(), pickle.loads,
+                               _rebuild)
         _open_pools.add(self)
         return self
 

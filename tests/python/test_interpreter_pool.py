@@ -71,9 +71,13 @@ def test_result_and_stats_shape(reactor, pool):
     fut = pool.defer(interp_tasks.add, 2, b=40, reactor=reactor)
     assert run_until(reactor, fut) == 42
     stats = pool.stats()
-    assert set(stats) == set(reactor.cpu_pool.stats())
+    assert set(stats) == set(reactor.cpu_pool.stats()) | {"startup"}
     assert stats["workers"] == 2 and pool.workers == 2
     assert stats["submitted"] == 1 and stats["completed"] == 1
+    # One task started one worker's interpreter, and timed it.
+    [startup] = stats["startup"]
+    assert set(startup) == {"interpreter_ns", "runner_ns", "cpu_ns"}
+    assert all(isinstance(v, int) and v > 0 for v in startup.values())
 
 
 @needs_312

@@ -329,6 +329,10 @@ TaskStep_call(TaskStepObject *self, PyObject *args, PyObject *kwargs)
 static int
 queue_step(TaskStepObject *self, PyObject *value, PyObject *exc)
 {
+    if (self->reactor == NULL) {    /* cleared by the GC */
+        PyErr_SetString(PyExc_RuntimeError, "_TaskStep: cleared");
+        return -1;
+    }
     if (reactor_check_thread(self->reactor) < 0) {
         return -1;
     }

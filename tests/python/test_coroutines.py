@@ -721,13 +721,15 @@ def test_cancel_while_waiting_carries_the_message(reactor):
     seen = []
 
     async def main():
+        # Runs once this step has left the task waiting (not on a timer:
+        # a late first step would see a cancel that came before it).
+        reactor.call_soon(task.cancel, "why")
         try:
             await waiting
         except CancelledError as e:
             seen.append(e.args)
             raise
     task = reactor.spawn(main())
-    reactor.call_later(0.01, task.cancel, "why")
     with pytest.raises(CancelledError):
         run_until(reactor, task)
     assert seen == [("why",)]
@@ -750,12 +752,12 @@ def test_a_task_dropped_while_waiting_is_collected_and_closed(reactor):
     log = []
 
     async def main():
+        reactor.call_soon(reactor.stop)   # once this step has waited
         try:
             await Future(reactor)
         finally:
             log.append("closed")
     task = reactor.spawn(main())
-    reactor.call_later(0.01, reactor.stop)
     reactor.run()
     assert task.state == "pending" and isinstance(task._waiting, Future)
     refs = [weakref.ref(task), weakref.ref(task._waiting)]
@@ -784,7 +786,7 @@ def test_a_task_settled_from_outside_is_left_alone(reactor):
         resumed.append(True)
     task = reactor.spawn(main())
     Future.set_result(task, "forced")
-    reactor.call_later(0.05, reactor.stop)
+    reactor.call_soon(reactor.stop)   # after the step spawn() queued
     reactor.run()
     assert resumed == [] and task.result() == "forced"
     assert repr(task._step) == "<_TaskStep ended>"
@@ -831,9 +833,9 @@ def test_a_waiter_settled_from_another_thread_is_refused(reactor):
     errors = []
 
     async def main():
+        reactor.call_soon(reactor.stop)   # once this step has waited
         await f
     task = reactor.spawn(main())
-    reactor.call_later(0.01, reactor.stop)
     reactor.run()
     f.add_errback(lambda e: errors.append(e))   # after the task's own
     t = threading.Thread(target=f.set_result, args=(1,))

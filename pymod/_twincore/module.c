@@ -13,6 +13,7 @@
 #include "tls.h"
 #include "transport.h"
 #include "udp.h"
+#include "taskstep.h"
 
 int
 bytebuf_append(bytebuf_t *b, const void *p, size_t n)
@@ -90,7 +91,7 @@ module_exec(PyObject *module)
         add_type(module, &FdWatcher_spec, &st->FdWatcher_type) < 0 ||
         add_type(module, &ProcessTransport_spec,
                  &st->ProcessTransport_type) < 0 ||
-        tls_module_add(module) < 0) {
+        tls_module_add(module) < 0 || taskstep_module_add(module) < 0) {
         return -1;
     }
 #if PY_VERSION_HEX >= 0x030C0000

@@ -6,6 +6,7 @@ import logging
 import sys
 import weakref
 
+from . import _twincore
 from ._future import Future, CancelledError
 from ._interop import from_asyncio
 from ._current import (_running, _current_reactor, _get_default_reactor,
@@ -30,13 +31,16 @@ class _Task(Future):
     """Drives a coroutine: each awaited Future resumes it on a later
     reactor iteration (never recursively)."""
 
-    __slots__ = ("_coro", "_waiting", "_must_cancel")
+    __slots__ = ("_coro", "_waiting", "_must_cancel", "_step")
 
     def __init__(self, reactor, coro):
         super().__init__(reactor)
         self._coro = coro
         self._waiting = None
         self._must_cancel = False
+        # _step(value, exc): one step, in C (taskstep.c); it waits on a
+        # twincore Future itself and leaves other awaitables to _wait_for.
+        self._step = _twincore._TaskStep(self, coro, _running)
         reactor.call_soon(self._step, None, None)
         _live_tasks.add(self)
 
@@ -68,39 +72,6 @@ class _Task(Future):
         except Exception:
             _log.warning("twincore.run(): %r could not finish its clean-up",
                          self._coro, exc_info=True)
-
-    def _step(self, value, exc):
-        if self.done():
-            return
-        self._waiting = None
-        if self._must_cancel:
-            self._must_cancel = False
-            exc = CancelledError()
-        outer = _running.__dict__.get("task")
-        _running.task = self   # for timeout()
-        try:
-            if exc is not None:
-                yielded = self._coro.throw(exc)
-            else:
-                yielded = self._coro.send(value)
-        except StopIteration as stop:
-            self.set_result(stop.value)
-            return
-        except CancelledError as err:
-            Future.cancel(self, *err.args[:1])
-            return
-        except (KeyboardInterrupt, SystemExit) as err:
-            # The coroutine has ended: fail the task (run() reports the
-            # exception itself), then stop the reactor with it.
-            self._handled = True
-            self.set_exception(err)
-            raise
-        except BaseException as err:
-            self.set_exception(err)
-            return
-        finally:
-            _running.task = outer
-        self._wait_for(yielded)
 
     def _wait_for(self, yielded):
         r = self._reactor

@@ -268,7 +268,16 @@ class StreamReader:
                 self._waiter = None
             i = buf.find(b"\n")
         if 0 <= i <= self._limit and self._exception is None:
-            return self._take(i + 1)
+            # _take(i + 1), inline: one frame less per line.
+            if i + 1 == len(buf):
+                line = bytes(buf)
+                buf.clear()
+            else:
+                line = bytes(buf[:i + 1])
+                del buf[:i + 1]
+            if self._paused:
+                self._maybe_resume_transport()
+            return line
         line = await self.readline()
         if line == b"":
             raise StopAsyncIteration

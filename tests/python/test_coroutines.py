@@ -653,3 +653,211 @@ def test_await_a_future_failed_with_stop_iteration_raises(reactor, how):
     assert isinstance(exc, RuntimeError), exc
     assert "StopIteration" in str(exc)
     assert isinstance(exc.__cause__, StopIteration)
+
+
+# ---- the step in C (_TaskStep, taskstep.c) ---------------------------
+
+import gc
+import sys
+import threading
+import weakref
+
+from twincore import _twincore
+
+
+def test_a_finished_task_and_its_step_go_without_the_gc(reactor):
+    """The step drops its references when the task ends: no cycle is left
+    for the collector (a failure no one read is logged at once, as
+    before)."""
+    async def main():
+        await later(reactor, 0, "x")
+        return 1
+    task = reactor.spawn(main())
+    run_until(reactor, task)
+    step = task._step
+    ref = weakref.ref(task)
+    gc.disable()
+    try:
+        del task
+        assert ref() is None
+        assert sys.getrefcount(step) == 2   # ours and the call's
+    finally:
+        gc.enable()
+
+
+def test_values_and_exceptions_passed_through_leak_no_reference(reactor):
+    value, error = object(), ValueError("thrown in")
+    base_value, base_error = sys.getrefcount(value), sys.getrefcount(error)
+
+    async def main():
+        for _ in range(300):
+            assert await later(reactor, 0, value) is value
+            try:
+                await later(reactor, 0, exc=error)
+            except ValueError as e:
+                assert e is error
+        return value
+    task = reactor.spawn(main())
+    assert run_until(reactor, task) is value
+    del task
+    error.__traceback__ = None
+    gc.collect()
+    assert sys.getrefcount(value) == base_value
+    assert sys.getrefcount(error) == base_error
+
+
+def test_a_coroutine_that_catches_the_thrown_exception_and_returns(reactor):
+    """throw() ending the coroutine (StopIteration) settles the task."""
+    async def main():
+        try:
+            await later(reactor, 0, exc=KeyError("k"))
+        except KeyError:
+            return "recovered"
+    assert run_until(reactor, main()) == "recovered"
+
+
+def test_cancel_while_waiting_carries_the_message(reactor):
+    waiting = Future(reactor)
+    seen = []
+
+    async def main():
+        # Runs once this step has left the task waiting (not on a timer:
+        # a late first step would see a cancel that came before it).
+        reactor.call_soon(task.cancel, "why")
+        try:
+            await waiting
+        except CancelledError as e:
+            seen.append(e.args)
+            raise
+    task = reactor.spawn(main())
+    with pytest.raises(CancelledError):
+        run_until(reactor, task)
+    assert seen == [("why",)]
+    assert task.cancelled() and waiting.cancelled()
+
+
+def test_cancelled_error_raised_by_the_coroutine_cancels_the_task(reactor):
+    async def main():
+        await later(reactor, 0)
+        raise CancelledError("own")
+    task = reactor.spawn(main())
+    with pytest.raises(CancelledError):
+        run_until(reactor, task)
+    assert task.cancelled()
+
+
+def test_a_task_dropped_while_waiting_is_collected_and_closed(reactor):
+    """Nothing holds the task nor what it awaits: the collector closes the
+    coroutine (its finally runs) and frees task, step and waiter."""
+    log = []
+
+    async def main():
+        reactor.call_soon(reactor.stop)   # once this step has waited
+        try:
+            await Future(reactor)
+        finally:
+            log.append("closed")
+    task = reactor.spawn(main())
+    reactor.run()
+    assert task.state == "pending" and isinstance(task._waiting, Future)
+    refs = [weakref.ref(task), weakref.ref(task._waiting)]
+    del task
+    gc.collect()
+    assert [r() for r in refs] == [None, None]
+    assert log == ["closed"]
+
+
+def test_a_step_queued_after_the_task_ended_does_nothing(reactor):
+    async def main():
+        return 7
+    task = reactor.spawn(main())
+    step = task._step
+    assert run_until(reactor, task) == 7
+    assert step(None, None) is None and step(None, ValueError()) is None
+    assert task.result() == 7
+    assert repr(step) == "<_TaskStep ended>"
+
+
+def test_a_task_settled_from_outside_is_left_alone(reactor):
+    resumed = []
+
+    async def main():
+        await later(reactor, 0.01)
+        resumed.append(True)
+    task = reactor.spawn(main())
+    Future.set_result(task, "forced")
+    reactor.call_soon(reactor.stop)   # after the step spawn() queued
+    reactor.run()
+    assert resumed == [] and task.result() == "forced"
+    assert repr(task._step) == "<_TaskStep ended>"
+    task._coro.close()
+
+
+def test_the_running_task_is_set_for_the_coroutine_only(reactor):
+    seen = []
+
+    async def main():
+        seen.append(twincore._current_task())
+        await later(reactor, 0)
+        seen.append(twincore._current_task())
+    task = reactor.spawn(main())
+    run_until(reactor, task)
+    assert seen == [task, task]
+    assert twincore._current_task() is None
+
+
+def test_waiting_on_a_future_of_no_reactor(reactor):
+    f = Future()
+
+    async def main():
+        return await f
+    task = reactor.spawn(main())
+    reactor.call_later(0.01, f.set_result, "free")
+    assert run_until(reactor, task) == "free"
+
+
+def test_a_future_of_another_reactor_is_refused(reactor):
+    other = twincore.Reactor()
+
+    async def main():
+        await Future(other)
+    with pytest.raises(RuntimeError, match="different reactor"):
+        run_until(reactor, main())
+
+
+def test_a_waiter_settled_from_another_thread_is_refused(reactor):
+    """A Future of no reactor settled on another thread cannot resume a
+    task there: the step refuses (call_soon's RuntimeError) instead of
+    running the coroutine on the wrong thread."""
+    f = Future()
+    errors = []
+
+    async def main():
+        reactor.call_soon(reactor.stop)   # once this step has waited
+        await f
+    task = reactor.spawn(main())
+    reactor.run()
+    f.add_errback(lambda e: errors.append(e))   # after the task's own
+    t = threading.Thread(target=f.set_result, args=(1,))
+    t.start()
+    t.join()
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
+    assert task.state == "pending"
+    task._coro.close()
+
+
+def test_task_step_rejects_bad_arguments(reactor):
+    async def main():
+        pass
+    coro = main()
+    local = threading.local()
+    with pytest.raises(TypeError, match="'task' must be a twincore Future"):
+        _twincore._TaskStep(object(), coro, local)
+    with pytest.raises(TypeError, match="belong to a Reactor"):
+        _twincore._TaskStep(Future(), coro, local)
+    step = _twincore._TaskStep(Future(reactor), coro, local)
+    with pytest.raises(TypeError):
+        step(None)
+    with pytest.raises(TypeError, match="keyword"):
+        step(None, None, extra=1)
+    coro.close()

@@ -825,16 +825,11 @@ CpuPool_defer_future(CpuPoolObject *p, PyObject *const *args,
     return fut;
 }
 
-static PyObject *
-CpuPool_stats(CpuPoolObject *p, PyObject *unused)
+PyObject *
+pool_stats_dict(tc_pool_t *pool)
 {
-    (void)unused;
-    if (p->pool == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "stats(): the CpuPool is closed");
-        return NULL;
-    }
     tc_pool_stats_t s;
-    tc_pool_stats(p->pool, &s);
+    tc_pool_stats(pool, &s);
     PyObject *wait = PyList_New(TC_POOL_HIST_BUCKETS);
     PyObject *run = PyList_New(TC_POOL_HIST_BUCKETS);
     if (wait == NULL || run == NULL) {
@@ -855,6 +850,17 @@ CpuPool_stats(CpuPoolObject *p, PyObject *unused)
         (unsigned long long)s.queued, "running",
         (unsigned long long)s.running, "workers", s.threads,
         "drainer_wait_ns_log2", wait, "drainer_run_ns_log2", run);
+}
+
+static PyObject *
+CpuPool_stats(CpuPoolObject *p, PyObject *unused)
+{
+    (void)unused;
+    if (p->pool == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "stats(): the CpuPool is closed");
+        return NULL;
+    }
+    return pool_stats_dict(p->pool);
 }
 
 static PyObject *

@@ -22,6 +22,7 @@
  * a thread state of its own.  slot_t.pins keeps the interpreter alive
  * meanwhile; the worker clears an interrupt that arrives after its task. */
 #include "capi.h"
+#include "cpu.h"
 #include "errors.h"
 #include "future.h"
 #include "interp.h"
@@ -771,36 +772,20 @@ InterpPool_stats(InterpPoolObject *p, PyObject *unused)
                         "stats(): the InterpreterPool is closed");
         return NULL;
     }
-    tc_pool_stats_t s;
-    tc_pool_stats(p->pool, &s);
-    PyObject *wait = PyList_New(TC_POOL_HIST_BUCKETS);
-    PyObject *run = PyList_New(TC_POOL_HIST_BUCKETS);
-    if (wait == NULL || run == NULL) {
-        Py_XDECREF(wait);
-        Py_XDECREF(run);
-        return NULL;
-    }
-    for (int i = 0; i < TC_POOL_HIST_BUCKETS; i++) {
-        PyList_SET_ITEM(wait, i, PyLong_FromUnsignedLongLong(s.wait_ns[i]));
-        PyList_SET_ITEM(run, i, PyLong_FromUnsignedLongLong(s.run_ns[i]));
-    }
+    /* CpuPool.stats()'s shape, plus each worker's start-up; the
+     * histograms sample tasks here. */
     PyObject *startup = startup_list(p->core);
     if (startup == NULL) {
-        Py_DECREF(wait);
-        Py_DECREF(run);
         return NULL;
     }
-    /* CpuPool.stats()'s shape; the histograms sample tasks here. */
-    return Py_BuildValue(
-        "{sKsKsKsKsKsKsIsNsNsN}", "submitted",
-        (unsigned long long)s.submitted, "completed",
-        (unsigned long long)s.completed, "failed",
-        (unsigned long long)s.failed, "cancelled",
-        (unsigned long long)s.cancelled, "queued",
-        (unsigned long long)s.queued, "running",
-        (unsigned long long)s.running, "workers", s.threads,
-        "drainer_wait_ns_log2", wait, "drainer_run_ns_log2", run,
-        "startup", startup);
+    PyObject *d = pool_stats_dict(p->pool);
+    if (d == NULL || PyDict_SetItemString(d, "startup", startup) < 0) {
+        Py_XDECREF(d);
+        Py_DECREF(startup);
+        return NULL;
+    }
+    Py_DECREF(startup);
+    return d;
 }
 
 /* GIL: drops.  Closed from now on; with cancel, queued tasks will not run

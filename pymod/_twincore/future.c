@@ -453,6 +453,18 @@ future_is_pending(PyObject *fut)
     return ((FutureObject *)fut)->state == ST_PENDING;
 }
 
+PyObject *
+future_reactor(PyObject *fut)
+{
+    return ((FutureObject *)fut)->reactor;
+}
+
+void
+future_set_handled(PyObject *fut)
+{
+    ((FutureObject *)fut)->handled = true;
+}
+
 static bool
 is_running(FutureObject *f)
 {
@@ -665,6 +677,14 @@ Future_add_callbacks(FutureObject *f, PyObject *args, PyObject *kwargs)
     return add_entry(f, &e);
 }
 
+int
+future_add_callbacks(PyObject *fut, PyObject *callback, PyObject *errback)
+{
+    entry_t e = {.kind = ENTRY_PAIR,
+                 .fn = {Py_NewRef(callback), Py_XNewRef(errback)}};
+    return push_entry((FutureObject *)fut, &e);
+}
+
 /* add_callback / add_errback / add_both: fn(value, *args, **kwargs). */
 static PyObject *
 add_one(FutureObject *f, PyObject *args, PyObject *kwargs, const char *name,
@@ -774,6 +794,27 @@ FutureIter_next(FutureIterObject *it)
     return NULL;
 }
 
+/* `await` on 3.10+ (SEND through PyIter_Send): the result comes back
+ * without a StopIteration made and caught per await. */
+static PySendResult
+FutureIter_am_send(FutureIterObject *it, PyObject *value, PyObject **result)
+{
+    (void)value;
+    FutureObject *f = it->future;
+    if (f == NULL) {
+        *result = Py_NewRef(Py_None);
+        return PYGEN_RETURN;
+    }
+    if (f->state == ST_PENDING || f->paused) {
+        *result = Py_NewRef((PyObject *)f);
+        return PYGEN_NEXT;
+    }
+    it->future = NULL;
+    *result = Future_result(f, NULL);
+    Py_DECREF(f);
+    return *result != NULL ? PYGEN_RETURN : PYGEN_ERROR;
+}
+
 static PyObject *
 FutureIter_send(FutureIterObject *it, PyObject *value)
 {
@@ -843,6 +884,7 @@ static PyType_Slot FutureIter_slots[] = {
     {Py_tp_clear, FutureIter_clear},
     {Py_tp_iter, PyObject_SelfIter},
     {Py_tp_iternext, FutureIter_next},
+    {Py_am_send, FutureIter_am_send},
     {Py_tp_methods, FutureIter_methods},
     {0, NULL},
 };

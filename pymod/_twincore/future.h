@@ -16,5 +16,12 @@ int future_set_result(PyObject *fut, PyObject *value);
 int future_set_exception(PyObject *fut, PyObject *exc);
 int future_cancel(PyObject *fut, PyObject *msg);
 void future_set_task(PyObject *fut, PyObject *task, PyObject *cancel_hook);
+/* The reactor, borrowed (NULL: none). */
+PyObject *future_reactor(PyObject *fut);
+void future_set_handled(PyObject *fut);
+/* add_callbacks(callback, errback) without argument parsing; errback may
+ * be NULL.  Runs the pair at once when the Future is done. */
+int future_add_callbacks(PyObject *fut, PyObject *callback,
+                         PyObject *errback);
 
 #endif

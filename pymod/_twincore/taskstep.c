@@ -19,13 +19,13 @@
  * it and propagate, anything else fails it.  Once the task has ended the
  * step drops its references, so task and step are not a cycle for the GC.
  * GIL: held; the task's reactor thread (call_soon checks it). */
+#include "future.h"
 #include "reactor.h"
 #include "taskstep.h"
 
 /* The interned names of the hot path, in the module's "_taskstep_names"
  * tuple; each step holds the tuple. */
 enum {
-    N_DONE,
     N_WAITING,
     N_MUST_CANCEL,
     N_DICT,
@@ -34,15 +34,12 @@ enum {
     N_SET_RESULT,
     N_SET_EXCEPTION,
     N_HANDLED,
-    N_REACTOR,
-    N_ADD_CALLBACKS,
     N_WAIT_FOR,
     N_COUNT
 };
 static const char *const name_strings[N_COUNT] = {
-    "done", "_waiting", "_must_cancel", "__dict__", "task", "throw",
-    "set_result", "set_exception", "_handled", "_reactor", "add_callbacks",
-    "_wait_for",
+    "_waiting", "_must_cancel", "__dict__", "task", "throw",
+    "set_result", "set_exception", "_handled", "_wait_for",
 };
 
 typedef struct TaskStepObject {
@@ -81,18 +78,12 @@ call_method1(TaskStepObject *self, PyObject *obj, int n, PyObject *arg)
                                      NULL);
 }
 
-/* 1 done, 0 not, -1 error. */
+/* 1 done, 0 not (the Future's own done(): _Task does not change it). */
 static int
 task_done(TaskStepObject *self, PyObject *task)
 {
-    PyObject *res = PyObject_VectorcallMethod(
-        name(self, N_DONE), &task, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-    if (res == NULL) {
-        return -1;
-    }
-    int done = PyObject_IsTrue(res);
-    Py_DECREF(res);
-    return done;
+    (void)self;
+    return !future_is_pending(task);
 }
 
 /* Settles the task after its coroutine raised (the error is set).  Returns
@@ -163,26 +154,17 @@ wait_for(TaskStepObject *self, PyObject *task, PyObject *yielded)
     tc_state *st = reactor_state(self->reactor);
     int rc = -1;
     if (PyObject_TypeCheck(yielded, st->Future_type)) {
-        PyObject *owner = PyObject_GetAttr(yielded, name(self, N_REACTOR));
-        if (owner == NULL) {
-            goto done;
-        }
-        bool ours = owner == Py_None || owner == (PyObject *)self->reactor;
-        Py_DECREF(owner);
-        if (ours) {
-            if (PyObject_SetAttr(task, name(self, N_WAITING), yielded) < 0) {
+        /* Any Future (a _Task too): the chain is the base type's. */
+        PyObject *owner = future_reactor(yielded);
+        if (owner == NULL || owner == (PyObject *)self->reactor) {
+            if (PyObject_SetAttr(task, name(self, N_WAITING), yielded) < 0 ||
+                future_add_callbacks(yielded, self->resume,
+                                     self->resume_failure) < 0) {
                 goto done;
             }
-            PyObject *args[3] = {yielded, self->resume, self->resume_failure};
-            PyObject *res = PyObject_VectorcallMethod(
-                name(self, N_ADD_CALLBACKS), args,
-                3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-            if (res == NULL) {
-                goto done;
-            }
-            Py_DECREF(res);
             /* The coroutine sees the failure: it is handled there. */
-            rc = PyObject_SetAttr(yielded, name(self, N_HANDLED), Py_True);
+            future_set_handled(yielded);
+            rc = 0;
             goto done;
         }
     }

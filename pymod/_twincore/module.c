@@ -9,6 +9,7 @@
 #include "module.h"
 #include "process.h"
 #include "reactor.h"
+#include "streamreader.h"
 #include "timerhandle.h"
 #include "tls.h"
 #include "transport.h"
@@ -91,7 +92,10 @@ module_exec(PyObject *module)
         add_type(module, &FdWatcher_spec, &st->FdWatcher_type) < 0 ||
         add_type(module, &ProcessTransport_spec,
                  &st->ProcessTransport_type) < 0 ||
-        tls_module_add(module) < 0 || taskstep_module_add(module) < 0) {
+        add_type(module, &StreamReader_spec, &st->StreamReader_type) < 0 ||
+        add_type(module, &ReadLine_spec, &st->ReadLine_type) < 0 ||
+        tls_module_add(module) < 0 || taskstep_module_add(module) < 0 ||
+        streams_module_add(module) < 0) {
         return -1;
     }
 #if PY_VERSION_HEX >= 0x030C0000
@@ -201,6 +205,8 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->FdWatcher_type);
     Py_VISIT(st->ProcessTransport_type);
     Py_VISIT(st->InterpreterPool_type);
+    Py_VISIT(st->StreamReader_type);
+    Py_VISIT(st->ReadLine_type);
     Py_VISIT(st->CancelledError);
     Py_VISIT(st->InvalidStateError);
     Py_VISIT(st->Error);
@@ -234,6 +240,8 @@ module_clear(PyObject *module)
     Py_CLEAR(st->FdWatcher_type);
     Py_CLEAR(st->ProcessTransport_type);
     Py_CLEAR(st->InterpreterPool_type);
+    Py_CLEAR(st->StreamReader_type);
+    Py_CLEAR(st->ReadLine_type);
     Py_CLEAR(st->CancelledError);
     Py_CLEAR(st->InvalidStateError);
     Py_CLEAR(st->Error);

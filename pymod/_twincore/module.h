@@ -29,6 +29,8 @@ typedef struct tc_state {
     PyTypeObject *FdWatcher_type;
     PyTypeObject *ProcessTransport_type;
     PyTypeObject *InterpreterPool_type;   /* 3.12+ (interp.c), else NULL */
+    PyTypeObject *StreamReader_type;
+    PyTypeObject *ReadLine_type;
     PyObject *CancelledError;   /* asyncio's, so both kinds of code catch it */
     PyObject *InvalidStateError;
     PyObject *Error;            /* twincore.Error(OSError): codes errno lacks */

@@ -261,8 +261,15 @@ class Reactor(_twincore.Reactor):
 
     def spawn(self, coro):
         """Run a coroutine (async def) on this reactor; returns a Future of
-        its result. It may await twincore Futures."""
+        its result. It may await twincore Futures. Another awaitable (a
+        stream's readline(), say) runs inside a coroutine of its own."""
         if not inspect.iscoroutine(coro) and not inspect.isgenerator(coro):
-            raise TypeError("spawn(): expected a coroutine, got "
-                            f"{type(coro).__name__}")
+            if not hasattr(type(coro), "__await__"):
+                raise TypeError("spawn(): expected a coroutine, got "
+                                f"{type(coro).__name__}")
+            coro = _await(coro)
         return _Task(self, coro)
+
+
+async def _await(awaitable):
+    return await awaitable

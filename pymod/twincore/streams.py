@@ -2,7 +2,9 @@
 give a (StreamReader, StreamWriter) pair per connection, for coroutines
 that read lines or exact sizes and write with back-pressure.
 
-The reader's buffer is a bytearray searched by its C methods (find);
+The reader's buffer is a bytearray; feed_data(), readline() and
+`async for` are C (streamreader.c), the other reads are here and search
+the buffer with its C methods (find);
 when it holds more than twice ``limit`` bytes the transport stops reading
 (``pause_reading``), and it reads again once a read takes the buffer down
 to ``limit``: a slow reader holds the peer back through TCP. The writer's
@@ -16,6 +18,7 @@ coroutine at a time may wait on a reader.
 from asyncio import IncompleteReadError, LimitOverrunError
 
 from ._future import Future
+from ._twincore import _StreamReaderBase, _ready
 from .protocol import Factory, Protocol
 
 __all__ = ["StreamReader", "StreamWriter", "IncompleteReadError",
@@ -31,20 +34,16 @@ def _check_limit(limit, what):
                          f"{limit!r}")
 
 
-class StreamReader:
+class StreamReader(_StreamReaderBase):
     """Bytes read from a connection, for coroutines (asyncio's
-    StreamReader)."""
+    StreamReader). feed_data(), readline() and `async for line in reader`
+    are the C base's (streamreader.c); the rest is here."""
 
     def __init__(self, limit=_DEFAULT_LIMIT):
         _check_limit(limit, "StreamReader")
+        # The fields are the base's slots, made empty by it (_buffer is
+        # its bytearray, for good).
         self._limit = limit
-        self._buffer = bytearray()
-        self._eof = False
-        self._waiter = None
-        self._exception = None
-        self._transport = None
-        self._reactor = None
-        self._paused = False
 
     def __repr__(self):
         info = [f"{len(self._buffer)} bytes"]
@@ -74,16 +73,6 @@ class StreamReader:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _take(self, n):
-        """The first n buffered bytes, removed; reading resumes if the
-        buffer had paused it."""
-        buf = self._buffer
-        data = bytes(buf[:n])
-        del buf[:n]
-        if self._paused:
-            self._maybe_resume_transport()
-        return data
-
     def _maybe_resume_transport(self):
         if self._paused and len(self._buffer) <= self._limit:
             self._paused = False
@@ -96,18 +85,6 @@ class StreamReader:
     def at_eof(self):
         """True once EOF came and the buffer is empty."""
         return self._eof and not self._buffer
-
-    def feed_data(self, data):
-        self._buffer += data
-        waiter = self._waiter   # _wakeup_waiter(), inline: the hot path
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-        if not self._paused and self._transport is not None and \
-                len(self._buffer) > 2 * self._limit:
-            self._paused = True
-            self._transport.pause_reading()
 
     def _new_waiter(self, what):
         """The Future a read awaits until data, EOF or an error comes."""
@@ -130,24 +107,9 @@ class StreamReader:
         finally:
             self._waiter = None
 
-    async def readline(self):
-        """Up to and including b"\\n"; at EOF the partial line (b"" when
-        none). A line over the limit raises ValueError (its bytes are
-        dropped, as asyncio does)."""
-        # The common case without the frames of readuntil(): a whole line
-        # in the buffer, or one more wait for it.
-        buf = self._buffer
-        i = buf.find(b"\n")
-        if i < 0 and not self._eof and self._exception is None and \
-                len(buf) <= self._limit:
-            waiter = self._new_waiter("readline")
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-            i = buf.find(b"\n")
-        if 0 <= i <= self._limit and self._exception is None:
-            return self._take(i + 1)
+    async def _readline_slow(self):
+        """readline() when no whole line is at hand: EOF, an error, a
+        line over the limit (the C readline() hands these here)."""
         try:
             return await self.readuntil(b"\n")
         except IncompleteReadError as e:
@@ -159,6 +121,12 @@ class StreamReader:
                 self._buffer.clear()
             self._maybe_resume_transport()
             raise ValueError(e.args[0])
+
+    async def _anext_slow(self):
+        line = await self._readline_slow()
+        if line == b"":
+            raise StopAsyncIteration
+        return line
 
     async def readuntil(self, separator=b"\n"):
         """Up to and including separator. IncompleteReadError at EOF
@@ -247,41 +215,6 @@ class StreamReader:
             del self._buffer[:n]
         self._maybe_resume_transport()
         return data
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        # readline()'s fast path again: one coroutine frame per line.
-        buf = self._buffer
-        i = buf.find(b"\n")
-        if i < 0 and not self._eof and self._exception is None and \
-                len(buf) <= self._limit:
-            if self._waiter is None and not self._paused and \
-                    self._reactor is not None:
-                self._waiter = waiter = Future(self._reactor)
-            else:
-                waiter = self._new_waiter("readline")
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-            i = buf.find(b"\n")
-        if 0 <= i <= self._limit and self._exception is None:
-            # _take(i + 1), inline: one frame less per line.
-            if i + 1 == len(buf):
-                line = bytes(buf)
-                buf.clear()
-            else:
-                line = bytes(buf[:i + 1])
-                del buf[:i + 1]
-            if self._paused:
-                self._maybe_resume_transport()
-            return line
-        line = await self.readline()
-        if line == b"":
-            raise StopAsyncIteration
-        return line
 
 
 class _StreamProtocol(Protocol):
@@ -409,9 +342,16 @@ class StreamWriter:
     def get_extra_info(self, name, default=None):
         return self._transport.get_extra_info(name, default)
 
-    async def drain(self):
-        """Wait until the write buffer is down to its low watermark; raises
-        the connection's error once it is lost."""
+    def drain(self):
+        """Awaitable: until the write buffer is down to its low watermark;
+        raises the connection's error once it is lost."""
+        protocol = self._protocol
+        if self._reader._exception is None and not protocol._paused and \
+                not protocol._lost:
+            return _ready   # done already: no coroutine per write
+        return self._drain_slow()
+
+    async def _drain_slow(self):
         exc = self._reader._exception
         if exc is not None:
             raise exc

@@ -480,3 +480,183 @@ def test_read_after_a_timed_out_read(reactor):
         listener.close()
         return out
     assert run_until(reactor, main()) == b"got line\n"
+
+
+# ---- the C half of the reader (streamreader.c) and drain()'s fast path ----
+
+def test_readline_awaitable_by_hand():
+    """readline() is an awaitable made in C; driven by hand (as 3.12's
+    await drives it) it returns a buffered line, waits on the reader's
+    Future, and hands EOF to the Python slow path."""
+    reader = twincore.StreamReader()
+    reader.feed_data(b"one\ntwo")
+    it = reader.readline().__await__()
+    with pytest.raises(StopIteration) as stop:
+        it.send(None)
+    assert stop.value.value == b"one\n"
+    with pytest.raises(RuntimeError, match="reuse"):
+        it.send(None)
+    # No whole line: the read waits on a Future of the reader's reactor.
+    reader._reactor = twincore.Reactor()
+    it = reader.readline().__await__()
+    waiter = it.send(None)
+    assert isinstance(waiter, twincore.Future)
+    assert reader._waiter is waiter and not waiter.done()
+    reader.feed_data(b"\nthree")   # settles the waiter
+    assert waiter.done() and reader._waiter is None
+    with pytest.raises(StopIteration) as stop:
+        it.send(None)
+    assert stop.value.value == b"two\n"
+    reader.feed_eof()
+    it = reader.readline().__await__()
+    with pytest.raises(StopIteration) as stop:
+        next(it)
+    assert stop.value.value == b"three"
+    it = reader.readline().__await__()
+    with pytest.raises(StopIteration) as stop:
+        next(it)
+    assert stop.value.value == b""
+    reader._reactor.close()
+
+
+def test_dropped_or_closed_reads_leave_no_waiter():
+    """A read that stops waiting (closed, thrown into, or dropped) takes
+    its waiter off the reader, so the next read may wait."""
+    r = twincore.Reactor()
+    reader = twincore.StreamReader()
+    reader.set_transport(type("T", (), {"reactor": r})())
+    for stop in ("close", "throw", "drop"):
+        it = reader.readline().__await__()
+        assert isinstance(it.send(None), twincore.Future)
+        assert reader._waiter is not None
+        if stop == "close":
+            it.close()
+        elif stop == "throw":
+            with pytest.raises(twincore.CancelledError):
+                it.throw(twincore.CancelledError())
+        else:
+            del it
+        assert reader._waiter is None, stop
+    aiter = reader.__aiter__()
+    assert aiter is reader
+    it = reader.__anext__().__await__()
+    it.send(None)
+    with pytest.raises(RuntimeError, match="already waiting"):
+        reader.readline().__await__().send(None)
+    reader.feed_data(b"x\n")
+    with pytest.raises(StopIteration) as stop:
+        it.send(None)
+    assert stop.value.value == b"x\n"
+    reader.feed_eof()
+    with pytest.raises(StopAsyncIteration):
+        reader.__anext__().__await__().send(None)
+    r.close()
+
+
+def test_feed_data_takes_any_bytes_like_and_refuses_the_rest():
+    reader = twincore.StreamReader(limit=4)
+    reader.feed_data(memoryview(b"ab"))
+    reader.feed_data(bytearray(b"c"))
+    reader.feed_data(b"")
+    assert bytes(reader._buffer) == b"abc"
+    with pytest.raises(TypeError):
+        reader.feed_data("text")
+    with pytest.raises(TypeError):
+        reader.feed_data(None)
+    assert bytes(reader._buffer) == b"abc"
+    with pytest.raises(AttributeError):
+        reader._buffer = bytearray()
+
+
+def test_feed_data_pauses_and_a_read_resumes(reactor):
+    calls = []
+
+    class Transport:
+        def __init__(self):
+            self.reactor = reactor
+
+        def pause_reading(self):
+            calls.append("pause")
+
+        def resume_reading(self):
+            calls.append("resume")
+
+    async def main():
+        reader = twincore.StreamReader(limit=4)
+        reader.set_transport(Transport())
+        reader.feed_data(b"ab\ncd\nefgh")   # 10 > 2 * 4
+        assert calls == ["pause"] and reader._paused
+        assert await reader.readline() == b"ab\n"   # 7 left: still over
+        assert calls == ["pause"]
+        assert await reader.readline() == b"cd\n"   # 4 left: resumes
+        assert calls == ["pause", "resume"] and not reader._paused
+        return True
+    assert run_until(reactor, main())
+
+
+def test_drain_needs_no_coroutine_until_it_must_wait(reactor):
+    """drain() returns one shared ready awaitable while the write buffer
+    is below its high watermark; a paused or lost connection gets the
+    coroutine that waits or raises."""
+    async def handler(reader, writer):
+        with pytest.raises(ConnectionResetError):   # the client's abort
+            async for line in reader:
+                writer.write(line)
+                ready = writer.drain()
+                assert ready is twincore.streams._ready
+                assert await ready is None
+        writer.close()
+
+    async def main():
+        listener = await twincore.start_server(handler, 0)
+        r, w = await twincore.open_connection("127.0.0.1", listener.port)
+        assert await twincore.spawn(w.drain()) is None
+        w.write(b"hi\n")
+        assert await r.readline() == b"hi\n"
+        w.transport.abort()
+        await twincore.sleep(0.01)
+        slow = w.drain()
+        assert slow is not twincore.streams._ready
+        with pytest.raises(ConnectionResetError):
+            await slow
+        listener.close()
+        return True
+    assert run_until(reactor, main())
+
+
+def test_many_reads_leave_nothing_behind(reactor):
+    """100,000 lines through readline() and `async for`, waiting and
+    not: the live objects stay flat."""
+    import gc
+
+    async def batch():
+        reader = twincore.StreamReader()
+        reader._reactor = reactor
+        got = 0
+        for i in range(500):
+            reader.feed_data(b"line %d\n" % i)
+            got += len(await reader.readline())
+        feeder = reactor.call_soon
+
+        async def lines():
+            n = 0
+            async for _ in reader:
+                n += 1
+            return n
+        task = twincore.spawn(lines())
+        for i in range(500):
+            feeder(reader.feed_data, b"x\n")
+        feeder(reader.feed_eof)
+        assert await task == 500
+        return got
+
+    def count():
+        for _ in range(3):
+            gc.collect()
+        return len(gc.get_objects())
+    for _ in range(5):
+        run_until(reactor, batch())
+    before = count()
+    for _ in range(100):
+        run_until(reactor, batch())
+    assert abs(count() - before) < 1000

@@ -33,6 +33,7 @@ typedef struct StreamReaderObject {
     Py_ssize_t limit;
     char eof;
     char paused;            /* the transport's reading, paused by us */
+    tc_state *st;           /* the module's: alive while the type is */
 } StreamReaderObject;       /* the Python subclass adds __dict__ */
 
 enum { MODE_READLINE, MODE_ANEXT };
@@ -70,10 +71,15 @@ StreamReader_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     (void)args;
     (void)kwargs;
+    PyObject *module = PyType_GetModuleByDef(type, &tc_module);
+    if (module == NULL) {
+        return NULL;
+    }
     StreamReaderObject *r = (StreamReaderObject *)type->tp_alloc(type, 0);
     if (r == NULL) {
         return NULL;
     }
+    r->st = state_of_module(module);
     r->buffer = PyByteArray_FromStringAndSize(NULL, 0);
     if (r->buffer == NULL) {
         Py_DECREF(r);
@@ -96,9 +102,8 @@ wake_waiter(StreamReaderObject *r)
     }
     PyObject *waiter = r->waiter;
     r->waiter = Py_NewRef(Py_None);
-    tc_state *st = state_of_type(Py_TYPE(r));
     int rc = 0;
-    if (st != NULL && future_check(st, waiter)) {
+    if (future_check(r->st, waiter)) {
         if (future_is_pending(waiter)) {
             rc = future_set_result(waiter, Py_None);
         }
@@ -189,12 +194,12 @@ take_line(StreamReaderObject *r, PyObject **line)
 static PyObject *
 read_line_new(StreamReaderObject *r, int mode)
 {
-    PyObject *module = PyType_GetModuleByDef(Py_TYPE(r), &tc_module);
-    if (module == NULL) {
+    if (r->st->ReadLine_type == NULL) {   /* the module is being torn down */
+        PyErr_SetString(PyExc_RuntimeError, "twincore is shutting down");
         return NULL;
     }
-    tc_state *st = state_of_module(module);
-    ReadLineObject *rl = PyObject_GC_New(ReadLineObject, st->ReadLine_type);
+    ReadLineObject *rl = PyObject_GC_New(ReadLineObject,
+                                         r->st->ReadLine_type);
     if (rl == NULL) {
         return NULL;
     }
@@ -305,8 +310,7 @@ ReadLine_am_send(ReadLineObject *rl, PyObject *value, PyObject **result)
             return finish(rl, PYGEN_ERROR);
         }
     }
-    tc_state *st = state_of_type(Py_TYPE(rl));
-    PyObject *fut = st != NULL ? future_new(st, r->reactor) : NULL;
+    PyObject *fut = future_new(r->st, r->reactor);
     if (fut == NULL) {
         return finish(rl, PYGEN_ERROR);
     }

@@ -161,3 +161,29 @@ tcpy_sockaddr_to_py(const struct sockaddr *sa, socklen_t len)
     }
     Py_RETURN_NONE;
 }
+
+PyObject *
+tcpy_raise_thrown(PyObject *args)
+{
+    PyObject *type, *value = NULL, *tb = NULL;
+    if (!PyArg_UnpackTuple(args, "throw", 1, 3, &type, &value, &tb)) {
+        return NULL;
+    }
+    if (PyExceptionInstance_Check(type)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(type), type);
+    } else if (PyExceptionClass_Check(type)) {
+        PyErr_SetObject(type, value);
+    } else {
+        PyErr_SetString(PyExc_TypeError, "throw(): exceptions must be "
+                                         "classes or instances deriving "
+                                         "from BaseException");
+        return NULL;
+    }
+    if (tb != NULL && PyTraceBack_Check(tb)) {
+        PyObject *t, *v, *old_tb;
+        PyErr_Fetch(&t, &v, &old_tb);
+        Py_XDECREF(old_tb);
+        PyErr_Restore(t, v, Py_NewRef(tb));
+    }
+    return NULL;
+}

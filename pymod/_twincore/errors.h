@@ -20,6 +20,9 @@ PyObject *tcpy_raise_at(tc_state *st, int err, const char *attempt,
 void tcpy_log_current(tc_state *st, const char *context);
 PyObject *tcpy_fetch_exception(void);             /* new ref or NULL */
 void tcpy_restore_exception(PyObject *exc);       /* steals */
+/* Raises what an awaitable's throw(type[, value[, traceback]]) passes in
+ * (args: that tuple); returns NULL. */
+PyObject *tcpy_raise_thrown(PyObject *args);
 PyObject *tcpy_sockaddr_to_py(const struct sockaddr *sa, socklen_t len);
 
 #endif

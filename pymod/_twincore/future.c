@@ -825,17 +825,8 @@ FutureIter_send(FutureIterObject *it, PyObject *value)
 static PyObject *
 FutureIter_throw(FutureIterObject *it, PyObject *args)
 {
-    PyObject *type, *value = NULL, *tb = NULL;
-    if (!PyArg_UnpackTuple(args, "throw", 1, 3, &type, &value, &tb)) {
-        return NULL;
-    }
     Py_CLEAR(it->future);
-    if (PyExceptionInstance_Check(type)) {
-        PyErr_SetObject((PyObject *)Py_TYPE(type), type);
-    } else {
-        PyErr_SetObject(type, value);
-    }
-    return NULL;
+    return tcpy_raise_thrown(args);
 }
 
 static PyObject *

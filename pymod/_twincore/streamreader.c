@@ -19,6 +19,7 @@
  * limit the transport stops reading, and reads again once the buffer is
  * down to the limit; one coroutine at a time may wait for data.
  * GIL: held throughout; the reactor's thread. */
+#include "errors.h"
 #include "future.h"
 #include "module.h"
 #include "streamreader.h"
@@ -360,10 +361,6 @@ ReadLine_send(ReadLineObject *rl, PyObject *value)
 static PyObject *
 ReadLine_throw(ReadLineObject *rl, PyObject *args)
 {
-    PyObject *type, *value = NULL, *tb = NULL;
-    if (!PyArg_UnpackTuple(args, "throw", 1, 3, &type, &value, &tb)) {
-        return NULL;
-    }
     if (rl->delegate != NULL && !rl->finished) {
         PyObject *meth = PyObject_GetAttrString(rl->delegate, "throw");
         PyObject *res = meth != NULL ? PyObject_Call(meth, args, NULL) : NULL;
@@ -376,23 +373,7 @@ ReadLine_throw(ReadLineObject *rl, PyObject *args)
     }
     stop_waiting(rl);
     rl->finished = true;
-    if (PyExceptionInstance_Check(type)) {
-        PyErr_SetObject((PyObject *)Py_TYPE(type), type);
-    } else if (PyExceptionClass_Check(type)) {
-        PyErr_SetObject(type, value);
-    } else {
-        PyErr_SetString(PyExc_TypeError, "throw(): exceptions must be "
-                                         "classes or instances deriving "
-                                         "from BaseException");
-        return NULL;
-    }
-    if (tb != NULL && tb != Py_None && PyTraceBack_Check(tb)) {
-        PyObject *t, *v, *old_tb;
-        PyErr_Fetch(&t, &v, &old_tb);
-        Py_XDECREF(old_tb);
-        PyErr_Restore(t, v, Py_NewRef(tb));
-    }
-    return NULL;
+    return tcpy_raise_thrown(args);
 }
 
 static PyObject *
@@ -512,20 +493,7 @@ static PyObject *
 Ready_throw(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *type, *value = NULL, *tb = NULL;
-    if (!PyArg_UnpackTuple(args, "throw", 1, 3, &type, &value, &tb)) {
-        return NULL;
-    }
-    if (PyExceptionInstance_Check(type)) {
-        PyErr_SetObject((PyObject *)Py_TYPE(type), type);
-    } else if (PyExceptionClass_Check(type)) {
-        PyErr_SetObject(type, value);
-    } else {
-        PyErr_SetString(PyExc_TypeError, "throw(): exceptions must be "
-                                         "classes or instances deriving "
-                                         "from BaseException");
-    }
-    return NULL;
+    return tcpy_raise_thrown(args);
 }
 
 static PyObject *

@@ -74,14 +74,6 @@ cpupool_native(PyObject *pool)
     return ((CpuPoolObject *)pool)->pool;
 }
 
-static uint64_t
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Under r->transit_lock. */
 static void
 transit_link(ReactorObject *r, CpuTaskObject *t)
@@ -166,11 +158,12 @@ run_batch(tc_work_t *work, void *arg)
     /* A loop waiting for the GIL goes first: its timers and IO are due. */
     worker_gil_yield_to_loops();
     PyThreadState *gil = worker_gil_take();
-    uint64_t start = now_ns();
+    uint64_t start = tcpy_clock_ns(CLOCK_MONOTONIC);
     int status;
     for (;;) {
         status = run_python_task(ran[n++]);
-        if (n == BATCH_TASKS || now_ns() - start > BATCH_NS ||
+        if (n == BATCH_TASKS ||
+            tcpy_clock_ns(CLOCK_MONOTONIC) - start > BATCH_NS ||
             worker_gil_loop_waiting()) {
             break;
         }

@@ -158,21 +158,13 @@ dup_utf8(PyObject *str)
     return copy;
 }
 
-static uint64_t
-clock_ns(clockid_t id)
-{
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Thread: worker, GIL: none.  Create this thread's interpreter and load
  * the runner in it.  NULL with *why (static text) on failure. */
 static slot_t *
 slot_start(core_t *c, const char **why)
 {
-    uint64_t t0 = clock_ns(CLOCK_MONOTONIC);
-    uint64_t cpu0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+    uint64_t t0 = tcpy_clock_ns(CLOCK_MONOTONIC);
+    uint64_t cpu0 = tcpy_clock_ns(CLOCK_THREAD_CPUTIME_ID);
     pthread_once(&slot_key_once, make_slot_key);
     /* Claimed now, listed (interp set) once the interpreter is ready. */
     pthread_mutex_lock(&c->lock);
@@ -201,7 +193,7 @@ slot_start(core_t *c, const char **why)
         *why = "Py_NewInterpreterFromConfig() failed";
         return NULL;
     }
-    uint64_t t1 = clock_ns(CLOCK_MONOTONIC);
+    uint64_t t1 = tcpy_clock_ns(CLOCK_MONOTONIC);
     PyObject *code = PyMarshal_ReadObjectFromString(
         c->runner_code, (Py_ssize_t)c->runner_len);
     PyObject *mod = code != NULL
@@ -223,8 +215,8 @@ slot_start(core_t *c, const char **why)
         return NULL;
     }
     PyEval_SaveThread();
-    uint64_t t2 = clock_ns(CLOCK_MONOTONIC);
-    uint64_t cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu0;
+    uint64_t t2 = tcpy_clock_ns(CLOCK_MONOTONIC);
+    uint64_t cpu = tcpy_clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu0;
     pthread_mutex_lock(&c->lock);
     s->interp_ns = t1 - t0;
     s->runner_ns = t2 - t1;

@@ -12,6 +12,8 @@
 #include <Python.h>
 #include <structmember.h>   /* PyMemberDef, T_PYSSIZET in 3.11 */
 #include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
 
 #include <twincore.h>
 
@@ -70,5 +72,15 @@ typedef struct bytebuf {
 
 int bytebuf_append(bytebuf_t *b, const void *p, size_t n);
 void bytebuf_free(bytebuf_t *b);
+
+/* Nanoseconds on a clock (CLOCK_MONOTONIC, a thread's CPU clock).  Thread:
+ * any, GIL: not needed. */
+static inline uint64_t
+tcpy_clock_ns(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 #endif

@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <time.h>
 
+#include "module.h"
 #include "worker_gil.h"
 
 /* How long a worker lets waiting loops go first, at most: a loop thread
@@ -109,22 +110,15 @@ worker_gil_loop_waiting(void)
     return atomic_load_explicit(&loops_waiting, memory_order_relaxed) > 0;
 }
 
-static uint64_t
-monotonic_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 void
 worker_gil_yield_to_loops(void)
 {
     if (!worker_gil_loop_waiting()) {
         return;
     }
-    uint64_t deadline = monotonic_ns() + YIELD_MAX_NS;
-    while (worker_gil_loop_waiting() && monotonic_ns() < deadline) {
+    uint64_t deadline = tcpy_clock_ns(CLOCK_MONOTONIC) + YIELD_MAX_NS;
+    while (worker_gil_loop_waiting() &&
+           tcpy_clock_ns(CLOCK_MONOTONIC) < deadline) {
         sched_yield();
     }
 }

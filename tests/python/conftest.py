@@ -246,10 +246,11 @@ class ScenarioProtocol:
 
     def data_received(self, data):
         self.received += data
+        # Merged in place: a new bytes per chunk made 16 MiB quadratic.
         if self.events and self.events[-1][0] == "data":
-            self.events[-1] = ("data", self.events[-1][1] + data)
+            self.events[-1][1].extend(data)
         else:
-            self.events.append(("data", data))
+            self.events.append(("data", bytearray(data)))
         self._hook("data", data)
 
     def eof_received(self):

@@ -260,6 +260,18 @@ hist_percentile_us(const uint64_t *hist, uint64_t total, double q)
     return hist_value(HIST_LEN - 1) / 1000.0;
 }
 
+/* value as 2 * width lowercase hex digits, most significant first (what
+ * "%016llx"/"%08x" print; snprintf per message was 4% of our CPU). */
+static void
+put_hex(unsigned char *dst, uint64_t value, int width)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 2 * width - 1; i >= 0; i--) {
+        dst[i] = (unsigned char)digits[value & 0xf];
+        value >>= 4;
+    }
+}
+
 /* Writes message seq of connection id: the header, then a slice of the
  * pattern that starts at an offset depending on seq. */
 static void
@@ -272,8 +284,8 @@ fill_message(const bench_t *b, unsigned char *dst, uint32_t id, uint64_t seq)
 
     if (b->opt.lines) {
         /* Text: the header in hex (no '\n' in it), the line's end last. */
-        snprintf((char *)header, sizeof(header), "%016llx%08x",
-                 (unsigned long long)seq, (unsigned)id);
+        put_hex(header, seq, 8);
+        put_hex(header + 16, id, 4);
         hlen = HEADER_LEN * 2;
         size--;
         dst[size] = '\n';

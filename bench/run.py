@@ -1525,6 +1525,9 @@ def children_cpu_s():
 _LINE_ECHO = "{py} {bench}/servers/line_echo.py "
 _TWINCORE_ENV = (("PYTHONPATH", "{build}/pymod"),)
 LINE_PEERS = [
+    # The limit: bytes echoed as they come (a line is one read here), C,
+    # no framing at all.
+    Peer("raw-epoll", "{build}/bench/servers/raw_epoll_echo {port}"),
     Peer("twincore-streams", _LINE_ECHO + "twincore-streams {port}",
          ("twincore",), _TWINCORE_ENV),
     Peer("uvloop-streams", _LINE_ECHO + "uvloop-streams {port}",
@@ -1538,7 +1541,9 @@ LINE_PEERS = [
 LINE_SCENARIO = Scenario("64 B lines x 64 connections", 64, 64, lines=True)
 LINE_COMPARISONS = [("twincore-streams", "asyncio-streams"),
                     ("twincore-streams", "uvloop-streams"),
-                    ("twincore-lines", "twisted-lines")]
+                    ("twincore-lines", "twisted-lines"),
+                    ("raw-epoll", "asyncio-streams"),
+                    ("twincore-streams", "raw-epoll")]
 # Issue 18's goals, per server-CPU-second.
 LINE_GOALS = {("twincore-streams", "asyncio-streams"): 2.0,
               ("twincore-streams", "uvloop-streams"): 1.2,
@@ -1678,7 +1683,8 @@ def parse_args():
                    help="where latest.json, latest.md and the PNGs go")
     p.add_argument("--peers", type=lambda s: s.split(","),
                    help="comma-separated peer names (default: all): "
-                   + ",".join(peer.name for peer in PEERS + LINE_PEERS))
+                   + ",".join(dict.fromkeys(
+                       peer.name for peer in PEERS + LINE_PEERS)))
     p.add_argument("--scenarios", type=lambda s: [int(x) for x in
                                                   s.split(",")],
                    help="comma-separated scenario numbers, 1-based")

@@ -18,6 +18,9 @@
  * most `limit` bytes before it; when the buffer holds more than twice the
  * limit the transport stops reading, and reads again once the buffer is
  * down to the limit; one coroutine at a time may wait for data.
+ *
+ * Also here, for the writer's side of the same loop: _ready, the done
+ * awaitable StreamWriter.drain() returns when it need not wait.
  * GIL: held throughout; the reactor's thread. */
 #include "errors.h"
 #include "future.h"

@@ -264,7 +264,8 @@ class Reactor(_twincore.Reactor):
         its result. It may await twincore Futures. Another awaitable (a
         stream's readline(), say) runs inside a coroutine of its own."""
         if not inspect.iscoroutine(coro) and not inspect.isgenerator(coro):
-            if not hasattr(type(coro), "__await__"):
+            if not hasattr(type(coro), "__await__") or \
+                    isinstance(coro, Future):   # already a result
                 raise TypeError("spawn(): expected a coroutine, got "
                                 f"{type(coro).__name__}")
             coro = _await(coro)

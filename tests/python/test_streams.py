@@ -610,7 +610,9 @@ def test_drain_needs_no_coroutine_until_it_must_wait(reactor):
     async def main():
         listener = await twincore.start_server(handler, 0)
         r, w = await twincore.open_connection("127.0.0.1", listener.port)
-        assert await twincore.spawn(w.drain()) is None
+        assert await twincore.spawn(w.drain()) is None   # any awaitable
+        with pytest.raises(TypeError, match="expected a coroutine"):
+            twincore.spawn(twincore.Future(reactor))   # but not a Future
         w.write(b"hi\n")
         assert await r.readline() == b"hi\n"
         w.transport.abort()

@@ -150,7 +150,8 @@ StreamReader_feed_data(StreamReaderObject *r, PyObject *data)
         return NULL;
     }
     if (!r->paused && !is_none(r->transport) &&
-        PyByteArray_GET_SIZE(r->buffer) > 2 * r->limit) {
+        PyByteArray_GET_SIZE(r->buffer) - r->limit > r->limit) {
+        /* over twice the limit (written so a huge limit cannot overflow) */
         r->paused = 1;
         if (call_transport(r, "pause_reading") < 0) {
             return NULL;

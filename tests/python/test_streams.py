@@ -662,3 +662,13 @@ def test_many_reads_leave_nothing_behind(reactor):
     for _ in range(100):
         run_until(reactor, batch())
     assert abs(count() - before) < 1000
+
+
+def test_a_huge_limit_is_no_overflow():
+    reader = twincore.StreamReader(limit=2 ** 63 - 1)
+    reader.set_transport(type("T", (), {"reactor": None,
+                                        "pause_reading": None})())
+    reader.feed_data(b"x" * 10)   # nowhere near twice the limit
+    assert not reader._paused
+    with pytest.raises(OverflowError):
+        twincore.StreamReader(limit=2 ** 64)

@@ -428,6 +428,28 @@ handshakes_done(tls_server_t *ts, peer_t *client, int n)
     return true;
 }
 
+/* A loop, a TLS server on it and one client, both handshakes done; the
+ * client reads from the start when client_reads. */
+static tc_loop_t *
+connect_one(tls_server_t *ts, peer_t *c, bool client_reads)
+{
+    tc_loop_t *loop;
+    ASSERT_RC(tc_loop_new(&loop), 0);
+    server_start(ts, loop, server_ctx());
+    tc_tls_ctx_t *cctx = client_ctx();
+    peer_init(c, loop);
+    client_connect(c, ts->port, cctx, "localhost");
+    tc_tls_ctx_free(cctx);
+    if (client_reads) {
+        ASSERT_RC(tc_stream_read_start(c->s), 0);
+    }
+    RUN_UNTIL(loop, handshakes_done(ts, c, 1), 5000);
+    assert_int_equal(c->hs_calls, 1);
+    assert_int_equal(ts->npeers, 1);
+    assert_int_equal(ts->peers[0].hs_calls, 1);
+    return loop;
+}
+
 /* A client completes a handshake and an echo (without verifying: the
  * server may be one with a bad certificate). */
 static void
@@ -1175,18 +1197,9 @@ static void
 test_graceful_close_lingers_for_the_peer(void **state)
 {
     (void)state;
-    tc_loop_t *loop;
-    ASSERT_RC(tc_loop_new(&loop), 0);
     tls_server_t ts;
-    server_start(&ts, loop, server_ctx());
-    tc_tls_ctx_t *cctx = client_ctx();
     peer_t c;
-    peer_init(&c, loop);
-    client_connect(&c, ts.port, cctx, "localhost");
-    tc_tls_ctx_free(cctx);
-    RUN_UNTIL(loop, c.hs_calls == 1 && ts.npeers == 1 &&
-                        ts.peers[0].hs_calls == 1,
-              5000);
+    tc_loop_t *loop = connect_one(&ts, &c, false);
     peer_t *sp = &ts.peers[0];
     /* The client closes at once; the server keeps talking, then stops
      * reading altogether (it never closes). */
@@ -1211,18 +1224,9 @@ static void
 test_linger_bounds_host_poll(void **state)
 {
     (void)state;
-    tc_loop_t *loop;
-    ASSERT_RC(tc_loop_new(&loop), 0);
     tls_server_t ts;
-    server_start(&ts, loop, server_ctx());
-    tc_tls_ctx_t *cctx = client_ctx();
     peer_t c;
-    peer_init(&c, loop);
-    client_connect(&c, ts.port, cctx, "localhost");
-    tc_tls_ctx_free(cctx);
-    RUN_UNTIL(loop, c.hs_calls == 1 && ts.npeers == 1 &&
-                        ts.peers[0].hs_calls == 1,
-              5000);
+    tc_loop_t *loop = connect_one(&ts, &c, false);
     peer_t *sp = &ts.peers[0];
     ASSERT_RC(tc_stream_read_stop(sp->s), 0);
     ASSERT_RC(tc_stream_close(c.s, p_closed), 0);
@@ -1246,19 +1250,9 @@ static void
 test_eof_kept_while_paused(void **state)
 {
     (void)state;
-    tc_loop_t *loop;
-    ASSERT_RC(tc_loop_new(&loop), 0);
     tls_server_t ts;
-    server_start(&ts, loop, server_ctx());
-    tc_tls_ctx_t *cctx = client_ctx();
     peer_t c;
-    peer_init(&c, loop);
-    client_connect(&c, ts.port, cctx, "localhost");
-    tc_tls_ctx_free(cctx);
-    ASSERT_RC(tc_stream_read_start(c.s), 0);
-    RUN_UNTIL(loop, c.hs_calls == 1 && ts.npeers == 1 &&
-                        ts.peers[0].hs_calls == 1,
-              5000);
+    tc_loop_t *loop = connect_one(&ts, &c, true);
     /* Pause in the middle of what the server sends. */
     c.pause_every = 1;
     c.next_pause = 1;

@@ -13,6 +13,7 @@ import weakref
 
 from . import _twincore
 from ._lane import PoolLifecycle, closed_future, join_on_thread
+from ._validate import _env_workers
 
 HAVE_INTERPRETERS = sys.version_info >= (3, 12)
 _NEEDS = ("InterpreterPool needs CPython 3.12 or later (a GIL per "
@@ -207,8 +208,8 @@ def _get_default_pool():
     global _default_pool
     with _default_lock:
         if _default_pool is None or _default_pool.closed:
-            n = int(os.environ.get("TWINCORE_INTERP_WORKERS", "0"))
-            _default_pool = InterpreterPool(workers=n)
+            _default_pool = InterpreterPool(
+                workers=_env_workers("TWINCORE_INTERP_WORKERS"))
         return _default_pool
 
 

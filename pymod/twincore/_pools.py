@@ -10,7 +10,7 @@ import weakref
 from ._twincore import CpuPool as _CCpuPool, PRIORITY_NORMAL
 from ._current import _current_reactor
 from ._lane import PoolLifecycle, closed_future, join_on_thread
-from ._validate import _check_timeout
+from ._validate import _check_timeout, _env_workers
 
 
 class CpuPool(_CCpuPool, PoolLifecycle):
@@ -94,13 +94,8 @@ def _get_default_pool():
     global _default_pool
     with _default_pool_lock:
         if _default_pool is None or _default_pool.closed:
-            workers = os.environ.get("TWINCORE_CPU_WORKERS", "0")
-            try:
-                n = int(workers)
-            except ValueError:
-                raise ValueError("TWINCORE_CPU_WORKERS must be an integer, "
-                                 f"got {workers!r}") from None
-            _default_pool = CpuPool(workers=n)
+            _default_pool = CpuPool(
+                workers=_env_workers("TWINCORE_CPU_WORKERS"))
         return _default_pool
 
 

@@ -36,7 +36,7 @@ from . import _procworker as _w
 from ._future import CancelledError, Future
 from ._lane import PoolLifecycle
 from ._twincore import PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL
-from ._validate import _check_timeout
+from ._validate import _check_timeout, _env_workers
 
 __all__ = ["ProcessPool", "WorkerDied", "BrokenProcessPool",
            "RemoteTraceback", "defer_to_process", "defer_to",
@@ -1054,13 +1054,8 @@ def default_process_pool(reactor=None):
     with _default_lock:
         pool = _default_pools.get(r)
         if pool is None or pool.closed or pool._broken is not None:
-            workers = os.environ.get("TWINCORE_PROCESS_WORKERS", "0")
-            try:
-                n = int(workers)
-            except ValueError:
-                raise ValueError("TWINCORE_PROCESS_WORKERS must be an "
-                                 f"integer, got {workers!r}") from None
-            pool = ProcessPool(workers=n, reactor=r)
+            pool = ProcessPool(
+                workers=_env_workers("TWINCORE_PROCESS_WORKERS"), reactor=r)
             _default_pools[r] = pool
         return pool
 

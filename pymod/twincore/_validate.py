@@ -26,6 +26,17 @@ def _check_timeout(timeout, what):
         raise ValueError(f"{what}(): 'timeout' must be > 0, got {timeout!r}")
 
 
+def _env_workers(name):
+    """A default pool's worker count from the environment variable name
+    (unset or 0: one per CPU)."""
+    value = os.environ.get(name, "0")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") \
+            from None
+
+
 def _fs_arg(value, what):
     if isinstance(value, (str, bytes, os.PathLike)):
         b = os.fsencode(value)

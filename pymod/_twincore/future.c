@@ -565,6 +565,12 @@ check_owner(FutureObject *f, const char *what)
     return -1;
 }
 
+int
+future_check_owner(PyObject *fut, const char *what)
+{
+    return check_owner((FutureObject *)fut, what);
+}
+
 static PyObject *
 Future_set_result(FutureObject *f, PyObject *value)
 {

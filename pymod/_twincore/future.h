@@ -16,6 +16,9 @@ int future_set_result(PyObject *fut, PyObject *value);
 int future_set_exception(PyObject *fut, PyObject *exc);
 int future_cancel(PyObject *fut, PyObject *msg);
 void future_set_task(PyObject *fut, PyObject *task, PyObject *cancel_hook);
+/* RuntimeError (-1) when called off the thread of the Future's reactor, as
+ * the Python setters raise; what names the setter. */
+int future_check_owner(PyObject *fut, const char *what);
 /* The reactor, borrowed (NULL: none). */
 PyObject *future_reactor(PyObject *fut);
 void future_set_handled(PyObject *fut);

@@ -104,10 +104,15 @@ wake_waiter(StreamReaderObject *r)
     if (is_none(r->waiter)) {
         return 0;
     }
+    bool is_future = future_check(r->st, r->waiter);
+    /* Fed from another thread: the error its set_result() raises. */
+    if (is_future && future_check_owner(r->waiter, "set_result") < 0) {
+        return -1;
+    }
     PyObject *waiter = r->waiter;
     r->waiter = Py_NewRef(Py_None);
     int rc = 0;
-    if (future_check(r->st, waiter)) {
+    if (is_future) {
         if (future_is_pending(waiter)) {
             rc = future_set_result(waiter, Py_None);
         }

@@ -672,3 +672,31 @@ def test_a_huge_limit_is_no_overflow():
     assert not reader._paused
     with pytest.raises(OverflowError):
         twincore.StreamReader(limit=2 ** 64)
+
+
+def test_feed_data_from_another_thread_is_refused(reactor):
+    """Fed off the reactor's thread while a read waits: the caller gets
+    the RuntimeError a Future's set_result() raises there, the read goes
+    on waiting, and the next feed on the reactor's thread delivers."""
+    import threading
+    reader = twincore.StreamReader()
+    reader._reactor = reactor
+    errors = []
+
+    def other():
+        try:
+            reader.feed_data(b"x\n")
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    async def main():
+        read = twincore.spawn(reader.readline())
+        await twincore.sleep(0.01)
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        assert errors and "thread other than its reactor" in errors[0]
+        assert not read.done() and reader._waiter is not None
+        reactor.call_soon(reader.feed_data, b"")
+        return await twincore.wait_for(read, 5)
+    assert run_until(reactor, main()) == b"x\n"

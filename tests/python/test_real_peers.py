@@ -1,5 +1,6 @@
 """Real peers: programs nobody here wrote (curl, openssl s_client and
-s_server) against twincore's listeners and connect_tls, on loopback.
+s_server, socat) against twincore's listeners, streams and connect_tls,
+on loopback.
 
 Each peer runs on a thread (a shell loop of many connections, or one
 command) bounded in time, and its process group is killed by PID past
@@ -306,3 +307,48 @@ def test_connect_tls_to_openssl_s_server_www(reactor, certs, version):
             text
         assert client.events[0] == "made" and client.events[-1] == "lost"
         assert client.lost is None, client.lost
+
+
+# A line echo on streams (`async for line in reader`), fed by socat in
+# plain TCP and by openssl s_client over TLS: many lines in one write,
+# lines split across writes, and (socat: TCP has half-close) a last line
+# without its b"\n" at EOF.
+LINES_PEER = r"""
+{ printf 'one\ntwo\nthr'; sleep 0.2; printf 'ee\n'; i=0
+  while [ "$i" -lt 1000 ]; do i=$((i + 1)); echo "line $i"; done
+  printf "$TAIL"; sleep 1; } | eval "$CLIENT"
+"""
+
+
+def _line_echo_peer(reactor, tls, client, env, tail):
+    async def echo(reader, writer):
+        async for line in reader:
+            writer.write(line)
+            await writer.drain()
+        writer.close()
+
+    async def serve():
+        return await twincore.start_server(echo, 0, tls=tls)
+    listener = run_until(reactor, serve())
+    env = dict(os.environ, PORT=str(listener.port), CLIENT=client,
+               TAIL=tail, **env)
+    status, out = run_peer(reactor, ["sh", "-c", LINES_PEER], 60, env)
+    listener.close()
+    want = "one\ntwo\nthree\n" + "".join(f"line {i}\n"
+                                        for i in range(1, 1001)) + tail
+    assert status == 0 and out == want, out[-2000:]
+
+
+def test_streams_line_echo_with_socat(reactor):
+    _line_echo_peer(reactor, None,
+                    'socat -t 5 - "TCP:127.0.0.1:$PORT"', {}, "tail")
+
+
+@needs_tls
+def test_streams_line_echo_with_openssl_s_client(reactor, certs):
+    # -no_ign_eof: s_client ends at its input's end (close_notify).
+    _line_echo_peer(reactor, server_context(certs),
+                    'openssl s_client -quiet -no_ign_eof '
+                    '-connect "127.0.0.1:$PORT" -servername localhost '
+                    '-verify_hostname localhost -CAfile "$CA" 2>/dev/null',
+                    {"CA": f"{certs}/ca.pem"}, "")
